@@ -1,0 +1,1 @@
+"""The caption service: image -> text with BLIP-family models, served over gRPC with dynamic batching."""

@@ -1,0 +1,87 @@
+"""The caption model behind a small protocol: BLIP via transformers, loaded with from_pretrained."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+from PIL import Image
+
+from imagewire_serving.device import dtype_name
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings; requests with equal options can share a batch."""
+
+    max_new_tokens: int
+    num_beams: int
+
+
+class CaptionBackend(Protocol):
+    """A loaded caption model. ``generate`` is blocking and runs on the engine's device worker thread."""
+
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], options: GenerationOptions) -> list[str]:
+        """One caption per image, in order; prompts[i] is image i's caption prefix ("" for none)."""
+        ...
+
+
+class BlipBackend:
+    """BlipForConditionalGeneration + BlipProcessor from a local directory or a hub id."""
+
+    def __init__(self, model_id: str, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.dtype: torch.dtype = next(model.parameters()).dtype
+
+    @classmethod
+    def load(cls, source: str, device: torch.device, dtype: torch.dtype, *, model_id: str | None = None) -> BlipBackend:
+        """Load through from_pretrained (a directory, or a hub id resolved by the hub's cache and network)."""
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        processor = BlipProcessor.from_pretrained(source)
+        model = BlipForConditionalGeneration.from_pretrained(source, dtype=dtype).to(device).eval()
+        _LOGGER.info("loaded caption model %s on %s (%s)", source, device, dtype_name(dtype))
+        return cls(model_id or source, model, processor, device)
+
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
+
+    def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], options: GenerationOptions) -> list[str]:
+        captions: list[str] = [""] * len(images)
+        # BLIP's conditional generate drops the last prompt token (the [SEP]) of every row, which is only right
+        # when rows are unpadded: run one generate call per distinct prompt.
+        groups: dict[str, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(index)
+        for prompt, indices in groups.items():
+            texts = self._generate_group([images[i] for i in indices], prompt, options)
+            for index, text in zip(indices, texts):
+                captions[index] = text
+        return captions
+
+    @torch.inference_mode()
+    def _generate_group(self, images: list[Image.Image], prompt: str, options: GenerationOptions) -> list[str]:
+        processor = self.processor
+        if prompt:
+            inputs = processor(images=images, text=[prompt] * len(images), return_tensors="pt")  # type: ignore[operator]
+        else:
+            inputs = processor(images=images, return_tensors="pt")  # type: ignore[operator]
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        output = self.model.generate(  # type: ignore[operator]
+            **inputs, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, do_sample=False
+        )
+        texts = processor.batch_decode(output, skip_special_tokens=True)  # type: ignore[attr-defined]
+        return [" ".join(text.split()) for text in texts]

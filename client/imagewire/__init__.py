@@ -1,0 +1,1 @@
+"""imagewire: gRPC stubs and clients for the caption and animate services."""

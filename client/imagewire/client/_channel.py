@@ -1,0 +1,93 @@
+"""Channel construction shared by the sync and asyncio clients: limits, keepalive, TLS and auth metadata."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+import grpc.aio
+
+# Requests carry images of up to 50 MiB; leave room for the rest of the message.
+MAX_SEND_BYTES = 52 * 1024 * 1024
+# Video chunks are at most 1 MiB; other responses are small. Anything far larger is a misbehaving server.
+MAX_RECEIVE_BYTES = 8 * 1024 * 1024
+
+REQUEST_ID_KEY = "x-request-id"
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS settings: a CA bundle to verify the server, and for mutual TLS a client certificate and key (PEM files).
+
+    With every field None the system's default roots verify the server.
+    """
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    # Overrides the name checked against the server certificate (useful with IP targets).
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("mutual TLS needs both client_cert and client_key")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_cert),
+            private_key=_read(self.client_key),
+            certificate_chain=_read(self.client_cert),
+        )
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def channel_options(tls: TlsConfig | None) -> list[tuple[str, int | str]]:
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+        # Long animate streams sit idle between chunks; keepalive notices a dead peer.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        # Spread calls over every address a dns:/// or ipv4: target resolves to.
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
+    if tls is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return options
+
+
+def sync_channel(target: str, tls: TlsConfig | None) -> grpc.Channel:
+    options = channel_options(tls)
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, tls.credentials(), options=options)
+
+
+def aio_channel(target: str, tls: TlsConfig | None) -> grpc.aio.Channel:
+    options = channel_options(tls)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=options)
+
+
+def call_metadata(auth_token: str | None, request_id: str | None, extra: Sequence[tuple[str, str]] = ()) -> Metadata:
+    """Per-call metadata: the bearer token, a request id (generated when not given) and any extra pairs."""
+    pairs: list[tuple[str, str]] = [(REQUEST_ID_KEY, request_id or uuid.uuid4().hex)]
+    if auth_token:
+        pairs.append(("authorization", f"Bearer {auth_token}"))
+    pairs.extend(extra)
+    return tuple(pairs)
+
+
+def image_bytes(image: bytes | str | Path) -> bytes:
+    """Accept encoded image bytes or a path to an image file."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    return Path(image).read_bytes()

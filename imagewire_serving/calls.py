@@ -1,0 +1,43 @@
+"""The per-request record: the interceptor opens it, servicers annotate it, and it becomes one log line."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CallRecord:
+    """What one RPC did; written as a single structured log line when it ends."""
+
+    method: str
+    request_id: str
+    peer: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def annotate(self, **fields: Any) -> None:
+        """Add fields (model, sizes, durations...) to this call's log line."""
+        self.fields.update(fields)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+_CURRENT: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("imagewire_call", default=None)
+
+
+def current_call() -> CallRecord:
+    """The record of the RPC being served; a detached one outside any RPC (so callers need no checks)."""
+    record = _CURRENT.get()
+    return record if record is not None else CallRecord(method="", request_id="")
+
+
+def bind(record: CallRecord) -> contextvars.Token[CallRecord | None]:
+    return _CURRENT.set(record)
+
+
+def unbind(token: contextvars.Token[CallRecord | None]) -> None:
+    _CURRENT.reset(token)

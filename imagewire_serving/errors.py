@@ -1,0 +1,58 @@
+"""The domain exceptions engines raise. Pure Python: mapped to gRPC status codes in one place, status.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One request field that is wrong, and why."""
+
+    field: str
+    description: str
+
+
+class ServingError(Exception):
+    """Base of the errors a client can be told about; anything else is an internal error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServingError):
+    """The request is malformed: a bad image, or a field out of range."""
+
+    def __init__(self, message: str, *, field: str | None = None, violations: tuple[FieldViolation, ...] = ()) -> None:
+        super().__init__(message)
+        if field is not None:
+            violations = (FieldViolation(field, message), *violations)
+        self.violations = violations
+
+
+class NotFound(ServingError):
+    """The request names something (a model) the server does not have."""
+
+
+class Overloaded(ServingError):
+    """The server's queue is full; the client may retry later."""
+
+
+class Cancelled(ServingError):
+    """The caller went away or cancelled; the work was stopped."""
+
+
+class DeadlineExceeded(ServingError):
+    """The caller's deadline passed before the work finished."""
+
+
+class Unavailable(ServingError):
+    """The server is loading or shutting down."""
+
+
+def collect(violations: list[FieldViolation]) -> None:
+    """Raise one InvalidArgument naming every violated field, if any."""
+    if violations:
+        message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        raise InvalidArgument(message, violations=tuple(violations))

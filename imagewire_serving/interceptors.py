@@ -1,0 +1,178 @@
+"""The interceptor every RPC of both services passes through.
+
+For each call it: checks the bearer token (health checks stay open for probes), binds the call record with
+the client's request id (echoed back in the initial metadata), maps errors to gRPC statuses through
+status.py, counts and times the call, and writes one structured log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+import grpc.aio
+
+from imagewire_serving import calls, status
+from imagewire_serving.errors import ServingError
+from imagewire_serving.metrics import Metrics
+
+_LOGGER = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_MAX_REQUEST_ID = 128
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):
+    """Auth, request ids, error mapping, metrics and access logging for unary and server-streaming RPCs."""
+
+    def __init__(self, metrics: Metrics, *, auth_token: str | None = None) -> None:
+        self._metrics = metrics
+        self._expected_auth = f"Bearer {auth_token}".encode() if auth_token else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(HEALTH_PREFIX):
+            return handler
+        metadata = {key: value for key, value in (details.invocation_metadata or ())}
+        authorised = self._authorised(metadata.get("authorization"))
+        request_id = _request_id(metadata.get(REQUEST_ID_KEY))
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, details.method, request_id, authorised),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, details.method, request_id, authorised),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not authorised and handler.stream_stream is not None:
+            # Reflection is a bidirectional stream: guard it with the token, nothing more.
+            return grpc.stream_stream_rpc_method_handler(
+                _reject_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _authorised(self, header: Any) -> bool:
+        if self._expected_auth is None:
+            return True
+        given = header.encode() if isinstance(header, str) else b""
+        return hmac.compare_digest(given, self._expected_auth)
+
+    def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            record = self._open(method, request_id, context)
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            token = calls.bind(record)
+            code = grpc.StatusCode.OK
+            try:
+                if not authorised:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    await context.abort(code, "missing or wrong bearer token")
+                return await behaviour(request, context)
+            except ServingError as error:
+                code = status.code_of(error)
+                await context.abort_with_status(status.to_status(error))
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code = _code_of_unexpected(error, context)
+                if code is grpc.StatusCode.INTERNAL:
+                    _LOGGER.exception("internal error in %s (request %s)", method, request_id)
+                    await context.abort_with_status(status.to_status(error))
+                raise
+            finally:
+                calls.unbind(token)
+                self._close(record, code)
+
+        return unary
+
+    def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            record = self._open(method, request_id, context)
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            token = calls.bind(record)
+            code = grpc.StatusCode.OK
+            try:
+                if not authorised:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    await context.abort(code, "missing or wrong bearer token")
+                async for response in behaviour(request, context):
+                    yield response
+            except ServingError as error:
+                code = status.code_of(error)
+                await context.abort_with_status(status.to_status(error))
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code = _code_of_unexpected(error, context)
+                if code is grpc.StatusCode.INTERNAL:
+                    _LOGGER.exception("internal error in %s (request %s)", method, request_id)
+                    await context.abort_with_status(status.to_status(error))
+                raise
+            finally:
+                calls.unbind(token)
+                self._close(record, code)
+
+        return stream
+
+    def _open(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> calls.CallRecord:
+        self._metrics.inflight.labels(method).inc()
+        return calls.CallRecord(method=method, request_id=request_id, peer=context.peer())
+
+    def _close(self, record: calls.CallRecord, code: grpc.StatusCode) -> None:
+        elapsed = record.elapsed()
+        self._metrics.inflight.labels(record.method).dec()
+        self._metrics.requests.labels(record.method, code.name).inc()
+        self._metrics.request_duration.labels(record.method).observe(elapsed)
+        _LOGGER.info(
+            "rpc %s %s %.1fms",
+            record.method,
+            code.name,
+            elapsed * 1000,
+            extra={
+                "rpc": {
+                    "method": record.method,
+                    "code": code.name,
+                    "request_id": record.request_id,
+                    "peer": record.peer,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    **record.fields,
+                }
+            },
+        )
+
+
+def _code_of_unexpected(error: Exception, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Aborts from the servicer (context.abort raises) keep their code; anything else is INTERNAL."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        return code
+    if isinstance(code, int) and code != 0:
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.INTERNAL
+
+
+async def _reject_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+
+def _request_id(given: Any) -> str:
+    """Echo a sane client-supplied id; otherwise make one (never trust arbitrary lengths into logs)."""
+    if isinstance(given, str) and 0 < len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return uuid.uuid4().hex

@@ -1,0 +1,187 @@
+"""The server lifecycle both services share: bind, health, reflection, load, serve, drain, exit.
+
+Health goes NOT_SERVING -> SERVING once the app's models are loaded and warmed, and back to NOT_SERVING
+when draining. SIGTERM/SIGINT stop new calls (UNAVAILABLE), give in-flight ones the grace period, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from imagewire_serving import logs
+from imagewire_serving.interceptors import ServingInterceptor
+from imagewire_serving.metrics import Metrics
+from imagewire_serving.settings import ServerSettings
+
+_LOGGER = logging.getLogger(__name__)
+
+# Room for a 50 MiB image plus the rest of the request message.
+MAX_RECEIVE_BYTES = 50 * 1024 * 1024 + 64 * 1024
+# Responses are captions and <= 1 MiB video chunks.
+MAX_SEND_BYTES = 4 * 1024 * 1024
+OVERALL = ""
+
+
+class App(Protocol):
+    """What a service plugs into the runtime."""
+
+    service_names: tuple[str, ...]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the service's servicers to the server."""
+
+    async def load(self) -> None:
+        """Load and warm up the models; the server reports SERVING after this returns."""
+
+    async def close(self) -> None:
+        """Stop background workers; called after the server has drained."""
+
+
+def server_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Accept client pings as often as every 10 s (the client sends them every 30 s during long streams).
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_grace_ms", 60_000),
+    ]
+
+
+class GrpcServer:
+    """One gRPC server process hosting one App, with health, reflection and the serving interceptor."""
+
+    def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics) -> None:
+        self.settings = settings
+        self.app = app
+        self.metrics = metrics
+        self.health = HealthServicer()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and start serving health (NOT_SERVING) and reflection; returns the bound port."""
+        server = grpc.aio.server(
+            interceptors=[ServingInterceptor(self.metrics, auth_token=self.settings.auth_token)],
+            options=server_options(),
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+        )
+        self.app.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for name in (OVERALL, *self.app.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.reflection:
+            names = (*self.app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                     reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_secure_port(address, self._credentials()) if self.settings.tls else (
+            server.add_insecure_port(address))
+        if self.port == 0:
+            raise OSError(f"could not bind {address}")
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+        await server.start()
+        self._server = server
+        return self.port
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        s = self.settings
+        assert s.tls_cert is not None and s.tls_key is not None
+        return grpc.ssl_server_credentials(
+            [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+            root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
+            require_client_auth=s.tls_client_ca is not None,
+        )
+
+    async def load(self) -> None:
+        """Load and warm the app's models, then report SERVING."""
+        await self.app.load()
+        for name in (OVERALL, *self.app.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period, clean up."""
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_s if grace is None else grace)
+            self._server = None
+        await self.app.close()
+        self.metrics.close()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
+    """Run until SIGTERM/SIGINT: bind, announce, load, announce ready, drain on a signal. Returns 0."""
+    server = GrpcServer(settings, app, metrics=metrics)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await server.start()
+    _announce(f"{name} listening on {server.address}")
+    load = asyncio.create_task(_load(server, name))
+    await stopping.wait()
+    _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
+    if not load.done():
+        load.cancel()
+    await server.stop()
+    _LOGGER.info("%s: stopped", name)
+    return 0
+
+
+async def _load(server: GrpcServer, name: str) -> None:
+    started = time.perf_counter()
+    try:
+        await server.load()
+    except Exception:
+        _LOGGER.exception("%s: loading the models failed", name)
+        # A server that cannot serve should not pretend to be alive: exit non-zero so the supervisor sees it.
+        logging.shutdown()
+        raise SystemExit(1) from None
+    _announce(f"{name} ready in {time.perf_counter() - started:.1f}s")
+
+
+def _announce(line: str) -> None:
+    # Supervisors and tests read this from stdout to learn the bound port (with --port 0) and readiness.
+    print(line, flush=True)
+    _LOGGER.info(line)
+
+
+def run(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
+    """The body of a server's main(): configure logging and serve until a signal."""
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        return asyncio.run(serve(settings, app, metrics, name=name))
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def fail_startup(name: str, error: Exception) -> int:
+    """Report a settings error the way argparse does and return the exit status."""
+    print(f"{name}: error: {error}", file=sys.stderr)
+    return 2
