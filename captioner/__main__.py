@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from captioner import settings as captioner_settings
 from captioner.app import CaptionerApp

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import grpc.aio
+from imagewire.caption.v1 import caption_pb2_grpc
 
 from captioner import tiny
 from captioner.backend import BlipBackend
 from captioner.engine import CaptionEngine
 from captioner.service import SERVICE_NAME, CaptionServicer
 from captioner.settings import CaptionerSettings
-from imagewire.caption.v1 import caption_pb2_grpc
 from imagewire_serving import errors
 from imagewire_serving.device import default_dtype, resolve_device
 from imagewire_serving.metrics import Metrics

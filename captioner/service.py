@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc.aio
+from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from captioner.engine import CaptionEngine, CaptionInput
-from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from imagewire_serving.calls import current_call
 
 SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name

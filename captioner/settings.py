@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from captioner.engine import EngineLimits
 from imagewire_serving.images import ImageLimits

@@ -11,6 +11,7 @@ same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,11 +24,13 @@ from pathlib import Path
 _LOGGER = logging.getLogger(__name__)
 
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-_WORDS = (
-    "a an the of on in with and at picture photo image there is are two three small large red green blue yellow "
-    "white black orange purple circle square triangle star shape background sky tree dog cat person road water "
-    "house car table grass field street room wall light dark bright near next to"
-).split()
+_WORDS = [
+    "a", "an", "the", "of", "on", "in", "with", "and", "at", "picture", "photo", "image", "there", "is",
+    "are", "two", "three", "small", "large", "red", "green", "blue", "yellow", "white", "black",
+    "orange", "purple", "circle", "square", "triangle", "star", "shape", "background", "sky", "tree",
+    "dog", "cat", "person", "road", "water", "house", "car", "table", "grass", "field", "street", "room",
+    "wall", "light", "dark", "bright", "near", "next", "to",
+]
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,9 @@ def ensure_model(name: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".blip-{name}-", dir=target.parent))
     try:
         build_blip(staging, preset)
-        try:
+        # If another process finished first, its copy is identical: keep it.
+        with contextlib.suppress(OSError):
             staging.rename(target)
-        except OSError:  # another process finished first; its copy is identical
-            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _LOGGER.info("built %s caption model at %s", name, target)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from imagewire_serving.device import validate_device_spec
 
@@ -118,7 +119,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, env_prefix: str, de
     option("--host", default="127.0.0.1", help="address to listen on")
     option("--port", type=int, default=default_port, help="port to listen on; 0 picks a free port")
     option("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    option("--model", repeatable=True, help="model directory or hub id; repeat to serve several (none = embedded default)")
+    option("--model", repeatable=True,
+           help="model directory or hub id; repeat to serve several (none = the embedded default)")
     option("--reflection", boolean=True, default=True, help="serve gRPC server reflection")
     option("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
     option("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")

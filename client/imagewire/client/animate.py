@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Sequence, Union
 
 import grpc
 import grpc.aio
@@ -28,7 +28,7 @@ VideoChunk = animate_pb2.VideoChunk
 AnimateResult = animate_pb2.AnimateResult
 VideoFormat = animate_pb2.VideoFormat
 Stage = animate_pb2.Stage
-AnimateEvent = Union[Progress, VideoHeader, VideoChunk, AnimateResult]
+AnimateEvent = Progress | VideoHeader | VideoChunk | AnimateResult
 
 _OPTIONAL_FIELDS = (
     "width",

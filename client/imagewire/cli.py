@@ -1,0 +1,256 @@
+"""The ``imagewire`` command: caption images and animate them through the imagewire servers.
+
+    imagewire caption IMAGE... --target HOST:PORT [--prompt TEXT] [--model-id ID]
+    imagewire animate IMAGE -o OUT.mp4 --target HOST:PORT [--num-frames N --seed S ...]
+    imagewire models --target HOST:PORT [--service caption|animate]
+    imagewire demo [--caption-target T] [--animate-target T] [-o demo.mp4]
+
+--target takes any gRPC target string (host:port, dns:///name:port, ipv4:a:p1,b:p2). Defaults come from
+IMAGEWIRE_CAPTION_TARGET / IMAGEWIRE_ANIMATE_TARGET, else the servers' default ports on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from google.protobuf import json_format
+
+from imagewire.animate.v1 import animate_pb2
+from imagewire.client import AnimateClient, CaptionClient, ImagewireError, TlsConfig
+from imagewire.client.animate import AnimateEvent
+
+DEFAULT_CAPTION_TARGET = "127.0.0.1:50051"
+DEFAULT_ANIMATE_TARGET = "127.0.0.1:50052"
+
+_STAGES = {
+    animate_pb2.STAGE_QUEUED: "queued",
+    animate_pb2.STAGE_ENCODE_IMAGE: "encode image",
+    animate_pb2.STAGE_DENOISE: "denoise",
+    animate_pb2.STAGE_DECODE: "decode",
+    animate_pb2.STAGE_ENCODE_VIDEO: "encode video",
+}
+_FORMATS = {"mp4": animate_pb2.VIDEO_FORMAT_MP4_H264, "webm": animate_pb2.VIDEO_FORMAT_WEBM_VP9}
+
+
+def sample_image() -> bytes:
+    """The demo image shipped with the client: a drawn scene the embedded caption model knows."""
+    return resources.files("imagewire.data").joinpath("sample.png").read_bytes()
+
+
+class ProgressBar:
+    """A one-line progress display on a terminal; one line per stage when output is not a terminal."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+        self._tty = stream.isatty()
+        self._last_stage: int | None = None
+        self._bytes = 0
+
+    def __call__(self, event: AnimateEvent) -> None:
+        if isinstance(event, animate_pb2.Progress):
+            self._progress(event)
+        elif isinstance(event, animate_pb2.VideoChunk):
+            self._bytes += len(event.data)
+        elif isinstance(event, animate_pb2.AnimateResult):
+            self._finish()
+
+    def _progress(self, event: animate_pb2.Progress) -> None:
+        name = _STAGES.get(event.stage, "working")
+        if self._tty:
+            done = int(self._width * event.step / event.total) if event.total else 0
+            bar = "#" * done + "." * (self._width - done)
+            self._stream.write(f"\r{name:>12} [{bar}] {event.step}/{event.total}  {self._bytes / 1024:.0f} KiB sent ")
+            self._stream.flush()
+        elif event.stage != self._last_stage:
+            self._stream.write(f"{name}...\n")
+        self._last_stage = event.stage
+
+    def _finish(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser, *, target_env: str, default_target: str) -> None:
+    parser.add_argument(
+        "--target", default=os.environ.get(target_env, default_target),
+        help=f"gRPC target (default ${target_env} or {default_target})",
+    )
+    _add_security_flags(parser)
+
+
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, help="deadline of each call in seconds")
+    parser.add_argument("--auth-token", default=os.environ.get("IMAGEWIRE_AUTH_TOKEN"),
+                        help="bearer token (default $IMAGEWIRE_AUTH_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's trusted roots")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate to verify the server (implies --tls)")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, help="client private key for mutual TLS")
+    parser.add_argument("--tls-server-name", help="expected name in the server certificate")
+
+
+def _tls(args: argparse.Namespace) -> TlsConfig | None:
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    return TlsConfig(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+
+
+def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"auth_token": args.auth_token, "tls": _tls(args)}
+    if args.timeout:
+        kwargs["timeout"] = args.timeout
+    return kwargs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagewire", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    caption = commands.add_parser("caption", help="caption one or more images")
+    caption.add_argument("images", nargs="+", type=Path, help="image files")
+    caption.add_argument("--prompt", default="", help="caption prefix to continue")
+    caption.add_argument("--model-id", default="", help="model to use (default: the server's)")
+    caption.add_argument("--max-new-tokens", type=int)
+    caption.add_argument("--num-beams", type=int)
+    caption.add_argument("--json", action="store_true", help="print one JSON object per image")
+    _add_connection_flags(caption, target_env="IMAGEWIRE_CAPTION_TARGET", default_target=DEFAULT_CAPTION_TARGET)
+
+    animate = commands.add_parser("animate", help="generate a video from an image")
+    animate.add_argument("image", type=Path, help="conditioning image file")
+    animate.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
+    animate.add_argument("--model-id", default="")
+    for name, kind in (("width", int), ("height", int), ("num-frames", int), ("fps", int),
+                       ("motion-bucket-id", int), ("noise-aug-strength", float), ("num-inference-steps", int),
+                       ("seed", int), ("decode-chunk-size", int), ("min-guidance-scale", float),
+                       ("max-guidance-scale", float)):
+        animate.add_argument(f"--{name}", type=kind)
+    animate.add_argument("--safety-check", action="store_true", help="run the server's safety checker")
+    animate.add_argument("--format", choices=sorted(_FORMATS), default="mp4")
+    animate.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_connection_flags(animate, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
+
+    models = commands.add_parser("models", help="list a server's models, limits and defaults")
+    models.add_argument("--service", choices=("caption", "animate"), default="caption")
+    models.add_argument("--target", help="gRPC target (default: the service's default target)")
+    _add_security_flags(models)
+
+    demo = commands.add_parser("demo", help="caption and animate the bundled sample image")
+    demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET))
+    demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET))
+    demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"))
+    demo.add_argument("--num-frames", type=int, default=14)
+    demo.add_argument("--num-inference-steps", type=int, default=10)
+    demo.add_argument("--width", type=int, default=256)
+    demo.add_argument("--height", type=int, default=256)
+    demo.add_argument("--seed", type=int, default=7)
+    _add_security_flags(demo)
+    return parser
+
+
+def _caption(args: argparse.Namespace) -> int:
+    with CaptionClient(args.target, **_client_kwargs(args)) as client:
+        def one(path: Path) -> Any:
+            return client.caption(path, prompt=args.prompt, model_id=args.model_id,
+                                  max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+
+        failures = 0
+        # Send every image at once: the server batches concurrent requests.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool:
+            futures = [pool.submit(one, path) for path in args.images]
+            for path, future in zip(args.images, futures):
+                try:
+                    result = future.result()
+                except (ImagewireError, OSError) as error:
+                    failures += 1
+                    print(f"{path}: error: {error}", file=sys.stderr)
+                    continue
+                if args.json:
+                    print(json.dumps({"image": str(path), "text": result.text, "model_id": result.model_id,
+                                      "input_pixels": result.input_pixels, "price_usd": result.price_usd}))
+                elif len(args.images) == 1:
+                    print(result.text)
+                else:
+                    print(f"{path}: {result.text}")
+    return 1 if failures else 0
+
+
+def _animate_params(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength",
+             "num_inference_steps", "seed", "decode_chunk_size", "min_guidance_scale", "max_guidance_scale")
+    return {name: getattr(args, name) for name in names}
+
+
+def _animate(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    with AnimateClient(args.target, **_client_kwargs(args)) as client:
+        result = client.animate_to_file(
+            args.image, args.output, on_event=None if args.quiet else ProgressBar(),
+            model_id=args.model_id, safety_check=args.safety_check, format=_FORMATS[args.format],
+            **_animate_params(args),
+        )
+    safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
+    print(f"wrote {args.output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
+          f"${result.usage.price_usd:.6f}) in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    kwargs = _client_kwargs(args)
+    if args.service == "caption":
+        with CaptionClient(args.target or DEFAULT_CAPTION_TARGET, **kwargs) as client:
+            response: Any = client.list_models()
+    else:
+        with AnimateClient(args.target or DEFAULT_ANIMATE_TARGET, **kwargs) as client:
+            response = client.list_models()
+    print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    image = sample_image()
+    kwargs = _client_kwargs(args)
+    with CaptionClient(args.caption_target, **kwargs) as captions:
+        caption = captions.caption(image)
+    print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.price_usd:.8f})")
+    started = time.perf_counter()
+    with AnimateClient(args.animate_target, **kwargs) as animator:
+        result = animator.animate_to_file(
+            image, args.output, on_event=ProgressBar(), num_frames=args.num_frames,
+            num_inference_steps=args.num_inference_steps, width=args.width, height=args.height, seed=args.seed,
+        )
+    print(f"video: {args.output} ({result.total_bytes} bytes, {args.num_frames} frames, seed {result.seed}) "
+          f"in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"caption": _caption, "animate": _animate, "models": _models, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except ImagewireError as error:
+        print(f"imagewire {args.command}: {error}", file=sys.stderr)
+        for violation in error.field_violations:
+            print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print(f"imagewire {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

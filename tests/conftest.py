@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from captioner.app import CaptionerApp
+from captioner.engine import EngineLimits
+from captioner.settings import CaptionerSettings
+from imagewire_serving.metrics import Metrics
+from imagewire_serving.server import GrpcServer
+from imagewire_serving.settings import ServerSettings
+from tests.support import serving
+
+
+@pytest.fixture(scope="session")
+def tiny_caption_model() -> str:
+    from captioner import tiny
+
+    return str(tiny.ensure_model("tiny"))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def caption_server(tiny_caption_model: str) -> AsyncIterator[GrpcServer]:
+    """One captioner on the tiny random model, shared by the service tests (it is stateless between calls)."""
+    settings = CaptionerSettings(
+        server=ServerSettings(port=0, models=(tiny_caption_model,)),
+        limits=EngineLimits(default_max_new_tokens=8),
+    )
+    metrics = Metrics()
+    async with serving(CaptionerApp(settings, metrics), metrics, settings.server) as server:
+        yield server

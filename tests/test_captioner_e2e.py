@@ -1,0 +1,49 @@
+"""The installed console scripts end to end: imagewire-captioner as a subprocess, imagewire caption against it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.support import script, server_process, solid
+
+
+def test_captioner_process_serves_health_reflection_and_the_cli(tmp_path: Path, tiny_caption_model: str) -> None:
+    image = tmp_path / "img.png"
+    image.write_bytes(solid())
+    command = [script("imagewire-captioner"), "--model", tiny_caption_model]
+    with server_process(command, name="imagewire-captioner") as server:
+        with grpc.insecure_channel(server.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            responses = list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+            names = {s.name for s in responses[0].list_services_response.service}
+            assert "imagewire.caption.v1.CaptionService" in names
+
+        done = subprocess.run([script("imagewire"), "caption", str(image), "--target", server.target],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() and all(w.isalpha() for w in done.stdout.split())
+
+        bad = tmp_path / "bad.png"
+        bad.write_bytes(b"not an image")
+        done = subprocess.run([script("imagewire"), "caption", str(bad), "--target", server.target],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert "INVALID_ARGUMENT: image is not a decodable" in done.stderr
+
+        assert server.terminate() == 0
+
+
+def test_env_configures_the_server_and_bad_settings_fail_fast() -> None:
+    done = subprocess.run([script("imagewire-captioner"), "--device", "tpu:9"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "--device" in done.stderr
+    done = subprocess.run([script("imagewire-captioner")], capture_output=True, text=True, timeout=60,
+                          env={"IMAGEWIRE_CAPTIONER_MAX_BATCH_SIZE": "0", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and "max-batch-size" in done.stderr
