@@ -8,6 +8,7 @@ status.py, counts and times the call, and writes one structured log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import uuid
@@ -74,62 +75,48 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            record = self._open(method, request_id, context)
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            token = calls.bind(record)
-            code = grpc.StatusCode.OK
-            try:
-                if not authorised:
-                    code = grpc.StatusCode.UNAUTHENTICATED
-                    await context.abort(code, "missing or wrong bearer token")
+            async with self._call(method, request_id, authorised, context):
                 return await behaviour(request, context)
-            except ServingError as error:
-                code = status.code_of(error)
-                await context.abort_with_status(status.to_status(error))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                code = _code_of_unexpected(error, context)
-                if code is grpc.StatusCode.INTERNAL:
-                    _LOGGER.exception("internal error in %s (request %s)", method, request_id)
-                    await context.abort_with_status(status.to_status(error))
-                raise
-            finally:
-                calls.unbind(token)
-                self._close(record, code)
 
         return unary
 
     def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            record = self._open(method, request_id, context)
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            token = calls.bind(record)
-            code = grpc.StatusCode.OK
-            try:
-                if not authorised:
-                    code = grpc.StatusCode.UNAUTHENTICATED
-                    await context.abort(code, "missing or wrong bearer token")
+            async with self._call(method, request_id, authorised, context):
                 async for response in behaviour(request, context):
                     yield response
-            except ServingError as error:
-                code = status.code_of(error)
-                await context.abort_with_status(status.to_status(error))
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                code = _code_of_unexpected(error, context)
-                if code is grpc.StatusCode.INTERNAL:
-                    _LOGGER.exception("internal error in %s (request %s)", method, request_id)
-                    await context.abort_with_status(status.to_status(error))
-                raise
-            finally:
-                calls.unbind(token)
-                self._close(record, code)
 
         return stream
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """The scope of one RPC: auth, the call record, error mapping, metrics and the log line."""
+        record = self._open(method, request_id, context)
+        token = calls.bind(record)
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            if not authorised:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            yield
+        except ServingError as error:
+            code = status.code_of(error)
+            await context.abort_with_status(status.to_status(error))
+        except grpc.aio.AbortError:
+            code = _aborted_code(context)  # the servicer (or the auth check above) chose the status
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            code = grpc.StatusCode.INTERNAL
+            _LOGGER.exception("internal error in %s (request %s)", method, request_id)
+            await context.abort_with_status(status.to_status(error))
+        finally:
+            calls.unbind(token)
+            self._close(record, code)
 
     def _open(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> calls.CallRecord:
         self._metrics.inflight.labels(method).inc()
@@ -158,14 +145,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _code_of_unexpected(error: Exception, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    """Aborts from the servicer (context.abort raises) keep their code; anything else is INTERNAL."""
+def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     code = context.code()
-    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
-        return code
-    if isinstance(code, int) and code != 0:
-        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.INTERNAL
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 async def _reject_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:

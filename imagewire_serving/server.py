@@ -17,10 +17,10 @@ from typing import Protocol
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from imagewire_serving import logs
+from imagewire_serving.health import HealthServicer
 from imagewire_serving.interceptors import ServingInterceptor
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
@@ -121,7 +121,7 @@ class GrpcServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period, clean up."""
-        await self.health.enter_graceful_shutdown()
+        await self.health.drain()
         if self._server is not None:
             await self._server.stop(self.settings.grace_s if grace is None else grace)
             self._server = None
