@@ -38,7 +38,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         sent: ServingStatus | None = None
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: self._current(request.service) != sent or self._draining)
+                await self._changed.wait_for(
+                    lambda last=sent: self._current(request.service) != last or self._draining  # type: ignore[misc]
+                )
                 status, draining = self._current(request.service), self._draining
             if status != sent:
                 await context.write(health_pb2.HealthCheckResponse(status=status))

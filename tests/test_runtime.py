@@ -12,12 +12,12 @@ import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
+from imagewire.client import AsyncCaptionClient, CaptionClient, ImagewireError, TlsConfig
 
 from captioner.app import CaptionerApp
 from captioner.engine import EngineLimits
 from captioner.settings import CaptionerSettings
-from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
-from imagewire.client import AsyncCaptionClient, CaptionClient, ImagewireError, TlsConfig
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
@@ -124,18 +124,17 @@ async def test_one_structured_log_line_per_request_with_the_request_id(
 
 async def test_overload_is_answered_fast_while_accepted_requests_complete(tiny_caption_model: str) -> None:
     app, metrics, settings = captioner(tiny_caption_model, max_concurrent_rpcs=4)
-    async with serving(app, metrics, settings) as server:
-        async with AsyncCaptionClient(server.address) as client:
-            with gated(app.engine().backends[0]) as release:
-                calls = [asyncio.create_task(client.caption(solid((i, i, 0)))) for i in range(4)]
-                await asyncio.sleep(0.3)
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                with pytest.raises(ImagewireError) as caught:
-                    await client.caption(solid())
-                rejected_after = loop.time() - started
-                release.set()
-                results = await asyncio.gather(*calls)
+    async with serving(app, metrics, settings) as server, AsyncCaptionClient(server.address) as client:
+        with gated(app.engine().backends[0]) as release:
+            calls = [asyncio.create_task(client.caption(solid((i, i, 0)))) for i in range(4)]
+            await asyncio.sleep(0.3)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(ImagewireError) as caught:
+                await client.caption(solid())
+            rejected_after = loop.time() - started
+            release.set()
+            results = await asyncio.gather(*calls)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert rejected_after < 0.5
     assert all(r.text for r in results)
