@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 # torch goes in first and on its own: on a machine without an NVIDIA GPU the pinned CPU build (a local wheel
 # here) is what we want; leaving it to the dependency resolver would pull gigabytes of CUDA packages.
-$(STAMP): pyproject.toml client/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1; then \
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml client/pyproject.toml
 		$(BIN)/pip install --quiet torch==2.13.0; \
 	fi
 	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+	# The Node.js example client (tested against the real servers) where npm exists.
+	if command -v npm >/dev/null 2>&1; then cd examples/node && npm ci --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 
 test: setup
