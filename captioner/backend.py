@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from PIL import Image
+from transformers import StoppingCriteriaList
 
 from imagewire_serving.device import dtype_name
 
@@ -30,9 +31,29 @@ class CaptionBackend(Protocol):
     device: torch.device
     dtype: torch.dtype
 
-    def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], options: GenerationOptions) -> list[str]:
-        """One caption per image, in order; prompts[i] is image i's caption prefix ("" for none)."""
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        """One caption per image, in order; prompts[i] is image i's caption prefix ("" for none).
+
+        ``should_stop`` is polled between decoding steps; when it returns True the batch's callers are all gone
+        and generation ends early (the partial captions are discarded by the caller).
+        """
         ...
+
+
+class _StopWhen:
+    """A transformers stopping criterion that ends generation for every row when a predicate turns True."""
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self._predicate = predicate
+
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self._predicate(), dtype=torch.bool, device=input_ids.device)
 
 
 class BlipBackend:
@@ -59,7 +80,13 @@ class BlipBackend:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
-    def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], options: GenerationOptions) -> list[str]:
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[str]:
         captions: list[str] = [""] * len(images)
         # BLIP's conditional generate drops the last prompt token (the [SEP]) of every row, which is only right
         # when rows are unpadded: run one generate call per distinct prompt.
@@ -67,13 +94,21 @@ class BlipBackend:
         for index, prompt in enumerate(prompts):
             groups.setdefault(prompt, []).append(index)
         for prompt, indices in groups.items():
-            texts = self._generate_group([images[i] for i in indices], prompt, options)
+            if should_stop is not None and should_stop():
+                break
+            texts = self._generate_group([images[i] for i in indices], prompt, options, should_stop)
             for index, text in zip(indices, texts):
                 captions[index] = text
         return captions
 
     @torch.inference_mode()
-    def _generate_group(self, images: list[Image.Image], prompt: str, options: GenerationOptions) -> list[str]:
+    def _generate_group(
+        self,
+        images: list[Image.Image],
+        prompt: str,
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] | None,
+    ) -> list[str]:
         processor = self.processor
         if prompt:
             inputs = processor(images=images, text=[prompt] * len(images), return_tensors="pt")  # type: ignore[operator]
@@ -81,8 +116,13 @@ class BlipBackend:
             inputs = processor(images=images, return_tensors="pt")  # type: ignore[operator]
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        stopping = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
         output = self.model.generate(  # type: ignore[operator]
-            **inputs, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, do_sample=False
+            **inputs,
+            max_new_tokens=options.max_new_tokens,
+            num_beams=options.num_beams,
+            do_sample=False,
+            stopping_criteria=stopping,
         )
         texts = processor.batch_decode(output, skip_special_tokens=True)  # type: ignore[attr-defined]
         return [" ".join(text.split()) for text in texts]

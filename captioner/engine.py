@@ -101,6 +101,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self.batches_run = 0
         self.requests_run = 0
+        # Batches whose callers all left mid-generation, stopped at the next decoding step.
+        self.batches_abandoned = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher:{self.backend.model_id}")
@@ -184,6 +186,11 @@ class Batcher:
             self._metrics.observe_queue(model_id, started - item.enqueued)
         self._metrics.observe_batch(model_id, len(batch))
         loop = asyncio.get_running_loop()
+
+        def everyone_left() -> bool:
+            # Polled from the device thread: a future's done() only reads its state.
+            return all(item.future.done() for item in batch)
+
         try:
             captions = await loop.run_in_executor(
                 self._executor,
@@ -191,6 +198,7 @@ class Batcher:
                 [item.image for item in batch],
                 [item.prompt for item in batch],
                 batch[0].options,
+                everyone_left,
             )
         except Exception as error:  # a model failure fails this batch, not the worker
             _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
@@ -200,6 +208,9 @@ class Batcher:
             return
         compute = time.monotonic() - started
         self._metrics.observe_compute(model_id, compute)
+        if everyone_left():
+            self.batches_abandoned += 1
+            return
         self.batches_run += 1
         self.requests_run += len(batch)
         for item, caption in zip(batch, captions):

@@ -1,0 +1,59 @@
+"""The caption engine with a real tiny BLIP: work for callers who left is cut short."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import torch
+
+from captioner.backend import BlipBackend
+from captioner.engine import CaptionEngine, CaptionInput, EngineLimits
+from imagewire_serving.metrics import Metrics
+from tests.support import gated, solid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(tiny_caption_model: str) -> AsyncIterator[CaptionEngine]:
+    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=0), Metrics())
+    engine.start()
+    yield engine
+    await engine.close()
+
+
+async def test_generation_stops_at_the_next_token_when_every_caller_left(engine: CaptionEngine) -> None:
+    backend = engine.backends[0]
+    captions: list[list[str]] = []
+    original = backend.generate
+
+    def recording(*args: object) -> list[str]:
+        captions.append(original(*args))  # type: ignore[arg-type]
+        return captions[-1]
+
+    backend.generate = recording  # type: ignore[method-assign]
+    try:
+        # A full-length caption first, for comparison: with this prompt the random tiny model rambles on.
+        request = CaptionInput(image=solid(), prompt="a picture of", max_new_tokens=100)
+        full = await engine.caption(request)
+        assert len(full.text.split()) > 20
+        with gated(backend) as release:
+            task = asyncio.create_task(engine.caption(request))
+            await asyncio.sleep(0.2)  # queued, taken into a batch, held at the gate
+            release.set()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        batcher = engine.batcher("")
+        for _ in range(200):
+            if batcher.batches_abandoned:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        backend.generate = original  # type: ignore[method-assign]
+    assert batcher.batches_abandoned == 1 and batcher.batches_run == 1
+    assert len(captions[1][0].split()) < 8, "generation went on for a caller that was gone"
