@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from PIL import Image
 
@@ -150,3 +151,91 @@ def test_decoder_survives_pathological_images_in_process() -> None:
         decoded.save(io.BytesIO(), "PNG")  # fully materialised
 
     run()
+
+
+@pytest.fixture(scope="module")
+def animator_process() -> Iterator[ServerProcess]:
+    # Tight operator bounds keep every request the fuzzer gets accepted cheap on a CPU.
+    command = [script("imagewire-animator"), "--max-num-frames", "4", "--max-num-inference-steps", "2",
+               "--max-pixels-per-frame", str(64 * 64), "--max-queue", "64"]
+    with server_process(command, name="imagewire-animator") as server:
+        yield server
+        assert server.process.poll() is None, "the server died during the fuzz run"
+        with grpc.insecure_channel(server.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert last_event(channel, small_request(seeds()[0])) == "result"
+        assert server.terminate() == 0
+
+
+def small_request(image: bytes) -> animate_pb2.AnimateRequest:
+    return animate_pb2.AnimateRequest(image=image, width=64, height=64, num_frames=2, num_inference_steps=1)
+
+
+def last_event(channel: grpc.Channel, request: animate_pb2.AnimateRequest) -> str:
+    kinds = [r.WhichOneof("event") for r in animate_pb2_grpc.AnimateServiceStub(channel).Animate(request, timeout=60)]
+    return kinds[-1] if kinds else ""
+
+
+def animate_status(channel: grpc.Channel, request: animate_pb2.AnimateRequest) -> grpc.StatusCode:
+    try:
+        last = last_event(channel, request)
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[no-any-return]
+    assert last == "result", f"a successful stream must end with its result, not {last!r}"
+    return grpc.StatusCode.OK
+
+
+def test_fuzz_animate_images(animator_process: ServerProcess) -> None:
+    tally = Tally("animate: image bytes")
+    with grpc.insecure_channel(animator_process.target) as channel:
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(image=images)
+        def run(image: bytes) -> None:
+            code = animate_status(channel, small_request(image))
+            tally.record(code)
+            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, code
+
+        run()
+    print(tally.report())
+    assert tally.statuses["INVALID_ARGUMENT"] > 0
+
+
+def test_fuzz_animate_fields(animator_process: ServerProcess) -> None:
+    tally = Tally("animate: fields")
+    image = seeds()[0]
+    anything = st.one_of(st.none(), st.integers(0, 2**32 - 1))
+    floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32))
+    with grpc.insecure_channel(animator_process.target) as channel:
+
+        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(
+            width=st.one_of(anything, st.sampled_from([8, 32, 63, 64])),
+            height=st.one_of(anything, st.sampled_from([8, 32, 64])),
+            num_frames=st.one_of(anything, st.integers(0, 5)),
+            fps=st.one_of(anything, st.integers(0, 60)),
+            motion_bucket_id=st.one_of(anything, st.integers(0, 1100)),
+            noise_aug_strength=floats,
+            num_inference_steps=st.one_of(anything, st.integers(0, 3)),
+            seed=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+            decode_chunk_size=st.one_of(anything, st.integers(0, 5)),
+            min_guidance_scale=floats,
+            max_guidance_scale=floats,
+            video_format=st.integers(0, 6),
+            model_id=st.one_of(st.just(""), st.text(max_size=20)),
+            safety_check=st.booleans(),
+        )
+        def run(video_format: int, model_id: str, safety_check: bool, **fields: float | int | None) -> None:
+            request = animate_pb2.AnimateRequest(image=image, model_id=model_id, safety_check=safety_check,
+                                                 format=video_format)  # type: ignore[arg-type]
+            for name, value in fields.items():
+                if value is not None:
+                    setattr(request, name, value)
+            code = animate_status(channel, request)
+            tally.record(code)
+            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, (code, request)
+
+        run()
+    print(tally.report())
+    assert tally.statuses["INVALID_ARGUMENT"] > 0
