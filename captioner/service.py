@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import grpc.aio
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from captioner.engine import CaptionEngine, CaptionInput
-from imagewire_serving.calls import current_call
+from imagewire_serving.calls import current_call, deadline_of
+from imagewire_serving.device import dtype_name
 
 SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name
-
-
-def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
-    """The caller's deadline as a time.monotonic() instant."""
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
@@ -68,7 +62,7 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
                 caption_pb2.ModelInfo(
                     model_id=backend.model_id,
                     device=str(backend.device),
-                    dtype=str(backend.dtype).removeprefix("torch."),
+                    dtype=dtype_name(backend.dtype),
                     max_image_bytes=limits.image.max_bytes,
                     max_image_pixels=limits.image.max_pixels,
                     default_max_new_tokens=limits.default_max_new_tokens,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -29,15 +29,23 @@ class CallRecord:
 _CURRENT: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("imagewire_call", default=None)
 
 
+class _HasDeadline(Protocol):
+    def time_remaining(self) -> float | None: ...
+
+
+def deadline_of(context: _HasDeadline) -> float | None:
+    """The caller's deadline (a servicer context's time remaining) as a time.monotonic() instant."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 def current_call() -> CallRecord:
     """The record of the RPC being served; a detached one outside any RPC (so callers need no checks)."""
     record = _CURRENT.get()
     return record if record is not None else CallRecord(method="", request_id="")
 
 
-def bind(record: CallRecord) -> contextvars.Token[CallRecord | None]:
-    return _CURRENT.set(record)
-
-
-def unbind(token: contextvars.Token[CallRecord | None]) -> None:
-    _CURRENT.reset(token)
+def bind(record: CallRecord) -> None:
+    """Make ``record`` the current call. grpc.aio serves each RPC in its own task, whose context copy ends with
+    it, so there is nothing to undo (and a streaming handler may be finalised from another context)."""
+    _CURRENT.set(record)

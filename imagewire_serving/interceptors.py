@@ -94,7 +94,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     ) -> AsyncIterator[None]:
         """The scope of one RPC: auth, the call record, error mapping, metrics and the log line."""
         record = self._open(method, request_id, context)
-        token = calls.bind(record)
+        calls.bind(record)
         code = grpc.StatusCode.OK
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
@@ -115,7 +115,6 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             _LOGGER.exception("internal error in %s (request %s)", method, request_id)
             await context.abort_with_status(status.to_status(error))
         finally:
-            calls.unbind(token)
             self._close(record, code)
 
     def _open(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> calls.CallRecord:

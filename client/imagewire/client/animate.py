@@ -176,18 +176,20 @@ class AnimateClient(_Base):
     ) -> AnimateResult:
         """Generate a video into ``path`` while it streams; returns the verified final result."""
         sink = VideoSink(path)
+        result: AnimateResult | None = None
         try:
+            # Read to the end of the stream, not just to the result: leaving early would cancel the call.
             for event in self.animate(image, timeout=timeout, **params):
                 if on_event is not None:
                     on_event(event)
-                result = sink.feed(event)
-                if result is not None:
-                    return result
+                result = sink.feed(event) or result
         except BaseException:
             sink.abort()
             raise
-        sink.abort()
-        raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        if result is None:
+            sink.abort()
+            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        return result
 
     def list_models(self, *, timeout: float | None = None) -> animate_pb2.ListModelsResponse:
         """The server's loaded models with their limits and defaults."""
@@ -255,18 +257,19 @@ class AsyncAnimateClient(_Base):
     ) -> AnimateResult:
         """Generate a video into ``path`` while it streams; returns the verified final result."""
         sink = VideoSink(path)
+        result: AnimateResult | None = None
         try:
             async for event in self.animate(image, timeout=timeout, **params):
                 if on_event is not None:
                     on_event(event)
-                result = sink.feed(event)
-                if result is not None:
-                    return result
+                result = sink.feed(event) or result
         except BaseException:
             sink.abort()
             raise
-        sink.abort()
-        raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        if result is None:
+            sink.abort()
+            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        return result
 
     async def list_models(self, *, timeout: float | None = None) -> animate_pb2.ListModelsResponse:
         """The server's loaded models with their limits and defaults."""

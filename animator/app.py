@@ -1,0 +1,78 @@
+"""The animator as a runtime App: loads the models, owns the engine, registers the servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc.aio
+from imagewire.animate.v1 import animate_pb2_grpc
+
+from animator import tiny
+from animator.backend import SvdBackend
+from animator.engine import AnimateEngine
+from animator.safety import SafetyChecker
+from animator.service import SERVICE_NAME, AnimateServicer
+from animator.settings import AnimatorSettings
+from imagewire_serving import errors
+from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.metrics import Metrics
+
+_LOGGER = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "tiny-random-svd"
+
+
+def default_model() -> tuple[str, str]:
+    """(model id, source) of the embedded default: a tiny random SVD built locally on first use."""
+    return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
+
+
+def _quiet_loaders() -> None:
+    # Server logs are line-oriented; the loaders' tqdm bars would only garble them.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+class AnimatorApp:
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, settings: AnimatorSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._engine: AnimateEngine | None = None
+
+    def engine(self) -> AnimateEngine:
+        if self._engine is None:
+            raise errors.Unavailable("the video model is still loading")
+        return self._engine
+
+    def register(self, server: grpc.aio.Server) -> None:
+        animate_pb2_grpc.add_AnimateServiceServicer_to_server(AnimateServicer(self.engine), server)
+
+    async def load(self) -> None:
+        _quiet_loaders()
+        device = resolve_device(self.settings.server.device)
+        dtype = default_dtype(device)
+        sources = [(m, m) for m in self.settings.server.models] or [await asyncio.to_thread(default_model)]
+        backends = []
+        for model_id, source in sources:
+            started = time.perf_counter()
+            backends.append(await asyncio.to_thread(
+                SvdBackend.load, source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload))
+            self.metrics.set_model_load(model_id, time.perf_counter() - started)
+        checker = None
+        if self.settings.safety_checker is not None:
+            checker = await asyncio.to_thread(SafetyChecker.load, self.settings.safety_checker, device, dtype)
+        engine = AnimateEngine(backends, self.settings.limits, self.metrics, safety_checker=checker)
+        engine.start()
+        await engine.warm_up()
+        self._engine = engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()

@@ -1,0 +1,201 @@
+"""The video model behind a small protocol: Stable Video Diffusion via diffusers, loaded with from_pretrained.
+
+The backend splits the pipeline call in two so that video can be encoded while it is decoded: ``denoise`` runs
+the pipeline itself with ``output_type="latent"`` (image encoding and the denoising loop, with a per-step
+callback), and ``decode`` turns the latents into uint8 frames ``decode_chunk_size`` frames at a time with the same
+arithmetic as the pipeline's ``decode_latents`` and ``postprocess_video``, so the frames equal those of a plain
+``pipeline(...)`` call with the same seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from animator.tiny import DEFAULTS_FILE
+from imagewire_serving.device import dtype_name
+
+_LOGGER = logging.getLogger(__name__)
+
+# Called after each denoising step with (steps done, steps in all); it may raise to stop the loop.
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Request defaults for one model. The SVD-XT values unless the model directory says otherwise."""
+
+    width: int = 1024
+    height: int = 576
+    num_frames: int = 25
+    fps: int = 6
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    num_inference_steps: int = 25
+    decode_chunk_size: int = 8
+    min_guidance_scale: float = 1.0
+    max_guidance_scale: float = 3.0
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Everything one generation needs besides the image, resolved and validated."""
+
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    num_inference_steps: int
+    seed: int
+    decode_chunk_size: int
+    min_guidance_scale: float
+    max_guidance_scale: float
+
+    @property
+    def pipeline_fps(self) -> int:
+        """The pipeline's ``fps`` argument that makes the UNet see ``fps``.
+
+        StableVideoDiffusionPipeline passes ``fps - 1`` to the UNet's added time ids (SVD was micro-conditioned
+        on that value; the reference conditions on 6 and writes 7 fps). We condition the model on exactly the
+        requested value and write the same value into the container, so we add the 1 back.
+        """
+        return self.fps + 1
+
+
+class VideoBackend(Protocol):
+    """A loaded image-to-video model. All methods block and run on the engine's device worker thread."""
+
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+    defaults: ModelDefaults
+
+    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
+        """Encode the image and run the denoising loop; returns the final latents."""
+        ...
+
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+        """Decode latents to frames, yielding uint8 RGB arrays of shape (n, height, width, 3) chunk by chunk."""
+        ...
+
+
+def read_defaults(source: str, num_frames: int) -> ModelDefaults:
+    """The defaults of a model: the SVD-XT values with the UNet's frame count, overridden by an
+    ``imagewire_animate.json`` in the model directory."""
+    values: dict[str, object] = {"num_frames": num_frames}
+    path = Path(source) / DEFAULTS_FILE
+    if path.is_file():
+        values.update(json.loads(path.read_text()))
+    return ModelDefaults(**{name: values[name] for name in ModelDefaults.__dataclass_fields__ if name in values})
+
+
+class SvdBackend:
+    """StableVideoDiffusionPipeline from a local directory or a hub id."""
+
+    def __init__(self, model_id: str, pipeline: object, device: torch.device, dtype: torch.dtype,
+                 defaults: ModelDefaults) -> None:
+        self.model_id = model_id
+        self.pipeline = pipeline
+        self.device = device
+        self.dtype = dtype
+        self.defaults = defaults
+
+    @classmethod
+    def load(cls, source: str, device: torch.device, dtype: torch.dtype, *, model_id: str | None = None,
+             cpu_offload: bool = False) -> SvdBackend:
+        """Load through from_pretrained: the fp16 weights variant on CUDA when the model has one.
+
+        ``cpu_offload`` keeps each component on the CPU until it runs (diffusers' model CPU offload), which fits
+        SVD-XT on a 24 GB card at the cost of transfer time.
+        """
+        from diffusers import StableVideoDiffusionPipeline
+
+        kwargs: dict[str, object] = {"dtype": dtype}
+        pipeline = None
+        if dtype == torch.float16:
+            try:
+                pipeline = StableVideoDiffusionPipeline.from_pretrained(source, variant="fp16", **kwargs)
+            except (OSError, ValueError):  # no fp16 files: load the full weights and cast them
+                _LOGGER.info("%s has no fp16 variant; casting its weights", source)
+        if pipeline is None:
+            pipeline = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+        if cpu_offload and device.type == "cuda":
+            pipeline.enable_model_cpu_offload(gpu_id=device.index or 0)
+        else:
+            if cpu_offload:
+                _LOGGER.warning("--cpu-offload applies to CUDA devices; ignored on %s", device)
+            pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        _LOGGER.info("loaded video model %s on %s (%s%s)", source, device, dtype_name(dtype),
+                     ", cpu offload" if cpu_offload else "")
+        defaults = read_defaults(source, num_frames=pipeline.unet.config.num_frames)
+        return cls(model_id or source, pipeline, device, dtype, defaults)
+
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
+
+    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
+        total = params.num_inference_steps
+
+        def step_end(_pipeline: object, step: int, _timestep: object, _tensors: dict[str, object]) -> dict[str, object]:
+            on_step(step + 1, total)
+            return {}
+
+        output = self.pipeline(  # type: ignore[operator]
+            image,
+            height=params.height,
+            width=params.width,
+            num_frames=params.num_frames,
+            num_inference_steps=params.num_inference_steps,
+            min_guidance_scale=params.min_guidance_scale,
+            max_guidance_scale=params.max_guidance_scale,
+            fps=params.pipeline_fps,
+            motion_bucket_id=params.motion_bucket_id,
+            noise_aug_strength=params.noise_aug_strength,
+            decode_chunk_size=params.decode_chunk_size,
+            generator=generator(params.seed),
+            output_type="latent",
+            callback_on_step_end=step_end,
+            callback_on_step_end_tensor_inputs=[],
+        )
+        return output.frames
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+        # The steps of StableVideoDiffusionPipeline.decode_latents and postprocess_video, applied per chunk
+        # instead of to the whole video: every operation after vae.decode is elementwise, and vae.decode sees the
+        # same chunks, so the frames are identical.
+        pipeline = self.pipeline
+        vae = pipeline.vae  # type: ignore[attr-defined]
+        latents = latents.flatten(0, 1)
+        latents = 1 / vae.config.scaling_factor * latents
+        forward = vae._orig_mod.forward if hasattr(vae, "_orig_mod") else vae.forward
+        accepts_num_frames = "num_frames" in inspect.signature(forward).parameters
+        chunk = params.decode_chunk_size
+        try:
+            for start in range(0, latents.shape[0], chunk):
+                part = latents[start : start + chunk]
+                kwargs = {"num_frames": part.shape[0]} if accepts_num_frames else {}
+                frames = vae.decode(part, **kwargs).sample.float()
+                images = pipeline.video_processor.postprocess(frames, output_type="np")  # type: ignore[attr-defined]
+                # What VaeImageProcessor.numpy_to_pil does, keeping arrays.
+                yield (images * 255).round().astype(np.uint8)
+        finally:
+            pipeline.maybe_free_model_hooks()  # type: ignore[attr-defined]
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator: the initial noise then depends only on the seed, not on the device."""
+    return torch.Generator(device="cpu").manual_seed(seed)

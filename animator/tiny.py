@@ -1,0 +1,241 @@
+"""Stable Video Diffusion models built locally from configs, so the server, tests and benchmarks run offline.
+
+``tiny``: a random SVD of a few megabytes that generates a short low-resolution video in well under a second on a
+CPU. It exercises every code path of the real pipeline (CLIP image encoder, spatio-temporal UNet, Euler scheduler,
+temporal VAE decoder with the real model's scale factor of 8); its videos are coloured noise.
+``bench``: a random SVD with the real model's layout at a tenth of its width, which takes about ten seconds per
+request (256x144, 8 frames, 6 steps) on two shared CPU cores, for benchmarks.
+
+Each is saved with ``save_pretrained`` into a cache directory keyed by its config and loaded back through the same
+``StableVideoDiffusionPipeline.from_pretrained`` path a hub model takes. ``python -m animator.tiny --preset bench
+--out DIR`` builds one.
+
+A built model directory also holds ``imagewire_animate.json``: the request defaults (size, frames, steps) suited to
+that model, which the server uses instead of the SVD-XT defaults (1024x576, 25 steps) that a tiny model cannot run
+quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_LOGGER = logging.getLogger(__name__)
+
+# Name of the per-model defaults file a model directory may carry (see animator.backend.ModelDefaults).
+DEFAULTS_FILE = "imagewire_animate.json"
+
+
+@dataclass(frozen=True)
+class SvdPreset:
+    """The sizes of a locally built SVD and the request defaults that suit it."""
+
+    unet_channels: tuple[int, ...]
+    unet_heads: tuple[int, ...]
+    unet_layers_per_block: int
+    time_embed_dim: int
+    vae_channels: tuple[int, ...]  # four levels: the real model's scale factor of 8
+    vae_layers_per_block: int
+    clip_hidden: int
+    clip_layers: int
+    clip_heads: int
+    clip_patch: int
+    num_frames: int
+    default_width: int
+    default_height: int
+    default_steps: int
+    default_decode_chunk_size: int
+    seed: int = 0
+
+
+PRESETS: dict[str, SvdPreset] = {
+    # diffusers' own SVD test components (get_dummy_components), with a scale-8 VAE and a 224 px CLIP.
+    "tiny": SvdPreset(
+        unet_channels=(32, 64), unet_heads=(2, 4), unet_layers_per_block=1, time_embed_dim=32,
+        vae_channels=(32, 32, 32, 32), vae_layers_per_block=1,
+        clip_hidden=32, clip_layers=2, clip_heads=2, clip_patch=32,
+        num_frames=8, default_width=128, default_height=72, default_steps=4, default_decode_chunk_size=4,
+    ),
+    # SVD-XT's layout (four UNet levels, attention in three, 2 layers per block; a four-level temporal VAE; a
+    # ViT/14 at 224 px) at a tenth of its width (320-640-1280-1280 -> 32-64-128-128), with heads of 32: about
+    # ten seconds per request on two shared CPU cores.
+    "bench": SvdPreset(
+        unet_channels=(32, 64, 128, 128), unet_heads=(1, 2, 4, 4), unet_layers_per_block=2, time_embed_dim=64,
+        vae_channels=(32, 64, 64, 64), vae_layers_per_block=1,
+        clip_hidden=128, clip_layers=4, clip_heads=4, clip_patch=14,
+        num_frames=8, default_width=256, default_height=144, default_steps=6, default_decode_chunk_size=4,
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire"))
+
+
+def build_svd(out: Path, preset: SvdPreset) -> Path:
+    """Build a random SVD pipeline with this preset's sizes, seeded, and ``save_pretrained`` it to ``out``."""
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    levels = len(preset.unet_channels)
+    cross_dim = preset.clip_hidden
+    torch.manual_seed(preset.seed)
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=preset.default_height // 8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",),
+        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (levels - 1),
+        block_out_channels=preset.unet_channels,
+        addition_time_embed_dim=preset.time_embed_dim,
+        # fps, motion bucket and noise augmentation, each embedded to time_embed_dim.
+        projection_class_embeddings_input_dim=3 * preset.time_embed_dim,
+        layers_per_block=preset.unet_layers_per_block,
+        cross_attention_dim=cross_dim,
+        num_attention_heads=preset.unet_heads,
+        num_frames=preset.num_frames,
+    )
+    vae = AutoencoderKLTemporalDecoder(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(preset.vae_channels),
+        block_out_channels=preset.vae_channels,
+        layers_per_block=preset.vae_layers_per_block,
+        latent_channels=4,
+    )
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=preset.clip_hidden,
+            projection_dim=cross_dim,
+            num_hidden_layers=preset.clip_layers,
+            num_attention_heads=preset.clip_heads,
+            intermediate_size=preset.clip_hidden * 4,
+            # The pipeline always resizes the conditioning image to 224x224 before the image encoder.
+            image_size=224,
+            patch_size=preset.clip_patch,
+        )
+    )
+    # The scheduler configuration of stabilityai/stable-video-diffusion-img2vid-xt.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size=224)
+    pipeline = StableVideoDiffusionPipeline(
+        vae=vae.eval(),
+        image_encoder=image_encoder.eval(),
+        unet=unet.eval(),
+        scheduler=scheduler,
+        feature_extractor=feature_extractor,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(out, safe_serialization=True)
+    # Without torchvision, CLIPImageProcessor() is really the PIL-backed subclass, and save_pretrained records that
+    # name. Record the class the hub's SVD repositories name, so loading takes the path a hub model takes.
+    index_path = out / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    defaults = {
+        "width": preset.default_width,
+        "height": preset.default_height,
+        "num_frames": preset.num_frames,
+        "num_inference_steps": preset.default_steps,
+        "decode_chunk_size": preset.default_decode_chunk_size,
+    }
+    (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
+    return out
+
+
+# Part of the cache key: bump it when build_svd changes what it writes, so cached builds are not reused.
+BUILD_VERSION = 1
+
+
+def preset_digest(preset: SvdPreset) -> str:
+    key = {"build": BUILD_VERSION, **asdict(preset)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ensure_model(name: str) -> Path:
+    """The cached directory of a preset, building it on first use (atomically, so concurrent starts agree)."""
+    preset = PRESETS[name]
+    target = cache_root() / "models" / f"svd-{name}-{preset_digest(preset)}"
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".svd-{name}-", dir=target.parent))
+    try:
+        build_svd(staging, preset)
+        with contextlib.suppress(OSError):  # another process finished first; its copy is identical
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _LOGGER.info("built %s video model at %s", name, target)
+    return target
+
+
+def build_safety_checker(out: Path, *, flag_everything: bool, seed: int = 0) -> Path:
+    """A tiny random StableDiffusionSafetyChecker (+ CLIP image processor) for tests.
+
+    Its concept thresholds are set so that it flags every image (``flag_everything``) or none: a random model's
+    similarities are meaningless, but the verdict then exercises both paths deterministically.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 224, "patch_size": 32},
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 64, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        projection_dim=32,
+    )
+    model = StableDiffusionSafetyChecker(config).eval()
+    # Cosine similarity lies in [-1, 1]: a threshold of -2 is always exceeded, +2 never.
+    threshold = -2.0 if flag_everything else 2.0
+    with torch.no_grad():
+        model.concept_embeds_weights.fill_(threshold)
+        model.special_care_embeds_weights.fill_(threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    CLIPImageProcessor(crop_size=224, size=224).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="bench")
+    parser.add_argument("--out", type=Path, help="directory to write (default: the cache)")
+    args = parser.parse_args()
+    path = build_svd(args.out, PRESETS[args.preset]) if args.out else ensure_model(args.preset)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

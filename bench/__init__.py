@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print JSON with figures measured side by side in one run."""

@@ -1,0 +1,186 @@
+"""Streaming overhead of the animate service: one request through the real gRPC server vs the plain pipeline.
+
+For a benchmark-size SVD (``animator.tiny`` preset ``bench``, built on first use, or ``--model``), this measures
+in one process and one run, alternating the two (and which goes first) so both see the same machine load:
+
+- served: an ``AnimateClient`` call to an in-process ``imagewire-animator`` server on 127.0.0.1 (port 0), writing
+  the streamed video to a file: the time to the first video byte and the total time;
+- plain: ``StableVideoDiffusionPipeline(...)`` on the same loaded pipeline with the same arguments, then
+  ``diffusers.utils.export_to_video`` (imageio + ffmpeg) to a file.
+
+It prints one JSON object with the medians and the ratios total/plain (target <= 1.05) and first byte/plain.
+
+    python -m bench.animate_bench [--repeats 4] [--torch-threads 1] [--model DIR] [--width 256 --height 144 ...]
+
+``--torch-threads`` sets torch's intra-op threads (0 keeps torch's default); on a CPU shared with other jobs, one
+thread gives steadier and often faster figures than spinning OpenMP threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils import export_to_video
+from imagewire.animate.v1 import animate_pb2
+from imagewire.client import AnimateClient
+from PIL import Image
+
+from animator import tiny
+from animator.app import AnimatorApp
+from animator.engine import EngineLimits
+from animator.settings import AnimatorSettings
+from imagewire_serving.metrics import Metrics
+from imagewire_serving.server import GrpcServer
+from imagewire_serving.settings import ServerSettings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class BackgroundServer:
+    """A real animator GrpcServer on its own event loop thread, so the blocking client can call it."""
+
+    def __init__(self, settings: AnimatorSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.app = AnimatorApp(settings, self.metrics)
+        self.server = GrpcServer(settings.server, self.app, metrics=self.metrics)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bench-server", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self.server.load(), self._loop).result()
+        return self.server.address
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(0), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+def conditioning_image(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
+                    np.broadcast_to((x + y) / 2, (height, width))], axis=2)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Path) -> float:
+    started = time.perf_counter()
+    frames = pipeline(
+        image, width=params["width"], height=params["height"], num_frames=params["num_frames"],
+        num_inference_steps=params["num_inference_steps"], decode_chunk_size=params["decode_chunk_size"],
+        # The server conditions the UNet on exactly `fps` (the pipeline subtracts one): the same call here.
+        fps=params["fps"] + 1, generator=torch.Generator().manual_seed(params["seed"]),
+    ).frames[0]
+    export_to_video(frames, str(out), fps=params["fps"])
+    return time.perf_counter() - started
+
+
+def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], out: Path) -> tuple[float, float, int]:
+    started = time.perf_counter()
+    first_byte: list[float] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, animate_pb2.VideoChunk) and not first_byte:
+            first_byte.append(time.perf_counter() - started)
+
+    result = client.animate_to_file(image_png, out, on_event=on_event, **params)
+    return first_byte[0], time.perf_counter() - started, result.total_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
+    parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--num-frames", type=int)
+    parser.add_argument("--num-inference-steps", type=int)
+    parser.add_argument("--decode-chunk-size", type=int)
+    parser.add_argument("--fps", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+
+    model = args.model or str(tiny.ensure_model(args.preset))
+    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), device="auto"),
+                                limits=EngineLimits(max_num_frames=64, max_num_inference_steps=200))
+    server = BackgroundServer(settings)
+    address = server.start()
+    backend = server.app.engine().backends[0]
+    defaults = backend.defaults
+    params = {
+        "width": args.width or defaults.width,
+        "height": args.height or defaults.height,
+        "num_frames": args.num_frames or defaults.num_frames,
+        "num_inference_steps": args.num_inference_steps or defaults.num_inference_steps,
+        "decode_chunk_size": args.decode_chunk_size or defaults.decode_chunk_size,
+        "fps": args.fps,
+        "seed": args.seed,
+    }
+    image = conditioning_image(params["width"], params["height"])
+    with tempfile.TemporaryDirectory() as scratch:
+        png_path = Path(scratch) / "image.png"
+        image.save(png_path)
+        image_png = png_path.read_bytes()
+        plain_out, served_out = Path(scratch) / "plain.mp4", Path(scratch) / "served.mp4"
+        pipeline = backend.pipeline  # type: ignore[attr-defined]
+        plain: list[float] = []
+        first: list[float] = []
+        total: list[float] = []
+        with AnimateClient(address, timeout=3600) as client:
+            # One untimed run of each: lazy initialisation (allocator, encoder libraries, the channel).
+            run_plain(pipeline, image, params, plain_out)
+            run_served(client, image_png, params, served_out)
+            for repeat in range(args.repeats):
+                # Alternate which goes first (ABBA...): on a shared machine the first of a pair is often slower.
+                if repeat % 2:
+                    first_s, total_s, video_bytes = run_served(client, image_png, params, served_out)
+                    plain.append(run_plain(pipeline, image, params, plain_out))
+                else:
+                    plain.append(run_plain(pipeline, image, params, plain_out))
+                    first_s, total_s, video_bytes = run_served(client, image_png, params, served_out)
+                first.append(first_s)
+                total.append(total_s)
+    server.stop()
+
+    plain_s, first_s, total_s = (statistics.median(v) for v in (plain, first, total))
+    print(json.dumps({
+        "benchmark": "animate",
+        "model": model,
+        "device": str(backend.device),
+        "torch_threads": torch.get_num_threads(),
+        **params,
+        "repeats": args.repeats,
+        "video_bytes": video_bytes,
+        "plain_pipeline_export_s": round(plain_s, 3),
+        "served_first_byte_s": round(first_s, 3),
+        "served_total_s": round(total_s, 3),
+        "ratio_total_over_plain": round(total_s / plain_s, 4),
+        "ratio_total_over_plain_per_pair_median": round(statistics.median(t / p for t, p in zip(total, plain)), 4),
+        "ratio_first_byte_over_plain": round(first_s / plain_s, 4),
+        "runs": {"plain_s": [round(v, 3) for v in plain], "first_byte_s": [round(v, 3) for v in first],
+                 "total_s": [round(v, 3) for v in total]},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

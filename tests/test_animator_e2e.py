@@ -1,0 +1,81 @@
+"""The installed console scripts end to end: imagewire-animator as a subprocess, imagewire animate against it."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import av
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from animator import settings as animator_settings
+from animator import tiny
+from tests.support import script, server_process, solid
+
+# The test machine's two cores are shared with other jobs: one OpenMP thread is much faster than two spinning.
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def test_animator_process_serves_health_reflection_and_the_cli(tmp_path: Path) -> None:
+    tiny.ensure_model("tiny")  # built once here rather than inside the server's start-up
+    image = tmp_path / "img.png"
+    image.write_bytes(solid(size=(120, 80)))
+    out = tmp_path / "out.mp4"
+    # No --model: the embedded default.
+    with server_process([script("imagewire-animator")], name="imagewire-animator", env=ENV) as server:
+        with grpc.insecure_channel(server.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="imagewire.animate.v1.AnimateService"), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            responses = list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+            names = {s.name for s in responses[0].list_services_response.service}
+            assert "imagewire.animate.v1.AnimateService" in names
+
+        command = [script("imagewire"), "animate", str(image), "-o", str(out), "--target", server.target,
+                   "--width", "96", "--height", "64", "--num-frames", "6", "--fps", "5", "--num-inference-steps", "2",
+                   "--seed", "5"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "seed 5" in done.stdout and "denoise" in done.stderr  # the progress display
+        container = av.open(str(out))
+        frames = list(container.decode(video=0))
+        assert len(frames) == 6 and (frames[0].width, frames[0].height) == (96, 64)
+        assert container.streams.video[0].average_rate == 5
+        first = hashlib.sha256(out.read_bytes()).digest()
+
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert hashlib.sha256(out.read_bytes()).digest() == first  # same seed, same bytes, across calls
+
+        done = subprocess.run([*command[:-2], "--width", "100"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert "INVALID_ARGUMENT" in done.stderr and "width:" in done.stderr
+
+        assert server.terminate() == 0
+
+
+def test_bad_settings_fail_fast() -> None:
+    done = subprocess.run([script("imagewire-animator"), "--max-queue", "0"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "--max-queue" in done.stderr
+
+
+def test_every_flag_has_an_environment_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_MAX_QUEUE", "3")
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_CPU_OFFLOAD", "true")
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "2e-8")
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_PORT", "6000")
+    settings = animator_settings.from_args(["--max-num-frames", "30"])
+    assert (settings.limits.max_queue, settings.limits.max_num_frames, settings.cpu_offload) == (3, 30, True)
+    assert settings.limits.usd_per_output_pixel == 2e-8 and settings.server.port == 6000
+    assert animator_settings.from_args([]).server.port == 6000
+    monkeypatch.delenv("IMAGEWIRE_ANIMATOR_PORT")
+    assert animator_settings.from_args([]).server.port == 50052
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "-1")
+    with pytest.raises(ValueError, match="usd-per-output-pixel"):
+        animator_settings.from_args([])
