@@ -8,6 +8,7 @@ import io
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import av
 import grpc
@@ -17,7 +18,7 @@ import pytest
 import pytest_asyncio
 import torch
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
-from imagewire.client import AsyncAnimateClient, ImagewireError
+from imagewire.client import AnimateClient, AsyncAnimateClient, ImagewireError
 from imagewire.client.animate import AnimateEvent, animate_request
 from PIL import Image
 
@@ -269,3 +270,24 @@ async def test_defaults_apply_when_fields_are_absent(server: GrpcServer) -> None
     assert (header.width, header.height, header.num_frames, header.fps) == (
         preset.default_width, preset.default_height, preset.num_frames, 6)
     assert len(list(av.open(io.BytesIO(video_of(stream))).decode(video=0))) == preset.num_frames
+
+
+async def test_a_complete_download_is_counted_ok_never_cancelled(server: GrpcServer, tmp_path: Path) -> None:
+    """The client reads to the end of the stream, so a finished call is not cancelled after its result."""
+    method = "/imagewire.animate.v1.AnimateService/Animate"
+
+    def count(code: str) -> float:
+        return server.metrics.registry.get_sample_value(
+            "imagewire_requests_total", {"method": method, "code": code}) or 0.0
+
+    ok, cancelled = count("OK"), count("CANCELLED")
+    params = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
+    async with AsyncAnimateClient(server.address, timeout=120) as client:
+        await client.animate_to_file(image(), tmp_path / "a.mp4", **params)  # type: ignore[arg-type]
+    with AnimateClient(server.address, timeout=120) as blocking:
+        await asyncio.to_thread(blocking.animate_to_file, image(), tmp_path / "b.mp4", **params)
+    for _ in range(100):  # the server's bookkeeping for the call ends just after the client's
+        if count("OK") == ok + 2:
+            break
+        await asyncio.sleep(0.02)
+    assert (count("OK"), count("CANCELLED")) == (ok + 2, cancelled)
