@@ -150,10 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET))
     demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET))
     demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"))
-    demo.add_argument("--num-frames", type=int, default=14)
-    demo.add_argument("--num-inference-steps", type=int, default=10)
-    demo.add_argument("--width", type=int, default=256)
-    demo.add_argument("--height", type=int, default=256)
+    # Unset sizes take the served model's defaults (small for the embedded model, SVD-XT's for the real one).
+    demo.add_argument("--num-frames", type=int)
+    demo.add_argument("--num-inference-steps", type=int)
+    demo.add_argument("--width", type=int)
+    demo.add_argument("--height", type=int)
     demo.add_argument("--seed", type=int, default=7)
     _add_security_flags(demo)
     return parser
@@ -230,8 +231,8 @@ def _demo(args: argparse.Namespace) -> int:
             image, args.output, on_event=ProgressBar(), num_frames=args.num_frames,
             num_inference_steps=args.num_inference_steps, width=args.width, height=args.height, seed=args.seed,
         )
-    print(f"video: {args.output} ({result.total_bytes} bytes, {args.num_frames} frames, seed {result.seed}) "
-          f"in {time.perf_counter() - started:.1f}s")
+    print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
+          f"{time.perf_counter() - started:.1f}s")
     return 0
 
 

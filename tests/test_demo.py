@@ -1,0 +1,27 @@
+"""`make demo`'s script on a fresh cache-free run: both servers start, a caption is printed, a video written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_captions_and_animates_the_sample(tmp_path: Path) -> None:
+    output = tmp_path / "demo.mp4"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "IMAGEWIRE_DEMO_OUTPUT": str(output)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "imagewire-captioner ready" in done.stdout and "imagewire-animator ready" in done.stdout
+    caption = next(line for line in done.stdout.splitlines() if line.startswith("caption: "))
+    assert len(caption.split()) > 2
+    with av.open(str(output)) as container:
+        assert sum(1 for _ in container.decode(video=0)) > 1
