@@ -125,6 +125,9 @@ class Batcher:
     ) -> tuple[str, int, float, float]:
         """Queue one request; returns (caption, batch size, queue seconds, compute seconds)."""
         if len(self._pending) >= self._limits.max_queue:
+            # Callers who left still hold their slots until the next batch forms: only the living count.
+            self._pending = collections.deque(item for item in self._pending if not item.future.done())
+        if len(self._pending) >= self._limits.max_queue:
             raise errors.Overloaded(f"the queue of {self.backend.model_id} is full ({self._limits.max_queue} waiting)")
         future: asyncio.Future[tuple[str, int, float, float]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(image, prompt, options, future, deadline))

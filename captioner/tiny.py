@@ -23,6 +23,9 @@ from pathlib import Path
 
 _LOGGER = logging.getLogger(__name__)
 
+# Bumped whenever build_blip changes what it builds, so cached copies are rebuilt.
+_BUILDER_VERSION = 2
+
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 _WORDS = [
     "a", "an", "the", "of", "on", "in", "with", "and", "at", "picture", "photo", "image", "there", "is",
@@ -84,6 +87,8 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
             "num_attention_heads": preset.vision_heads,
             "image_size": preset.image_size,
             "patch_size": preset.patch_size,
+            # BLIP's vision default (1e-10) makes random weights blind: every image would get the same caption.
+            "initializer_range": 0.02,
         },
         text_config={
             "vocab_size": len(vocab),
@@ -111,7 +116,8 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
 def ensure_model(name: str) -> Path:
     """The cached directory of a preset, building it on first use (atomically, so concurrent starts agree)."""
     preset = PRESETS[name]
-    digest = hashlib.sha256(json.dumps(asdict(preset), sort_keys=True).encode()).hexdigest()[:12]
+    recipe = {**asdict(preset), "builder": _BUILDER_VERSION}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"blip-{name}-{digest}"
     if (target / "config.json").is_file():
         return target

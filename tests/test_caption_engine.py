@@ -57,3 +57,26 @@ async def test_generation_stops_at_the_next_token_when_every_caller_left(engine:
         backend.generate = original  # type: ignore[method-assign]
     assert batcher.batches_abandoned == 1 and batcher.batches_run == 1
     assert len(captions[1][0].split()) < 8, "generation went on for a caller that was gone"
+
+
+async def test_callers_who_left_do_not_hold_queue_slots(tiny_caption_model: str) -> None:
+    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=0, max_queue=2), Metrics())
+    engine.start()
+    try:
+        with gated(backend) as release:
+            running = asyncio.create_task(engine.caption(CaptionInput(image=solid())))
+            await asyncio.sleep(0.2)  # taken by the worker, held at the gate
+            queued = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, i, 0))))) for i in range(2)]
+            await asyncio.sleep(0.1)
+            for task in queued:
+                task.cancel()
+            await asyncio.gather(*queued, return_exceptions=True)
+            # Both slots are free again: this one is accepted, not refused as Overloaded.
+            accepted = asyncio.create_task(engine.caption(CaptionInput(image=solid((0, 0, 9)))))
+            await asyncio.sleep(0.1)
+            assert not accepted.done()
+            release.set()
+            assert (await running).text and (await accepted).text
+    finally:
+        await engine.close()
