@@ -31,6 +31,10 @@ class CaptionBackend(Protocol):
     device: torch.device
     dtype: torch.dtype
 
+    def token_budget(self, prompt: str) -> int:
+        """How many new tokens fit after ``prompt`` in the model's text length."""
+        ...
+
     def generate(
         self,
         images: Sequence[Image.Image],
@@ -79,6 +83,13 @@ class BlipBackend:
     @property
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
+
+    def token_budget(self, prompt: str) -> int:
+        # Generation starts from the prompt's tokens less the trailing [SEP] (or from BOS alone) and may not run
+        # past the position table: beyond it the decoder fails with an index error.
+        positions: int = self.model.config.text_config.max_position_embeddings  # type: ignore[union-attr]
+        start = len(self.processor.tokenizer(prompt).input_ids) - 1 if prompt else 1  # type: ignore[attr-defined]
+        return positions - start
 
     def generate(
         self,

@@ -277,6 +277,13 @@ class CaptionEngine:
         """Caption one image. ``deadline`` is a time.monotonic() instant after which the work is dropped."""
         batcher = self.batcher(request.model_id)
         options = self.options(request)
+        budget = batcher.backend.token_budget(request.prompt)
+        if budget < 1:
+            raise errors.InvalidArgument("the prompt fills the model's whole text length", field="prompt")
+        if options.max_new_tokens > budget:
+            raise errors.InvalidArgument(
+                f"must be at most {budget} with this prompt (the model's text length)", field="max_new_tokens"
+            )
         image = await asyncio.to_thread(decode_image, request.image, self.limits.image)
         pixels = image.width * image.height
         text, batch_size, queue_s, compute_s = await batcher.submit(image, request.prompt, options, deadline)

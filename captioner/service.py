@@ -66,7 +66,7 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
                     max_image_bytes=limits.image.max_bytes,
                     max_image_pixels=limits.image.max_pixels,
                     default_max_new_tokens=limits.default_max_new_tokens,
-                    max_new_tokens_limit=limits.max_new_tokens_limit,
+                    max_new_tokens_limit=min(limits.max_new_tokens_limit, backend.token_budget("")),
                     default_num_beams=limits.default_num_beams,
                     num_beams_limit=limits.num_beams_limit,
                     max_batch_size=limits.max_batch_size,

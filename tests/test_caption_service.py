@@ -166,3 +166,21 @@ async def test_not_serving_and_unavailable_until_loaded(tiny_caption_model: str)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await server.stop(0)
+
+
+async def test_max_new_tokens_beyond_the_models_text_length_is_invalid_argument(caption_server: GrpcServer) -> None:
+    # The tiny model has 64 text positions, below the server's limit of 128: a client mistake, not INTERNAL.
+    async with AsyncCaptionClient(caption_server.address) as client:
+        (model,) = (await client.list_models()).models
+        assert model.max_new_tokens_limit == 63
+        with pytest.raises(ImagewireError) as caught:
+            await client.caption(solid(), max_new_tokens=100)
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in caught.value.field_violations] == ["max_new_tokens"]
+        with pytest.raises(ImagewireError) as caught:
+            await client.caption(solid(), prompt="a picture of", max_new_tokens=63)
+        assert [v.field for v in caught.value.field_violations] == ["max_new_tokens"]
+        assert (await client.caption(solid(), prompt="a picture of", max_new_tokens=60)).text
+        with pytest.raises(ImagewireError) as caught:
+            await client.caption(solid(), prompt=" ".join(["red"] * 70))
+        assert [v.field for v in caught.value.field_violations] == ["prompt"]
