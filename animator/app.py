@@ -29,15 +29,6 @@ def default_model() -> tuple[str, str]:
     return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
 
 
-def _quiet_loaders() -> None:
-    # Server logs are line-oriented; the loaders' tqdm bars would only garble them.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
 class AnimatorApp:
     service_names = (SERVICE_NAME,)
 
@@ -55,7 +46,6 @@ class AnimatorApp:
         animate_pb2_grpc.add_AnimateServiceServicer_to_server(AnimateServicer(self.engine), server)
 
     async def load(self) -> None:
-        _quiet_loaders()
         device = resolve_device(self.settings.server.device)
         dtype = default_dtype(device)
         sources = [(m, m) for m in self.settings.server.models] or [await asyncio.to_thread(default_model)]

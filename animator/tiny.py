@@ -18,15 +18,12 @@ quickly.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from imagewire_serving.model_cache import build_once
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,10 +71,6 @@ PRESETS: dict[str, SvdPreset] = {
         num_frames=8, default_width=256, default_height=144, default_steps=6, default_decode_chunk_size=4,
     ),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire"))
 
 
 def build_svd(out: Path, preset: SvdPreset) -> Path:
@@ -175,27 +168,11 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
 BUILD_VERSION = 1
 
 
-def preset_digest(preset: SvdPreset) -> str:
-    key = {"build": BUILD_VERSION, **asdict(preset)}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def ensure_model(name: str) -> Path:
-    """The cached directory of a preset, building it on first use (atomically, so concurrent starts agree)."""
+    """The cached directory of a preset, built on first use."""
     preset = PRESETS[name]
-    target = cache_root() / "models" / f"svd-{name}-{preset_digest(preset)}"
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".svd-{name}-", dir=target.parent))
-    try:
-        build_svd(staging, preset)
-        with contextlib.suppress(OSError):  # another process finished first; its copy is identical
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _LOGGER.info("built %s video model at %s", name, target)
-    return target
+    recipe = {"build": BUILD_VERSION, **asdict(preset)}
+    return build_once(f"svd-{name}", recipe, lambda out: build_svd(out, preset), marker="model_index.json")
 
 
 def build_safety_checker(out: Path, *, flag_everything: bool, seed: int = 0) -> Path:

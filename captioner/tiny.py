@@ -11,15 +11,11 @@ same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from imagewire_serving.model_cache import build_once
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,10 +54,6 @@ PRESETS: dict[str, BlipPreset] = {
     "bench": BlipPreset(image_size=224, patch_size=16, vision_hidden=768, vision_layers=12, vision_heads=12,
                         text_hidden=384, text_layers=4, text_heads=6),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire"))
 
 
 def build_blip(out: Path, preset: BlipPreset) -> Path:
@@ -114,24 +106,10 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
 
 
 def ensure_model(name: str) -> Path:
-    """The cached directory of a preset, building it on first use (atomically, so concurrent starts agree)."""
+    """The cached directory of a preset, built on first use."""
     preset = PRESETS[name]
     recipe = {**asdict(preset), "builder": _BUILDER_VERSION}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    target = cache_root() / "models" / f"blip-{name}-{digest}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".blip-{name}-", dir=target.parent))
-    try:
-        build_blip(staging, preset)
-        # If another process finished first, its copy is identical: keep it.
-        with contextlib.suppress(OSError):
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _LOGGER.info("built %s caption model at %s", name, target)
-    return target
+    return build_once(f"blip-{name}", recipe, lambda out: build_blip(out, preset), marker="config.json")
 
 
 def main() -> None:

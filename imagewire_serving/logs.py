@@ -43,9 +43,21 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def quiet_model_loaders() -> None:
+    """Server logs are line-oriented: the model libraries' tqdm progress bars would only garble them."""
+    import importlib
+    import sys
+
+    # Only the libraries this server already loaded: importing diffusers into the captioner would slow its start.
+    for library in ("transformers", "diffusers"):
+        if library in sys.modules:
+            importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
+
+
 def configure(log_format: str, level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_model_loaders()

@@ -6,7 +6,7 @@ import asyncio
 import io
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -37,16 +37,6 @@ def picture(size: tuple[int, int] = (120, 80)) -> Image.Image:
     rgb = np.concatenate([np.broadcast_to(x, (size[1], size[0], 1)), np.broadcast_to(y, (size[1], size[0], 1)),
                           np.broadcast_to((x + y) / 2, (size[1], size[0], 1))], axis=2)
     return Image.fromarray(rgb.astype(np.uint8))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # The test machine's two cores are shared with other jobs; two spinning OpenMP threads per op then make these
-    # tiny models 5-10x slower than one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import hashlib
 import io
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -16,7 +16,6 @@ import grpc.aio
 import numpy as np
 import pytest
 import pytest_asyncio
-import torch
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from imagewire.client import AnimateClient, AsyncAnimateClient, ImagewireError
 from imagewire.client.animate import AnimateEvent, animate_request
@@ -39,15 +38,6 @@ RATE = 1.3563368e-08
 def image() -> bytes:
     rng = np.random.default_rng(0)
     return png(Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # Two cores shared with other jobs: one OpenMP thread is 5-10x faster than two spinning ones here.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
