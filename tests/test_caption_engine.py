@@ -38,7 +38,7 @@ async def test_generation_stops_at_the_next_token_when_every_caller_left(engine:
     backend.generate = recording  # type: ignore[method-assign]
     try:
         # A full-length caption first, for comparison: with this prompt the random tiny model rambles on.
-        request = CaptionInput(image=solid(), prompt="a picture of", max_new_tokens=100)
+        request = CaptionInput(image=solid(), prompt="a picture of", max_new_tokens=60)
         full = await engine.caption(request)
         assert len(full.text.split()) > 20
         with gated(backend) as release:
