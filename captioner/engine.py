@@ -81,7 +81,9 @@ class Batcher:
     """Gathers compatible queued requests of one model into batches and runs them on the device worker.
 
     Compatible means equal generation options; prompts may differ. The first waiting request opens a batch,
-    which closes when it holds ``max_batch_size`` requests or ``max_batch_delay_s`` has passed. Requests whose
+    which closes when it holds ``max_batch_size`` requests or ``max_batch_delay_s`` has passed. The window is
+    only waited for when there is evidence of concurrent callers (the last batch held several, one arrived while
+    the model was busy, or several are waiting): a lone caller would wait it out for nothing. Requests whose
     caller left or whose deadline passed are dropped before they reach the model.
     """
 
@@ -99,6 +101,9 @@ class Batcher:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._arrived_while_busy = False
+        self._last_batch_size = 0
         self.batches_run = 0
         self.requests_run = 0
         # Batches whose callers all left mid-generation, stopped at the next decoding step.
@@ -131,6 +136,7 @@ class Batcher:
             raise errors.Overloaded(f"the queue of {self.backend.model_id} is full ({self._limits.max_queue} waiting)")
         future: asyncio.Future[tuple[str, int, float, float]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(image, prompt, options, future, deadline))
+        self._arrived_while_busy |= self._busy
         self._metrics.set_queue_depth(self.backend.model_id, len(self._pending))
         self._arrived.set()
         try:
@@ -153,7 +159,8 @@ class Batcher:
 
     async def _gather(self) -> list[_Pending]:
         options = self._pending[0].options
-        close_at = time.monotonic() + self._limits.max_batch_delay_s
+        concurrent = self._last_batch_size > 1 or self._arrived_while_busy or self._count(options) > 1
+        close_at = time.monotonic() + (self._limits.max_batch_delay_s if concurrent else 0.0)
         while self._count(options) < self._limits.max_batch_size:
             remaining = close_at - time.monotonic()
             if remaining <= 0:
@@ -189,6 +196,7 @@ class Batcher:
             self._metrics.observe_queue(model_id, started - item.enqueued)
         self._metrics.observe_batch(model_id, len(batch))
         loop = asyncio.get_running_loop()
+        self._busy, self._arrived_while_busy, self._last_batch_size = True, False, len(batch)
 
         def everyone_left() -> bool:
             # Polled from the device thread: a future's done() only reads its state.
@@ -204,11 +212,13 @@ class Batcher:
                 everyone_left,
             )
         except Exception as error:  # a model failure fails this batch, not the worker
+            self._busy = False
             _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
+        self._busy = False
         compute = time.monotonic() - started
         self._metrics.observe_compute(model_id, compute)
         if everyone_left():

@@ -80,3 +80,18 @@ async def test_callers_who_left_do_not_hold_queue_slots(tiny_caption_model: str)
             assert (await running).text and (await accepted).text
     finally:
         await engine.close()
+
+
+async def test_a_lone_caller_skips_the_batch_window_but_concurrent_callers_are_batched(tiny_caption_model: str) -> None:
+    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    # A window far longer than any caption: waiting it out would show in every queue time.
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=2.0, default_max_new_tokens=4), Metrics())
+    engine.start()
+    try:
+        for _ in range(3):
+            alone = await engine.caption(CaptionInput(image=solid()))
+            assert alone.batch_size == 1 and alone.queue_s < 0.5
+        together = await asyncio.gather(*(engine.caption(CaptionInput(image=solid((i, 0, 0)))) for i in range(6)))
+        assert max(r.batch_size for r in together) > 1
+    finally:
+        await engine.close()
