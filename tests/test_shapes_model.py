@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 from collections.abc import Iterator, Sequence
@@ -182,3 +183,18 @@ def test_exif_rotation_is_undone_before_captioning(
     expected = _caption(captioner, upright)
     assert sum(a == b for a, b in zip(captions, expected, strict=True)) >= 7, (captions, expected)
     assert sum(text == scene.caption for text, scene in zip(captions, scenes, strict=True)) >= 6, captions
+
+
+def test_training_is_reproducible(tmp_path: Path) -> None:
+    """Two short runs of the training script write the same weights, byte for byte (the shipped model's run is
+    the same script with more steps)."""
+    import subprocess
+    import sys
+
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        subprocess.run([sys.executable, "-m", "captioner.training.train", "--out", str(out), "--steps", "8",
+                        "--eval-singles", "4", "--eval-pairs", "4"], check=True, capture_output=True, timeout=300)
+        digests.append(hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
