@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc.aio
 from imagewire.animate.v1 import animate_pb2_grpc
@@ -15,7 +14,7 @@ from animator.engine import AnimateEngine
 from animator.safety import SafetyChecker
 from animator.service import SERVICE_NAME, AnimateServicer
 from animator.settings import AnimatorSettings
-from imagewire_serving import errors
+from imagewire_serving.app import EngineApp
 from imagewire_serving.device import default_dtype, resolve_device
 from imagewire_serving.metrics import Metrics
 
@@ -29,18 +28,13 @@ def default_model() -> tuple[str, str]:
     return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
 
 
-class AnimatorApp:
+class AnimatorApp(EngineApp[AnimateEngine]):
     service_names = (SERVICE_NAME,)
+    loading_message = "the video model is still loading"
 
     def __init__(self, settings: AnimatorSettings, metrics: Metrics) -> None:
+        super().__init__(metrics)
         self.settings = settings
-        self.metrics = metrics
-        self._engine: AnimateEngine | None = None
-
-    def engine(self) -> AnimateEngine:
-        if self._engine is None:
-            raise errors.Unavailable("the video model is still loading")
-        return self._engine
 
     def register(self, server: grpc.aio.Server) -> None:
         animate_pb2_grpc.add_AnimateServiceServicer_to_server(AnimateServicer(self.engine), server)
@@ -48,13 +42,12 @@ class AnimatorApp:
     async def load(self) -> None:
         device = resolve_device(self.settings.server.device)
         dtype = default_dtype(device)
-        sources = [(m, m) for m in self.settings.server.models] or [await asyncio.to_thread(default_model)]
-        backends = []
-        for model_id, source in sources:
-            started = time.perf_counter()
-            backends.append(await asyncio.to_thread(
-                SvdBackend.load, source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload))
-            self.metrics.set_model_load(model_id, time.perf_counter() - started)
+        backends = await self.load_backends(
+            self.settings.server.models,
+            default_model,
+            lambda model_id, source: SvdBackend.load(
+                source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload),
+        )
         checker = None
         if self.settings.safety_checker is not None:
             checker = await asyncio.to_thread(SafetyChecker.load, self.settings.safety_checker, device, dtype)
@@ -62,7 +55,3 @@ class AnimatorApp:
         engine.start()
         await engine.warm_up()
         self._engine = engine
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from pathlib import Path
 
 import grpc.aio
@@ -15,7 +13,7 @@ from captioner.backend import BlipBackend
 from captioner.engine import CaptionEngine
 from captioner.service import SERVICE_NAME, CaptionServicer
 from captioner.settings import CaptionerSettings
-from imagewire_serving import errors
+from imagewire_serving.app import EngineApp
 from imagewire_serving.device import default_dtype, resolve_device
 from imagewire_serving.metrics import Metrics
 
@@ -31,18 +29,13 @@ def default_model() -> tuple[str, str]:
     return "tiny-random-blip", str(tiny.ensure_model("tiny"))
 
 
-class CaptionerApp:
+class CaptionerApp(EngineApp[CaptionEngine]):
     service_names = (SERVICE_NAME,)
+    loading_message = "the caption model is still loading"
 
     def __init__(self, settings: CaptionerSettings, metrics: Metrics) -> None:
+        super().__init__(metrics)
         self.settings = settings
-        self.metrics = metrics
-        self._engine: CaptionEngine | None = None
-
-    def engine(self) -> CaptionEngine:
-        if self._engine is None:
-            raise errors.Unavailable("the caption model is still loading")
-        return self._engine
 
     def register(self, server: grpc.aio.Server) -> None:
         caption_pb2_grpc.add_CaptionServiceServicer_to_server(CaptionServicer(self.engine), server)
@@ -50,17 +43,12 @@ class CaptionerApp:
     async def load(self) -> None:
         device = resolve_device(self.settings.server.device)
         dtype = default_dtype(device)
-        sources = [(m, m) for m in self.settings.server.models] or [default_model()]
-        backends = []
-        for model_id, source in sources:
-            started = time.perf_counter()
-            backends.append(await asyncio.to_thread(BlipBackend.load, source, device, dtype, model_id=model_id))
-            self.metrics.set_model_load(model_id, time.perf_counter() - started)
+        backends = await self.load_backends(
+            self.settings.server.models,
+            default_model,
+            lambda model_id, source: BlipBackend.load(source, device, dtype, model_id=model_id),
+        )
         engine = CaptionEngine(backends, self.settings.limits, self.metrics)
         engine.start()
         await engine.warm_up()
         self._engine = engine
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.close()
