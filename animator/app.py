@@ -31,6 +31,7 @@ def default_model() -> tuple[str, str]:
 class AnimatorApp(EngineApp[AnimateEngine]):
     service_names = (SERVICE_NAME,)
     loading_message = "the video model is still loading"
+    model_libraries = ("transformers", "diffusers")
 
     def __init__(self, settings: AnimatorSettings, metrics: Metrics) -> None:
         super().__init__(metrics)

@@ -32,6 +32,7 @@ def default_model() -> tuple[str, str]:
 class CaptionerApp(EngineApp[CaptionEngine]):
     service_names = (SERVICE_NAME,)
     loading_message = "the caption model is still loading"
+    model_libraries = ("transformers",)
 
     def __init__(self, settings: CaptionerSettings, metrics: Metrics) -> None:
         super().__init__(metrics)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from imagewire_serving import errors
+from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
 
 
@@ -23,6 +24,8 @@ class EngineApp(Generic[EngineT]):
     """Base of a service App (see imagewire_serving.server.App): subclasses build the engine in ``load``."""
 
     loading_message = "the model is still loading"
+    # The libraries whose loaders print progress bars (transformers, diffusers): silenced before loading.
+    model_libraries: tuple[str, ...] = ()
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -41,6 +44,7 @@ class EngineApp(Generic[EngineT]):
         load: Callable[[str, str], BackendT],
     ) -> list[BackendT]:
         """Load each ``--model`` (or the embedded default's (id, source)) off the event loop, timing each."""
+        quiet_model_loaders(self.model_libraries)
         sources = [(model, model) for model in models] or [await asyncio.to_thread(default)]
         backends = []
         for model_id, source in sources:

@@ -43,15 +43,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def quiet_model_loaders() -> None:
+def quiet_model_loaders(libraries: tuple[str, ...]) -> None:
     """Server logs are line-oriented: the model libraries' tqdm progress bars would only garble them."""
     import importlib
-    import sys
 
-    # Only the libraries this server already loaded: importing diffusers into the captioner would slow its start.
-    for library in ("transformers", "diffusers"):
-        if library in sys.modules:
-            importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
+    for library in libraries:
+        importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
 
 
 def configure(log_format: str, level: str) -> None:
@@ -60,4 +57,3 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    quiet_model_loaders()

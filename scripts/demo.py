@@ -16,7 +16,9 @@ BIN = Path(sys.executable).parent
 
 
 def start(name: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([str(BIN / name), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    # The demo shows its own output; the servers' per-request log lines would drown it.
+    process = subprocess.Popen([str(BIN / name), "--port", "0", "--log-level", "WARNING"], stdout=subprocess.PIPE,
+                               text=True)
     assert process.stdout is not None
     target = ""
     deadline = time.monotonic() + 300
