@@ -212,13 +212,13 @@ class Batcher:
                 everyone_left,
             )
         except Exception as error:  # a model failure fails this batch, not the worker
-            self._busy = False
             _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
-        self._busy = False
+        finally:
+            self._busy = False
         compute = time.monotonic() - started
         self._metrics.observe_compute(model_id, compute)
         if everyone_left():

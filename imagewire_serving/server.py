@@ -128,10 +128,6 @@ class GrpcServer:
         await self.app.close()
         self.metrics.close()
 
-    async def wait(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
-
 
 async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
     """Run until SIGTERM/SIGINT: bind, announce, load, announce ready, drain on a signal. Returns 0."""

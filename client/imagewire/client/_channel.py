@@ -86,6 +86,18 @@ def call_metadata(auth_token: str | None, request_id: str | None, extra: Sequenc
     return tuple(pairs)
 
 
+class ClientBase:
+    """What every typed client holds: its default deadline, its bearer token and extra per-call metadata."""
+
+    def __init__(self, *, timeout: float, auth_token: str | None, metadata: Sequence[tuple[str, str]]) -> None:
+        self.timeout = timeout
+        self._auth_token = auth_token
+        self._extra_metadata = tuple(metadata)
+
+    def _metadata(self, request_id: str | None) -> Metadata:
+        return call_metadata(self._auth_token, request_id, self._extra_metadata)
+
+
 def image_bytes(image: bytes | str | Path) -> bytes:
     """Accept encoded image bytes or a path to an image file."""
     if isinstance(image, (bytes, bytearray, memoryview)):

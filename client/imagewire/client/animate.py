@@ -16,7 +16,7 @@ import grpc.aio
 
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from imagewire.client import _channel
-from imagewire.client._channel import TlsConfig
+from imagewire.client._channel import ClientBase, TlsConfig
 from imagewire.client.errors import ImagewireError
 
 # Generation takes minutes on a real model; the caller may shorten or lengthen it per call.
@@ -115,17 +115,7 @@ class VideoSink:
         self.path.unlink(missing_ok=True)
 
 
-class _Base:
-    def __init__(self, *, timeout: float, auth_token: str | None, metadata: Sequence[tuple[str, str]]) -> None:
-        self.timeout = timeout
-        self._auth_token = auth_token
-        self._extra_metadata = tuple(metadata)
-
-    def _metadata(self, request_id: str | None) -> _channel.Metadata:
-        return _channel.call_metadata(self._auth_token, request_id, self._extra_metadata)
-
-
-class AnimateClient(_Base):
+class AnimateClient(ClientBase):
     """Blocking client for the animate service; see :class:`imagewire.client.CaptionClient` for the options.
 
     Breaking out of the ``animate`` iterator (or closing it) cancels the call, which stops the server's
@@ -210,7 +200,7 @@ class AnimateClient(_Base):
         self.close()
 
 
-class AsyncAnimateClient(_Base):
+class AsyncAnimateClient(ClientBase):
     """Asyncio client for the animate service; the same options as :class:`AnimateClient`."""
 
     def __init__(

@@ -11,7 +11,7 @@ import grpc.aio
 
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from imagewire.client import _channel
-from imagewire.client._channel import TlsConfig
+from imagewire.client._channel import ClientBase, TlsConfig
 from imagewire.client.errors import ImagewireError
 
 DEFAULT_CAPTION_TIMEOUT_S = 30.0
@@ -55,23 +55,7 @@ def caption_request(
     return request
 
 
-class _Base:
-    def __init__(
-        self,
-        *,
-        timeout: float,
-        auth_token: str | None,
-        metadata: Sequence[tuple[str, str]],
-    ) -> None:
-        self.timeout = timeout
-        self._auth_token = auth_token
-        self._extra_metadata = tuple(metadata)
-
-    def _metadata(self, request_id: str | None) -> _channel.Metadata:
-        return _channel.call_metadata(self._auth_token, request_id, self._extra_metadata)
-
-
-class CaptionClient(_Base):
+class CaptionClient(ClientBase):
     """Blocking client for the caption service.
 
     ``target`` is any gRPC target string (``host:port``, ``dns:///name:port``, ``ipv4:a:p,b:p``).
@@ -133,7 +117,7 @@ class CaptionClient(_Base):
         self.close()
 
 
-class AsyncCaptionClient(_Base):
+class AsyncCaptionClient(ClientBase):
     """Asyncio client for the caption service; the same options as :class:`CaptionClient`."""
 
     def __init__(
