@@ -13,7 +13,6 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,56 +20,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animator.tiny import DEFAULTS_FILE
+from animator.params import GenerationParams, ModelDefaults
 from imagewire_serving.device import dtype_name
 
 _LOGGER = logging.getLogger(__name__)
 
+# A model directory may carry request defaults suited to it (see read_defaults); the tiny and bench builds do.
+DEFAULTS_FILE = "imagewire_animate.json"
+
 # Called after each denoising step with (steps done, steps in all); it may raise to stop the loop.
 StepCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """Request defaults for one model. The SVD-XT values unless the model directory says otherwise."""
-
-    width: int = 1024
-    height: int = 576
-    num_frames: int = 25
-    fps: int = 6
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    num_inference_steps: int = 25
-    decode_chunk_size: int = 8
-    min_guidance_scale: float = 1.0
-    max_guidance_scale: float = 3.0
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Everything one generation needs besides the image, resolved and validated."""
-
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    motion_bucket_id: int
-    noise_aug_strength: float
-    num_inference_steps: int
-    seed: int
-    decode_chunk_size: int
-    min_guidance_scale: float
-    max_guidance_scale: float
-
-    @property
-    def pipeline_fps(self) -> int:
-        """The pipeline's ``fps`` argument that makes the UNet see ``fps``.
-
-        StableVideoDiffusionPipeline passes ``fps - 1`` to the UNet's added time ids (SVD was micro-conditioned
-        on that value; the reference conditions on 6 and writes 7 fps). We condition the model on exactly the
-        requested value and write the same value into the container, so we add the 1 back.
-        """
-        return self.fps + 1
 
 
 class VideoBackend(Protocol):
@@ -141,10 +100,6 @@ class SvdBackend:
                      ", cpu offload" if cpu_offload else "")
         defaults = read_defaults(source, num_frames=pipeline.unet.config.num_frames)
         return cls(model_id or source, pipeline, device, dtype, defaults)
-
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
 
     def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
         total = params.num_inference_steps

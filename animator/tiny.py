@@ -23,12 +23,11 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from animator.backend import DEFAULTS_FILE
 from imagewire_serving.model_cache import build_once
 
 _LOGGER = logging.getLogger(__name__)
 
-# Name of the per-model defaults file a model directory may carry (see animator.backend.ModelDefaults).
-DEFAULTS_FILE = "imagewire_animate.json"
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from PIL import Image
 
 from animator import tiny
 from animator.app import AnimatorApp
-from animator.engine import EngineLimits
+from animator.limits import EngineLimits
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer

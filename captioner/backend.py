@@ -80,10 +80,6 @@ class BlipBackend:
         _LOGGER.info("loaded caption model %s on %s (%s)", source, device, dtype_name(dtype))
         return cls(model_id or source, model, processor, device)
 
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
-
     def token_budget(self, prompt: str) -> int:
         # Generation starts from the prompt's tokens less the trailing [SEP] (or from BOS alone) and may not run
         # past the position table: beyond it the decoder fails with an index error.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import grpc.aio
@@ -9,9 +10,19 @@ from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from captioner.engine import CaptionEngine, CaptionInput
 from imagewire_serving.calls import current_call, deadline_of
-from imagewire_serving.device import dtype_name
 
 SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name
+
+
+def to_input(request: caption_pb2.CaptionRequest) -> CaptionInput:
+    """The request in plain values; absent optional fields become None (the engine's defaults)."""
+    return CaptionInput(
+        image=request.image,
+        model_id=request.model_id,
+        prompt=request.prompt,
+        max_new_tokens=request.max_new_tokens if request.HasField("max_new_tokens") else None,
+        num_beams=request.num_beams if request.HasField("num_beams") else None,
+    )
 
 
 class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
@@ -22,56 +33,20 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
     async def Caption(  # noqa: N802 - gRPC method name
         self, request: caption_pb2.CaptionRequest, context: grpc.aio.ServicerContext
     ) -> caption_pb2.CaptionResponse:
-        result = await self._engine().caption(
-            CaptionInput(
-                image=request.image,
-                model_id=request.model_id,
-                prompt=request.prompt,
-                max_new_tokens=request.max_new_tokens if request.HasField("max_new_tokens") else None,
-                num_beams=request.num_beams if request.HasField("num_beams") else None,
-            ),
-            deadline=deadline_of(context),
-        )
+        result = await self._engine().caption(to_input(request), deadline=deadline_of(context))
         current_call().annotate(
-            model=result.model_id,
-            image_bytes=len(request.image),
-            input_pixels=result.input_pixels,
-            batch_size=result.batch_size,
-            queue_ms=round(result.queue_s * 1000, 3),
+            model=result.model_id, image_bytes=len(request.image), input_pixels=result.input_pixels,
+            batch_size=result.batch_size, queue_ms=round(result.queue_s * 1000, 3),
             compute_ms=round(result.compute_s * 1000, 3),
         )
-        return caption_pb2.CaptionResponse(
-            text=result.text,
-            model_id=result.model_id,
-            batch_size=result.batch_size,
-            usage=caption_pb2.Usage(
-                input_pixels=result.input_pixels,
-                usd_per_input_pixel=result.usd_per_input_pixel,
-                price_usd=result.price_usd,
-            ),
-        )
+        usage = caption_pb2.Usage(input_pixels=result.input_pixels, usd_per_input_pixel=result.usd_per_input_pixel,
+                                  price_usd=result.price_usd)
+        return caption_pb2.CaptionResponse(text=result.text, model_id=result.model_id, batch_size=result.batch_size,
+                                           usage=usage)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: caption_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> caption_pb2.ListModelsResponse:
         engine = self._engine()
-        limits = engine.limits
-        return caption_pb2.ListModelsResponse(
-            default_model_id=engine.default_model_id,
-            models=[
-                caption_pb2.ModelInfo(
-                    model_id=backend.model_id,
-                    device=str(backend.device),
-                    dtype=dtype_name(backend.dtype),
-                    max_image_bytes=limits.image.max_bytes,
-                    max_image_pixels=limits.image.max_pixels,
-                    default_max_new_tokens=limits.default_max_new_tokens,
-                    max_new_tokens_limit=min(limits.max_new_tokens_limit, backend.token_budget("")),
-                    default_num_beams=limits.default_num_beams,
-                    num_beams_limit=limits.num_beams_limit,
-                    max_batch_size=limits.max_batch_size,
-                    usd_per_input_pixel=limits.usd_per_input_pixel,
-                )
-                for backend in engine.backends
-            ],
-        )
+        models = [caption_pb2.ModelInfo(**dataclasses.asdict(card)) for card in engine.describe()]
+        return caption_pb2.ListModelsResponse(default_model_id=engine.default_model_id, models=models)

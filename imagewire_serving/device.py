@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import re
-
 import torch
-
-_LOGGER = logging.getLogger(__name__)
-
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def validate_device_spec(spec: str) -> str:
-    """Check the syntax of an --device value (auto, cpu, cuda, cuda:N) without touching any hardware."""
-    if not _DEVICE.match(spec):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, not {spec!r}")
-    return spec
 
 
 def resolve_device(spec: str) -> torch.device:
-    """Turn auto/cpu/cuda/cuda:N into a torch.device, checking that the GPU exists."""
-    validate_device_spec(spec)
+    """Turn auto/cpu/cuda/cuda:N (already checked by the settings) into a torch.device, checking the GPU exists."""
     if spec == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

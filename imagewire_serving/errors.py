@@ -51,8 +51,21 @@ class Unavailable(ServingError):
     """The server is loading or shutting down."""
 
 
+# Client-supplied values echoed in error messages are cut to this many characters: an error must never grow with
+# the request (a 10,000-character id would overflow the status trailers).
+MAX_SHOWN_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """``value`` as it may appear in an error message: quoted, and cut to MAX_SHOWN_CHARS characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def collect(violations: list[FieldViolation]) -> None:
     """Raise one InvalidArgument naming every violated field, if any."""
     if violations:
-        message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        # A description that already names its field ("image is empty") is not prefixed again.
+        message = "; ".join(v.description if v.description.startswith(v.field) else f"{v.field}: {v.description}"
+                            for v in violations)
         raise InvalidArgument(message, violations=tuple(violations))

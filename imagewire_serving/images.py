@@ -7,6 +7,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
+from imagewire.limits import MAX_IMAGE_BYTES
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imagewire_serving.errors import InvalidArgument
@@ -15,7 +16,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # The formats the contract promises; Pillow would otherwise sniff dozens more (and their parsers' bugs).
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
 # About 6000 x 6000: far above what any caption or video model looks at, far below what exhausts memory.
 MAX_IMAGE_PIXELS = 36_000_000
 

@@ -18,6 +18,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
 
 from imagewire_serving import logs
 from imagewire_serving.health import HealthServicer
@@ -27,8 +28,8 @@ from imagewire_serving.settings import ServerSettings
 
 _LOGGER = logging.getLogger(__name__)
 
-# Room for a 50 MiB image plus the rest of the request message.
-MAX_RECEIVE_BYTES = 50 * 1024 * 1024 + 64 * 1024
+# Room for the largest image plus the rest of the request message.
+MAX_RECEIVE_BYTES = MAX_IMAGE_BYTES + MAX_REQUEST_OVERHEAD_BYTES
 # Responses are captions and <= 1 MiB video chunks.
 MAX_SEND_BYTES = 4 * 1024 * 1024
 OVERALL = ""

@@ -1,19 +1,27 @@
-"""Flags with environment fallbacks, and the settings every server shares.
+"""Process settings: the flags every server shares, and flags with environment fallbacks built from declarations.
 
-Each flag ``--some-flag`` of a service with prefix ``IMAGEWIRE_CAPTIONER`` can also be set by the environment
-variable ``IMAGEWIRE_CAPTIONER_SOME_FLAG``; an explicit flag wins.
+Every field declared with :func:`imagewire_serving.config.option` in a service's settings (and in the Config
+dataclasses it nests, such as the engine limits) becomes a flag. A flag ``--some-flag`` of a service whose prefix
+is ``IMAGEWIRE_CAPTIONER`` can also be set by the environment variable ``IMAGEWIRE_CAPTIONER_SOME_FLAG``; an
+explicit flag wins. Values are checked by the dataclasses themselves, so a bad one raises ValueError naming it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from imagewire_serving.device import validate_device_spec
+from imagewire_serving.config import Config, OptionSpec, option, spec_of
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _parse_bool(text: str) -> bool:
@@ -25,74 +33,41 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _log_level(text: str) -> str:
+    return text.strip().upper()
+
+
 def env_name(prefix: str, flag: str) -> str:
     return f"{prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
 
 
-def env_option(
-    parser: argparse.ArgumentParser,
-    flag: str,
-    *,
-    env_prefix: str,
-    type: Callable[[str], Any] = str,  # noqa: A002 - mirrors argparse
-    default: Any = None,
-    help: str = "",  # noqa: A002
-    repeatable: bool = False,
-    boolean: bool = False,
-) -> None:
-    """Add ``flag`` whose default comes from its environment variable (comma-separated when repeatable)."""
-    variable = env_name(env_prefix, flag)
-    raw = os.environ.get(variable)
-    convert = _parse_bool if boolean else type
-    if raw is not None and raw != "":
-        try:
-            default = [convert(part) for part in raw.split(",") if part] if repeatable else convert(raw)
-        except ValueError as error:
-            parser.error(f"{variable}={raw!r}: {error}")
-    help_text = f"{help} [env {variable}]" + ("" if default in (None, [], ()) else f" (default: {default})")
-    if boolean:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=bool(default), help=help_text)
-    elif repeatable:
-        parser.add_argument(flag, action="append", type=type, default=None, help=help_text)
-        parser.set_defaults(**{flag.lstrip("-").replace("-", "_") + "_env_default": list(default or [])})
-    else:
-        parser.add_argument(flag, type=type, default=default, help=help_text)
-
-
-def repeated(args: argparse.Namespace, dest: str) -> list[Any]:
-    """The values of a repeatable env_option: the flags if given, else the environment's."""
-    value = getattr(args, dest)
-    return list(value) if value else list(getattr(args, dest + "_env_default", []))
-
-
 @dataclass(frozen=True)
-class ServerSettings:
+class ServerSettings(Config):
     """What every imagewire server process needs, whatever it serves."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    device: str = "auto"
-    models: tuple[str, ...] = ()
-    reflection: bool = True
-    grace_s: float = 30.0
-    metrics_port: int | None = None
-    auth_token: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    log_format: str = "text"
-    log_level: str = "INFO"
-    # Bound on RPCs the process accepts at once; past it grpc answers RESOURCE_EXHAUSTED immediately.
-    max_concurrent_rpcs: int = 1024
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(0, "port to listen on; 0 picks a free port", minimum=0, maximum=65535)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    models: tuple[str, ...] = option(
+        (), "model directory or hub id; repeat to serve several (none = the embedded default)", flag="--model",
+        repeatable=True)
+    reflection: bool = option(True, "serve gRPC server reflection", boolean=True)
+    grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM", flag="--grace", minimum=0)
+    metrics_port: int | None = option(None, "serve Prometheus metrics over HTTP on this port", minimum=0,
+                                      maximum=65535)
+    auth_token: str | None = option(None, "require 'authorization: Bearer TOKEN' on every call but health checks")
+    tls_cert: Path | None = option(None, "PEM server certificate chain (enables TLS)", parse=Path)
+    tls_key: Path | None = option(None, "PEM server private key", parse=Path)
+    tls_client_ca: Path | None = option(
+        None, "PEM CA bundle; require client certificates signed by it (mutual TLS)", parse=Path)
+    log_format: str = option("text", "text or json", choices=("text", "json"))
+    log_level: str = option("INFO", "DEBUG, INFO, WARNING or ERROR", choices=LOG_LEVELS, parse=_log_level)
+    # Past this many RPCs at once grpc answers RESOURCE_EXHAUSTED immediately.
+    max_concurrent_rpcs: int = option(1024, "calls accepted at once before RESOURCE_EXHAUSTED", minimum=1)
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"--port must be 0..65535, not {self.port}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"--metrics-port must be 0..65535, not {self.metrics_port}")
-        validate_device_spec(self.device)
-        if self.grace_s < 0:
-            raise ValueError("--grace must be >= 0 seconds")
+    def check(self) -> None:
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -100,54 +75,106 @@ class ServerSettings:
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TLS file not found: {path}")
-        if self.log_format not in ("text", "json"):
-            raise ValueError("--log-format must be text or json")
-        if self.max_concurrent_rpcs < 1:
-            raise ValueError("--max-concurrent-rpcs must be >= 1")
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
 
 
-def add_server_arguments(parser: argparse.ArgumentParser, *, env_prefix: str, default_port: int) -> None:
-    """The flags every server has: address, device, models, security, observability, shutdown."""
+@dataclass(frozen=True)
+class _Flag:
+    """One declared option found in a settings tree: where its value goes and how it is parsed."""
 
-    def option(flag: str, **kwargs: Any) -> None:
-        env_option(parser, flag, env_prefix=env_prefix, **kwargs)
+    path: tuple[str, ...]  # attribute names from the root settings class down to the field
+    spec: OptionSpec
+    default: Any
+    parse: Any
 
-    option("--host", default="127.0.0.1", help="address to listen on")
-    option("--port", type=int, default=default_port, help="port to listen on; 0 picks a free port")
-    option("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    option("--model", repeatable=True,
-           help="model directory or hub id; repeat to serve several (none = the embedded default)")
-    option("--reflection", boolean=True, default=True, help="serve gRPC server reflection")
-    option("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
-    option("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
-    option("--auth-token", help="require 'authorization: Bearer TOKEN' on every call but health checks")
-    option("--tls-cert", type=Path, help="PEM server certificate chain (enables TLS)")
-    option("--tls-key", type=Path, help="PEM server private key")
-    option("--tls-client-ca", type=Path, help="PEM CA bundle; require client certificates signed by it (mutual TLS)")
-    option("--log-format", default="text", help="text or json")
-    option("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    option("--max-concurrent-rpcs", type=int, default=1024, help="calls accepted at once before RESOURCE_EXHAUSTED")
+    @property
+    def dest(self) -> str:
+        return "__".join(self.path)
 
 
-def server_settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """Build (and validate) the shared settings from parsed flags."""
-    return ServerSettings(
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        models=tuple(repeated(args, "model")),
-        reflection=args.reflection,
-        grace_s=args.grace,
-        metrics_port=args.metrics_port,
-        auth_token=args.auth_token or None,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        log_format=args.log_format,
-        log_level=args.log_level.upper(),
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
-    )
+def _flags(cls: type[Any], path: tuple[str, ...] = ()) -> Iterator[_Flag]:
+    """Every option of a Config dataclass and of the Config dataclasses nested in it."""
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        kind = hints[item.name]
+        if isinstance(kind, type) and issubclass(kind, Config):
+            yield from _flags(kind, (*path, item.name))
+            continue
+        spec = spec_of(item)
+        if spec is not None:
+            scalar = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+            yield _Flag((*path, item.name), spec, item.default, spec.parse or scalar)
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: _Flag, env_prefix: str, default: Any) -> None:
+    name = flag.spec.flag_for(flag.path[-1])
+    metavar = name.lstrip("-").replace("-", "_").upper()
+    variable = env_name(env_prefix, name)
+    convert = _parse_bool if flag.spec.boolean else flag.parse
+    raw = os.environ.get(variable)
+    if raw:
+        try:
+            default = tuple(convert(part) for part in raw.split(",") if part) if flag.spec.repeatable else convert(raw)
+        except ValueError as error:
+            parser.error(f"{variable}={raw!r}: {error}")
+    help_text = f"{flag.spec.help} [env {variable}]{_shown(default, flag.spec.repeatable)}"
+    if flag.spec.boolean:
+        parser.add_argument(name, dest=flag.dest, action=argparse.BooleanOptionalAction, default=bool(default),
+                            help=help_text)
+    elif flag.spec.repeatable:
+        # Appended flags replace the environment's list rather than extending it.
+        parser.add_argument(name, dest=flag.dest, action="append", type=convert, default=None, help=help_text,
+                            metavar=metavar)
+        parser.set_defaults(**{flag.dest + "__env": tuple(default)})
+    else:
+        parser.add_argument(name, dest=flag.dest, type=convert, default=default, help=help_text, metavar=metavar)
+
+
+def _shown(default: Any, repeatable: bool) -> str:
+    if default in (None, (), ""):
+        return ""
+    return f" (default: {','.join(map(str, default)) if repeatable else default})"
+
+
+def _build(cls: type[Any], args: argparse.Namespace, path: tuple[str, ...] = ()) -> Any:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        kind, dest = hints[item.name], "__".join((*path, item.name))
+        if isinstance(kind, type) and issubclass(kind, Config):
+            values[item.name] = _build(kind, args, (*path, item.name))
+        elif spec_of(item) is not None:
+            value = getattr(args, dest)
+            if spec_of(item).repeatable:  # type: ignore[union-attr] # checked on the line above
+                value = tuple(value) if value else getattr(args, dest + "__env")
+            values[item.name] = value if value != "" else item.default
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ServiceSettings(Config):
+    """Base of one service's settings: the shared server settings plus what the subclass declares."""
+
+    prog: ClassVar[str]
+    description: ClassVar[str]
+    env_prefix: ClassVar[str]
+    default_port: ClassVar[int]
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        """The command-line parser; defaults come from the environment, then the declarations."""
+        parser = argparse.ArgumentParser(prog=cls.prog, description=cls.description)
+        for flag in _flags(cls):
+            default = cls.default_port if flag.path == ("server", "port") else flag.default
+            _add_flag(parser, flag, cls.env_prefix, default)
+        return parser
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> Self:
+        """Parse flags (with environment fallbacks) and build the checked settings; ValueError names a bad flag."""
+        return typing.cast(Self, _build(cls, cls.parser().parse_args(argv)))

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from captioner.app import CaptionerApp
-from captioner.engine import EngineLimits
+from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer

@@ -113,24 +113,3 @@ def server_process(command: list[str], *, name: str, env: dict[str, str] | None 
 def script(name: str) -> str:
     """The path of a console script installed beside this interpreter."""
     return os.path.join(os.path.dirname(sys.executable), name)
-
-
-@contextlib.contextmanager
-def gated(backend: object) -> Iterator[threading.Event]:
-    """Hold the real backend's generate until the returned event is set (the model still runs after it).
-
-    Lets a test keep work in flight for as long as it needs without depending on how fast the model is.
-    """
-    release = threading.Event()
-    original = backend.generate  # type: ignore[attr-defined]
-
-    def generate(*args: object, **kwargs: object) -> object:
-        release.wait(timeout=60)
-        return original(*args, **kwargs)
-
-    backend.generate = generate  # type: ignore[attr-defined]
-    try:
-        yield release
-    finally:
-        release.set()
-        backend.generate = original  # type: ignore[attr-defined]

@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from animator import settings as animator_settings
 from animator import tiny
+from animator.settings import AnimatorSettings
 from tests.support import script, server_process, solid
 
 # The test machine's two cores are shared with other jobs: one OpenMP thread is much faster than two spinning.
@@ -70,12 +70,12 @@ def test_every_flag_has_an_environment_fallback(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_CPU_OFFLOAD", "true")
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "2e-8")
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_PORT", "6000")
-    settings = animator_settings.from_args(["--max-num-frames", "30"])
+    settings = AnimatorSettings.from_args(["--max-num-frames", "30"])
     assert (settings.limits.max_queue, settings.limits.max_num_frames, settings.cpu_offload) == (3, 30, True)
     assert settings.limits.usd_per_output_pixel == 2e-8 and settings.server.port == 6000
-    assert animator_settings.from_args([]).server.port == 6000
+    assert AnimatorSettings.from_args([]).server.port == 6000
     monkeypatch.delenv("IMAGEWIRE_ANIMATOR_PORT")
-    assert animator_settings.from_args([]).server.port == 50052
+    assert AnimatorSettings.from_args([]).server.port == 50052
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "-1")
     with pytest.raises(ValueError, match="usd-per-output-pixel"):
-        animator_settings.from_args([])
+        AnimatorSettings.from_args([])

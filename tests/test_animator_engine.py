@@ -16,10 +16,12 @@ import pytest_asyncio
 import torch
 from PIL import Image
 
-from animator import engine as engine_module
-from animator import tiny, video
-from animator.backend import GenerationParams, SvdBackend
-from animator.engine import AnimateEngine, AnimateInput, Chunk, EngineLimits, Event, Header, Progress, Result, Stage
+from animator import generation, tiny, video
+from animator.backend import SvdBackend
+from animator.engine import AnimateEngine
+from animator.events import Chunk, Event, Header, Progress, Result, Stage
+from animator.limits import EngineLimits
+from animator.params import AnimateInput, GenerationParams, resolve
 from animator.safety import SafetyChecker
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
@@ -96,7 +98,7 @@ async def test_the_engine_encodes_exactly_the_plain_pipeline_frames(
             encoded.append(frames.copy())
             return super().write(frames)
 
-    monkeypatch.setattr(engine_module, "StreamingVideoEncoder", Recording)
+    monkeypatch.setattr(generation, "StreamingVideoEncoder", Recording)
     request = AnimateInput(image=png(picture()), seed=42, fps=7, width=96, height=64, num_frames=5,
                            num_inference_steps=2, decode_chunk_size=3)
     events = [event async for event in engine.animate(request)]
@@ -157,19 +159,19 @@ def test_validation_names_every_bad_field(engine: AnimateEngine, backend: SvdBac
     bad = AnimateInput(
         image=b"", width=100, height=8, num_frames=0, fps=0, motion_bucket_id=4096, noise_aug_strength=math.nan,
         num_inference_steps=1000, decode_chunk_size=0, min_guidance_scale=-1.0, max_guidance_scale=99.0,
-        format="gif",
     )
     with pytest.raises(errors.InvalidArgument) as caught:
-        engine.resolve(bad, backend.defaults)
+        resolve(bad, backend.defaults, engine.limits)
     assert {v.field for v in caught.value.violations} == {
         "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps",
-        "decode_chunk_size", "min_guidance_scale", "max_guidance_scale", "format",
+        "decode_chunk_size", "min_guidance_scale", "max_guidance_scale",
     }
     with pytest.raises(errors.InvalidArgument) as caught:
-        engine.resolve(AnimateInput(image=b"", width=1024, height=1032), backend.defaults)
+        resolve(AnimateInput(image=b"", width=1024, height=1032), backend.defaults, engine.limits)
     assert {v.field for v in caught.value.violations} == {"width", "height"}
-    resolved, _ = engine.resolve(AnimateInput(image=b"", seed=2**64 - 1), backend.defaults)
+    resolved, fmt = resolve(AnimateInput(image=b"", seed=2**64 - 1), backend.defaults, engine.limits)
     assert resolved.width == backend.defaults.width and resolved.seed == 2**64 - 1
+    assert fmt is video.VideoFormat.MP4_H264
 
 
 async def test_bad_image_and_fields_are_reported_together(engine: AnimateEngine) -> None:
@@ -190,8 +192,8 @@ async def first_of(stream: AsyncIterator[Event], stage: Stage) -> float:
 
 
 async def test_cancelling_stops_at_the_next_step_and_frees_the_worker(engine: AnimateEngine) -> None:
-    before = engine.stats.denoising_steps
-    stopped = engine.stats.generations_stopped
+    before = engine.stats.steps
+    stopped = engine.stats.runs_stopped
     long = engine.animate(AnimateInput(image=png(picture()), seed=1, **LONG))  # type: ignore[arg-type]
     await first_of(long, Stage.DENOISE)
     await long.aclose()  # what a cancelled call does to the servicer's generator
@@ -201,21 +203,21 @@ async def test_cancelling_stops_at_the_next_step_and_frees_the_worker(engine: An
     started_after: list[float] = []
     async for event in engine.animate(AnimateInput(image=png(picture()), seed=2, **SMALL)):  # type: ignore[arg-type]
         if isinstance(event, Header):  # the worker has finished with the cancelled generation
-            steps_of_long.append(engine.stats.denoising_steps - before)
+            steps_of_long.append(engine.stats.steps - before)
         if isinstance(event, Progress) and event.stage is Stage.DENOISE and not started_after:
             started_after.append(time.monotonic() - cancelled_at)
-    assert engine.stats.generations_stopped == stopped + 1
+    assert engine.stats.runs_stopped == stopped + 1
     assert steps_of_long and steps_of_long[0] <= 3  # of 50: stopped at the next step (one may be in flight)
     assert started_after[0] < 30
 
 
 async def test_a_passed_deadline_stops_the_generation(engine: AnimateEngine) -> None:
-    stopped = engine.stats.generations_stopped
+    stopped = engine.stats.runs_stopped
     with pytest.raises(errors.DeadlineExceeded):
         async for _ in engine.animate(AnimateInput(image=png(picture()), **LONG),  # type: ignore[arg-type]
                                       deadline=time.monotonic() + 0.3):
             pass
-    assert engine.stats.generations_stopped == stopped + 1
+    assert engine.stats.runs_stopped == stopped + 1
     assert (await collect(engine, seed=3, **SMALL))[-1]  # the worker is free again
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from animator import tiny
 from animator.app import AnimatorApp
-from animator.engine import EngineLimits
+from animator.limits import EngineLimits
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
@@ -185,8 +185,8 @@ async def first_denoise(call: grpc.aio.UnaryStreamCall) -> None:
 
 async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
     engine = app_of(server).engine()
-    stopped = engine.stats.generations_stopped
-    before = engine.stats.denoising_steps
+    stopped = engine.stats.runs_stopped
+    before = engine.stats.steps
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
         long = stub.Animate(animate_request(image(), seed=1, **LONG), timeout=120)
@@ -197,29 +197,29 @@ async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
         async for response in stub.Animate(animate_request(image(), seed=2, **SMALL), timeout=120):
             kind = response.WhichOneof("event")
             if kind == "header":  # the worker is done with the cancelled generation
-                steps_of_long = engine.stats.denoising_steps - before
+                steps_of_long = engine.stats.steps - before
             if kind == "progress" and response.progress.stage == animate_pb2.STAGE_DENOISE:
                 started_after = time.monotonic() - cancelled_at
                 break
     assert steps_of_long is not None and steps_of_long <= 3  # of 50
     assert started_after < 30
     for _ in range(100):  # the second call was cancelled too (we left it); wait for the worker to notice
-        if engine.stats.generations_stopped == stopped + 2:
+        if engine.stats.runs_stopped == stopped + 2:
             break
         await asyncio.sleep(0.05)
-    assert engine.stats.generations_stopped == stopped + 2
+    assert engine.stats.runs_stopped == stopped + 2
 
 
 async def test_an_expired_deadline_stops_the_generation(server: GrpcServer) -> None:
     engine = app_of(server).engine()
-    stopped = engine.stats.generations_stopped
+    stopped = engine.stats.runs_stopped
     async with AsyncAnimateClient(server.address) as client:
         with pytest.raises(ImagewireError) as caught:
             async for _ in client.animate(image(), timeout=0.5, **LONG):
                 pass
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(await events(server, seed=1, **SMALL)) > 3  # the worker is free again
-    assert engine.stats.generations_stopped == stopped + 1
+    assert engine.stats.runs_stopped == stopped + 1
 
 
 async def test_a_full_queue_is_resource_exhausted(server: GrpcServer) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -26,13 +25,16 @@ from PIL import Image
 from captioner import tiny
 from captioner.app import CaptionerApp
 from captioner.backend import BlipBackend, GenerationOptions
-from captioner.engine import Batcher, CaptionEngine, CaptionInput, EngineLimits
+from captioner.batcher import Batcher
+from captioner.engine import CaptionEngine, CaptionInput
+from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving import errors
 from imagewire_serving.images import decode_image
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
+from tests.gates import Gate, gate, wait_until
 from tests.support import png, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -40,7 +42,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 MAX_NEW_TOKENS = 8
 # Prompts made of vocabulary words, so the decoded caption repeats them verbatim.
 PROMPTS = ["", "a picture of", "two", "", "a red", "", "there is", ""]
-GATE_TIMEOUT_S = 30.0
 CAPTION_METHOD = "/imagewire.caption.v1.CaptionService/Caption"
 
 
@@ -51,60 +52,9 @@ def fingerprint(image: Image.Image) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()
 
 
-class Gate:
-    """Wraps a real backend's ``generate``: records the images it is given and can hold the device worker."""
-
-    def __init__(self, generate: Callable[..., list[str]]) -> None:
-        self._generate = generate
-        self.open = threading.Event()
-        self.open.set()
-        self.entered = threading.Event()
-        self.seen: set[str] = set()
-        self.calls = 0
-
-    def __call__(
-        self,
-        images: Sequence[Image.Image],
-        prompts: Sequence[str],
-        options: GenerationOptions,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> list[str]:
-        self.calls += 1
-        self.seen.update(fingerprint(image) for image in images)
-        self.entered.set()
-        if not self.open.wait(GATE_TIMEOUT_S):
-            raise RuntimeError("the test never opened the gate")
-        return self._generate(images, prompts, options, should_stop)
-
-    def close(self) -> None:
-        self.entered.clear()
-        self.open.clear()
-
-    async def wait_entered(self) -> None:
-        assert await asyncio.to_thread(self.entered.wait, GATE_TIMEOUT_S), "the worker never reached the model"
-
-
-@pytest.fixture
-def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Batcher], Gate]]:
-    """Install a Gate on a batcher's real backend for one test; the gate is always reopened afterwards."""
-    gates: list[Gate] = []
-
-    def install(batcher: Batcher) -> Gate:
-        gate = Gate(batcher.backend.generate)
-        monkeypatch.setattr(batcher.backend, "generate", gate)
-        gates.append(gate)
-        return gate
-
-    yield install
-    for gate in gates:
-        gate.open.set()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = GATE_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+def seen(held: Gate) -> set[str]:
+    """Fingerprints of every image the gated generate was given."""
+    return {fingerprint(image) for images, *_ in held.calls for image in images}
 
 
 def noise_pngs(count: int, seed: int) -> list[bytes]:
@@ -166,7 +116,7 @@ def one_by_one(backend: BlipBackend, images: list[bytes], prompts: list[str]) ->
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(backend: BlipBackend) -> AsyncIterator[CaptionEngine]:
-    limits = EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_s=0.2,
+    limits = EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_ms=200,
                           max_queue=16)
     engine = CaptionEngine([backend], limits, Metrics())
     engine.start()
@@ -181,7 +131,7 @@ async def server(model_dir: Path) -> AsyncIterator[GrpcServer]:
     settings = CaptionerSettings(
         server=ServerSettings(port=0, models=(str(model_dir),)),
         # A generous delay so concurrent calls from one test client reliably share a batch even on a loaded CPU.
-        limits=EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_s=0.2,
+        limits=EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_ms=200,
                             max_queue=16),
     )
     metrics = Metrics()
@@ -216,29 +166,26 @@ def check_model(one_by_one: list[str]) -> Iterator[None]:
 async def test_engine_batches_concurrent_requests_without_mixups(
     engine: CaptionEngine, images: list[bytes], prompts: list[str], one_by_one: list[str], check_model: None
 ) -> None:
-    batcher = engine.batcher("")
     results = await asyncio.gather(
         *(engine.caption(CaptionInput(image=data, prompt=prompt)) for data, prompt in zip(images, prompts))
     )
     assert [r.text for r in results] == one_by_one
     assert max(r.batch_size for r in results) > 1, "the batcher ran every request alone"
-    assert batcher.requests_run == len(images) and batcher.batches_run < len(images)
+    assert engine.stats.requests_completed == len(images) and engine.stats.runs_completed < len(images)
 
 
 async def test_engine_mixed_prompt_batch_keeps_each_prompt(
-    engine: CaptionEngine, gated: Callable[[Batcher], Gate], images: list[bytes], prompts: list[str],
-    one_by_one: list[str], check_model: None,
+    engine: CaptionEngine, images: list[bytes], prompts: list[str], one_by_one: list[str], check_model: None,
 ) -> None:
     batcher = engine.batcher("")
-    gate = gated(batcher)
-    gate.close()
-    blocker = asyncio.create_task(engine.caption(CaptionInput(image=noise_pngs(1, seed=99)[0])))
-    await gate.wait_entered()
-    tasks = [asyncio.create_task(engine.caption(CaptionInput(image=d, prompt=p))) for d, p in zip(images, prompts)]
-    await wait_until(lambda: batcher.depth == len(images))
-    gate.open.set()
-    results = await asyncio.gather(*tasks)
-    await blocker
+    with gate(batcher.backend) as held:
+        blocker = asyncio.create_task(engine.caption(CaptionInput(image=noise_pngs(1, seed=99)[0])))
+        await held.wait_entered()
+        tasks = [asyncio.create_task(engine.caption(CaptionInput(image=d, prompt=p))) for d, p in zip(images, prompts)]
+        await wait_until(lambda: batcher.queue_depth == len(images))
+        held.release()
+        results = await asyncio.gather(*tasks)
+        await blocker
     # All 16 waited together, so they ran as one batch holding five different prompts.
     assert {r.batch_size for r in results} == {len(images)}
     for result, prompt, expected in zip(results, prompts, one_by_one):
@@ -246,53 +193,45 @@ async def test_engine_mixed_prompt_batch_keeps_each_prompt(
         assert result.text == expected
 
 
-async def test_engine_drops_expired_and_cancelled_requests_before_the_model(
-    engine: CaptionEngine, gated: Callable[[Batcher], Gate]
-) -> None:
+async def test_engine_drops_expired_and_cancelled_requests_before_the_model(engine: CaptionEngine) -> None:
     batcher = engine.batcher("")
-    gate = gated(batcher)
-    gate.close()
     blocker_png, expired_png, cancelled_png, kept_png = noise_pngs(4, seed=7)
-    blocker = asyncio.create_task(engine.caption(CaptionInput(image=blocker_png)))
-    await gate.wait_entered()
-    expired = asyncio.create_task(
-        engine.caption(CaptionInput(image=expired_png), deadline=time.monotonic() + 0.1)
-    )
-    cancelled = asyncio.create_task(engine.caption(CaptionInput(image=cancelled_png)))
-    kept = asyncio.create_task(engine.caption(CaptionInput(image=kept_png)))
-    await wait_until(lambda: batcher.depth == 3)
-    cancelled.cancel()
-    await asyncio.sleep(0.15)  # past the expiring request's deadline while it still waits
-    run_before = batcher.requests_run
-    gate.open.set()
-    await blocker
-    assert (await kept).text
+    with gate(batcher.backend) as held:
+        blocker = asyncio.create_task(engine.caption(CaptionInput(image=blocker_png)))
+        await held.wait_entered()
+        expires = time.monotonic() + 0.1
+        expired = asyncio.create_task(engine.caption(CaptionInput(image=expired_png), deadline=expires))
+        cancelled = asyncio.create_task(engine.caption(CaptionInput(image=cancelled_png)))
+        kept = asyncio.create_task(engine.caption(CaptionInput(image=kept_png)))
+        await wait_until(lambda: batcher.queue_depth == 3)
+        cancelled.cancel()
+        await wait_until(lambda: time.monotonic() > expires)  # the deadline passes while the request still waits
+        completed_before = engine.stats.requests_completed
+        held.release()
+        await blocker
+        assert (await kept).text
     with pytest.raises(errors.DeadlineExceeded):
         await expired
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    assert batcher.requests_run == run_before + 2  # the blocker and the kept request, nothing else
-    assert fingerprint(decode_image(kept_png)) in gate.seen
-    assert fingerprint(decode_image(expired_png)) not in gate.seen
-    assert fingerprint(decode_image(cancelled_png)) not in gate.seen
+    assert engine.stats.requests_completed == completed_before + 2  # the blocker and the kept request
+    assert seen(held) >= {fingerprint(decode_image(kept_png))}
+    assert not seen(held) & {fingerprint(decode_image(expired_png)), fingerprint(decode_image(cancelled_png))}
 
 
-async def test_engine_rejects_at_once_when_the_queue_is_full(
-    engine: CaptionEngine, gated: Callable[[Batcher], Gate]
-) -> None:
+async def test_engine_rejects_at_once_when_the_queue_is_full(engine: CaptionEngine) -> None:
     batcher = engine.batcher("")
-    gate = gated(batcher)
-    gate.close()
-    blocker = asyncio.create_task(engine.caption(CaptionInput(image=noise_pngs(1, seed=5)[0])))
-    await gate.wait_entered()
-    queued = [asyncio.create_task(engine.caption(CaptionInput(image=data))) for data in noise_pngs(16, seed=6)]
-    await wait_until(lambda: batcher.depth == 16)
-    started = time.monotonic()
-    with pytest.raises(errors.Overloaded, match="queue"):
-        await engine.caption(CaptionInput(image=noise_pngs(1, seed=8)[0]))
-    assert time.monotonic() - started < 1.0
-    gate.open.set()
-    assert all(r.text for r in await asyncio.gather(blocker, *queued))
+    with gate(batcher.backend) as held:
+        blocker = asyncio.create_task(engine.caption(CaptionInput(image=noise_pngs(1, seed=5)[0])))
+        await held.wait_entered()
+        queued = [asyncio.create_task(engine.caption(CaptionInput(image=data))) for data in noise_pngs(16, seed=6)]
+        await wait_until(lambda: batcher.queue_depth == 16)
+        started = time.monotonic()
+        with pytest.raises(errors.Overloaded, match="queue"):
+            await engine.caption(CaptionInput(image=noise_pngs(1, seed=8)[0]))
+        assert time.monotonic() - started < 1.0
+        held.release()
+        assert all(r.text for r in await asyncio.gather(blocker, *queued))
 
 
 # ------------------------------------------------------------------------------------------------------ service
@@ -314,53 +253,47 @@ async def test_service_batches_concurrent_calls_without_mixups(
         assert caption.text.startswith(prompt)
 
 
-async def test_service_full_queue_is_resource_exhausted_at_once(
-    server: GrpcServer, gated: Callable[[Batcher], Gate]
-) -> None:
+async def test_service_full_queue_is_resource_exhausted_at_once(server: GrpcServer) -> None:
     batcher = batcher_of(server)
-    gate = gated(batcher)
-    gate.close()
-    async with AsyncCaptionClient(server.address) as client:
-        blocker = asyncio.create_task(client.caption(noise_pngs(1, seed=11)[0]))
-        await gate.wait_entered()
-        queued = [asyncio.create_task(client.caption(data)) for data in noise_pngs(16, seed=12)]
-        await wait_until(lambda: batcher.depth == 16)
-        started = time.monotonic()
-        with pytest.raises(ImagewireError) as caught:
-            await client.caption(noise_pngs(1, seed=13)[0])
-        assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert time.monotonic() - started < 1.0
-        gate.open.set()
-        assert all(c.text for c in await asyncio.gather(blocker, *queued))
+    with gate(batcher.backend) as held:
+        async with AsyncCaptionClient(server.address) as client:
+            blocker = asyncio.create_task(client.caption(noise_pngs(1, seed=11)[0]))
+            await held.wait_entered()
+            queued = [asyncio.create_task(client.caption(data)) for data in noise_pngs(16, seed=12)]
+            await wait_until(lambda: batcher.queue_depth == 16)
+            started = time.monotonic()
+            with pytest.raises(ImagewireError) as caught:
+                await client.caption(noise_pngs(1, seed=13)[0])
+            assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() - started < 1.0
+            held.release()
+            assert all(c.text for c in await asyncio.gather(blocker, *queued))
 
 
-async def test_service_expired_and_cancelled_calls_never_reach_the_model(
-    server: GrpcServer, gated: Callable[[Batcher], Gate]
-) -> None:
+async def test_service_expired_and_cancelled_calls_never_reach_the_model(server: GrpcServer) -> None:
     batcher = batcher_of(server)
-    gate = gated(batcher)
-    gate.close()
+    engine = server.app.engine()  # type: ignore[attr-defined]
     blocker_png, expired_png, cancelled_png, kept_png = noise_pngs(4, seed=21)
     ended_before = cancelled_calls(server)
-    async with AsyncCaptionClient(server.address) as client:
-        blocker = asyncio.create_task(client.caption(blocker_png))
-        await gate.wait_entered()
-        expired = asyncio.create_task(client.caption(expired_png, timeout=0.5))
-        cancelled = asyncio.create_task(client.caption(cancelled_png))
-        await wait_until(lambda: batcher.depth == 2)
-        cancelled.cancel()
-        with pytest.raises(ImagewireError) as caught:
-            await expired
-        assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
-        # Both handlers end (cancelled by grpc) while the model is still busy; their queue slots are then dead.
-        await wait_until(lambda: cancelled_calls(server) == ended_before + 2)
-        run_before = batcher.requests_run
-        gate.open.set()
-        await blocker
-        assert (await client.caption(kept_png)).text
-    assert batcher.requests_run == run_before + 2  # the blocker and the kept call
-    assert fingerprint(decode_image(kept_png)) in gate.seen
-    assert fingerprint(decode_image(expired_png)) not in gate.seen
-    assert fingerprint(decode_image(cancelled_png)) not in gate.seen
+    with gate(batcher.backend) as held:
+        async with AsyncCaptionClient(server.address) as client:
+            blocker = asyncio.create_task(client.caption(blocker_png))
+            await held.wait_entered()
+            expired = asyncio.create_task(client.caption(expired_png, timeout=0.5))
+            cancelled = asyncio.create_task(client.caption(cancelled_png))
+            await wait_until(lambda: batcher.queue_depth == 2)
+            cancelled.cancel()
+            with pytest.raises(ImagewireError) as caught:
+                await expired
+            assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            # Both handlers end (cancelled by grpc) while the model is still busy; their queue slots are then dead.
+            await wait_until(lambda: cancelled_calls(server) == ended_before + 2)
+            completed_before = engine.stats.requests_completed
+            held.release()
+            await blocker
+            assert (await client.caption(kept_png)).text
+    assert engine.stats.requests_completed == completed_before + 2  # the blocker and the kept call
+    assert seen(held) >= {fingerprint(decode_image(kept_png))}
+    assert not seen(held) & {fingerprint(decode_image(expired_png)), fingerprint(decode_image(cancelled_png))}

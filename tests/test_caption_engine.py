@@ -1,4 +1,4 @@
-"""The caption engine with a real tiny BLIP: work for callers who left is cut short."""
+"""The caption engine with a real tiny BLIP: work for callers who left is cut short, queue slots are freed."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest_asyncio
 import torch
 
 from captioner.backend import BlipBackend
-from captioner.engine import CaptionEngine, CaptionInput, EngineLimits
+from captioner.engine import CaptionEngine, CaptionInput
+from captioner.limits import EngineLimits
 from imagewire_serving.metrics import Metrics
-from tests.support import gated, solid
+from tests.gates import gate, wait_until
+from tests.support import solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(tiny_caption_model: str) -> AsyncIterator[CaptionEngine]:
     backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
-    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=0), Metrics())
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=0, max_queue=2), Metrics())
     engine.start()
     yield engine
     await engine.close()
@@ -28,64 +30,45 @@ async def engine(tiny_caption_model: str) -> AsyncIterator[CaptionEngine]:
 
 async def test_generation_stops_at_the_next_token_when_every_caller_left(engine: CaptionEngine) -> None:
     backend = engine.backends[0]
-    captions: list[list[str]] = []
-    original = backend.generate
+    # A full-length caption first, for comparison: with this prompt the random tiny model rambles on.
+    request = CaptionInput(image=solid(), prompt="a picture of", max_new_tokens=60)
+    full = await engine.caption(request)
+    assert len(full.text.split()) > 20
+    steps_of_full = engine.stats.steps
+    with gate(backend) as held:
+        task = asyncio.create_task(engine.caption(request))
+        await held.wait_entered()  # queued, taken into a batch, held at the gate
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        steps_before = engine.stats.steps
+        held.release()
+        await wait_until(lambda: engine.stats.runs_stopped == 1)
+    assert engine.stats.runs_completed == 1 and engine.stats.requests_completed == 1
+    assert engine.stats.steps - steps_before < 8 < steps_of_full, "generation went on for a caller that was gone"
 
-    def recording(*args: object) -> list[str]:
-        captions.append(original(*args))  # type: ignore[arg-type]
-        return captions[-1]
 
-    backend.generate = recording  # type: ignore[method-assign]
-    try:
-        # A full-length caption first, for comparison: with this prompt the random tiny model rambles on.
-        request = CaptionInput(image=solid(), prompt="a picture of", max_new_tokens=60)
-        full = await engine.caption(request)
-        assert len(full.text.split()) > 20
-        with gated(backend) as release:
-            task = asyncio.create_task(engine.caption(request))
-            await asyncio.sleep(0.2)  # queued, taken into a batch, held at the gate
-            release.set()
+async def test_callers_who_left_do_not_hold_queue_slots(engine: CaptionEngine) -> None:
+    with gate(engine.backends[0]) as held:
+        running = asyncio.create_task(engine.caption(CaptionInput(image=solid())))
+        await held.wait_entered()  # taken by the worker, held at the gate
+        queued = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, i, 0))))) for i in range(2)]
+        await wait_until(lambda: engine.queue_depth == 2)
+        for task in queued:
             task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        batcher = engine.batcher("")
-        for _ in range(200):
-            if batcher.batches_abandoned:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        backend.generate = original  # type: ignore[method-assign]
-    assert batcher.batches_abandoned == 1 and batcher.batches_run == 1
-    assert len(captions[1][0].split()) < 8, "generation went on for a caller that was gone"
-
-
-async def test_callers_who_left_do_not_hold_queue_slots(tiny_caption_model: str) -> None:
-    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
-    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=0, max_queue=2), Metrics())
-    engine.start()
-    try:
-        with gated(backend) as release:
-            running = asyncio.create_task(engine.caption(CaptionInput(image=solid())))
-            await asyncio.sleep(0.2)  # taken by the worker, held at the gate
-            queued = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, i, 0))))) for i in range(2)]
-            await asyncio.sleep(0.1)
-            for task in queued:
-                task.cancel()
-            await asyncio.gather(*queued, return_exceptions=True)
-            # Both slots are free again: this one is accepted, not refused as Overloaded.
-            accepted = asyncio.create_task(engine.caption(CaptionInput(image=solid((0, 0, 9)))))
-            await asyncio.sleep(0.1)
-            assert not accepted.done()
-            release.set()
-            assert (await running).text and (await accepted).text
-    finally:
-        await engine.close()
+        await asyncio.gather(*queued, return_exceptions=True)
+        # Both slots are free again: this one is accepted (queued behind the gate), not refused as Overloaded.
+        accepted = asyncio.create_task(engine.caption(CaptionInput(image=solid((0, 0, 9)))))
+        await wait_until(lambda: engine.queue_depth == 1)
+        assert not accepted.done()
+        held.release()
+        assert (await running).text and (await accepted).text
 
 
 async def test_a_lone_caller_skips_the_batch_window_but_concurrent_callers_are_batched(tiny_caption_model: str) -> None:
     backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
     # A window far longer than any caption: waiting it out would show in every queue time.
-    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_s=2.0, default_max_new_tokens=4), Metrics())
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=2000, default_max_new_tokens=4), Metrics())
     engine.start()
     try:
         for _ in range(3):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from animator.settings import AnimatorSettings
+from captioner.settings import CaptionerSettings
+
 MANIFESTS = sorted((Path(__file__).resolve().parent.parent / "deploy" / "kubernetes").glob("*.yaml"))
-SETTINGS = {"imagewire-captioner": "captioner.settings", "imagewire-animator": "animator.settings"}
+SETTINGS = {"imagewire-captioner": CaptionerSettings, "imagewire-animator": AnimatorSettings}
 
 
 def documents() -> list[tuple[Path, dict[str, object]]]:
@@ -31,7 +33,7 @@ def test_container_flags_and_environment_parse(path: Path, monkeypatch: pytest.M
             (command,) = container["command"]
             for variable in container.get("env", []):
                 monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
-            settings = importlib.import_module(SETTINGS[command]).from_args(container["args"])
+            settings = SETTINGS[command].from_args(container["args"])
             assert settings.server.host == "0.0.0.0" and settings.server.device == "cuda:0"
             assert settings.server.metrics_port is not None and settings.server.log_format == "json"
             assert settings.server.auth_token == "from-a-secret"

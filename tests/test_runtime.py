@@ -16,13 +16,14 @@ from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from imagewire.client import AsyncCaptionClient, CaptionClient, ImagewireError, TlsConfig
 
 from captioner.app import CaptionerApp
-from captioner.engine import EngineLimits
+from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
 from tests.certs import make_certs
-from tests.support import gated, serving, solid
+from tests.gates import gate, wait_until
+from tests.support import serving, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -75,6 +76,12 @@ async def test_tls_and_mutual_tls(tiny_caption_model: str, tmp_path: Path) -> No
             assert caught.value.code is grpc.StatusCode.UNAVAILABLE  # no client certificate, no handshake
 
 
+def inflight(metrics: Metrics) -> float:
+    """Caption RPCs the server is serving now."""
+    method = "/imagewire.caption.v1.CaptionService/Caption"
+    return metrics.registry.get_sample_value("imagewire_inflight_requests", {"method": method}) or 0.0
+
+
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
@@ -125,15 +132,16 @@ async def test_one_structured_log_line_per_request_with_the_request_id(
 async def test_overload_is_answered_fast_while_accepted_requests_complete(tiny_caption_model: str) -> None:
     app, metrics, settings = captioner(tiny_caption_model, max_concurrent_rpcs=4)
     async with serving(app, metrics, settings) as server, AsyncCaptionClient(server.address) as client:
-        with gated(app.engine().backends[0]) as release:
+        with gate(app.engine().backends[0]) as held:
             calls = [asyncio.create_task(client.caption(solid((i, i, 0)))) for i in range(4)]
-            await asyncio.sleep(0.3)
+            await held.wait_entered()
+            await wait_until(lambda: inflight(metrics) == 4)  # every slot is taken
             loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(ImagewireError) as caught:
                 await client.caption(solid())
             rejected_after = loop.time() - started
-            release.set()
+            held.release()
             results = await asyncio.gather(*calls)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert rejected_after < 0.5
@@ -149,15 +157,16 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(tiny_caption_
         stub = caption_pb2_grpc.CaptionServiceStub(channel)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
-        with gated(app.engine().backends[0]) as release:
+        with gate(app.engine().backends[0]) as held:
             in_flight = [stub.Caption(caption_pb2.CaptionRequest(image=solid((i, 0, 0)))) for i in range(3)]
-            await asyncio.sleep(0.3)
+            await held.wait_entered()
+            await wait_until(lambda: inflight(metrics) == 3)
             stopping = asyncio.create_task(server.stop())
             # Watchers hear NOT_SERVING, then their stream ends so it does not hold the drain.
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
             assert await watch.read() is grpc.aio.EOF
             assert not any(call.done() for call in in_flight)
-            release.set()
+            held.release()
             responses = await asyncio.gather(*in_flight)
             started = asyncio.get_running_loop().time()
             await stopping

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from captioner import settings
+from captioner.settings import CaptionerSettings
 
 
 def test_defaults_match_the_contract() -> None:
-    s = settings.from_args([])
+    s = CaptionerSettings.from_args([])
     assert (s.server.host, s.server.port, s.server.device, s.server.models) == ("127.0.0.1", 50051, "auto", ())
     assert s.server.reflection and s.limits.max_batch_size == 16 and s.limits.usd_per_input_pixel == 2.5e-10
 
@@ -18,10 +18,10 @@ def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_MODEL", "a/b,/models/c")
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_REFLECTION", "false")
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_MAX_BATCH_DELAY_MS", "2")
-    s = settings.from_args([])
+    s = CaptionerSettings.from_args([])
     assert s.server.port == 6000 and s.server.models == ("a/b", "/models/c") and not s.server.reflection
-    assert s.limits.max_batch_delay_s == pytest.approx(0.002)
-    s = settings.from_args(["--port", "7000", "--model", "x", "--model", "y", "--reflection"])
+    assert s.limits.max_batch_delay_ms == 2
+    s = CaptionerSettings.from_args(["--port", "7000", "--model", "x", "--model", "y", "--reflection"])
     assert s.server.port == 7000 and s.server.models == ("x", "y") and s.server.reflection
 
 
@@ -37,7 +37,7 @@ def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_invalid_settings_are_refused(argv: list[str], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
-        settings.from_args(argv)
+        CaptionerSettings.from_args(argv)
 
 
 def test_bad_environment_value_names_the_variable(
@@ -45,5 +45,5 @@ def test_bad_environment_value_names_the_variable(
 ) -> None:
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_PORT", "eighty")
     with pytest.raises(SystemExit):
-        settings.from_args([])
+        CaptionerSettings.from_args([])
     assert "IMAGEWIRE_CAPTIONER_PORT" in capsys.readouterr().err

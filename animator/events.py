@@ -1,0 +1,72 @@
+"""The events of an animate stream, in plain values: progress, the header, video chunks and the result."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Stage(enum.IntEnum):
+    """The phases of a generation, in order (named as the contract's Stage values, less the prefix)."""
+
+    QUEUED = 1
+    ENCODE_IMAGE = 2
+    DENOISE = 3
+    DECODE = 4
+    ENCODE_VIDEO = 5
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``step`` of ``total`` units of ``stage`` are done (for QUEUED: the position in the queue)."""
+
+    stage: Stage
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the following bytes are."""
+
+    mime_type: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: int
+    num_frames: int
+    seed: int
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The next bytes of the video, starting at ``offset``."""
+
+    data: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a generation produced and its price."""
+
+    output_pixels: int
+    usd_per_output_pixel: float
+    price_usd: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """The summary of a finished generation."""
+
+    total_bytes: int
+    sha256: bytes
+    seed: int
+    safety_checked: bool
+    nsfw: bool
+    usage: Usage
+
+
+Event = Progress | Header | Chunk | Result

@@ -1,0 +1,192 @@
+"""Dynamic batching of one caption model's requests on the shared device worker."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from captioner.backend import CaptionBackend, GenerationOptions
+from captioner.limits import EngineLimits
+from imagewire_serving import errors
+from imagewire_serving.engine import EngineStats
+from imagewire_serving.metrics import Metrics
+
+_LOGGER = logging.getLogger(__name__)
+
+RunOnDevice = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Captioned:
+    """One request's caption and how it was made."""
+
+    text: str
+    batch_size: int
+    queue_s: float
+    compute_s: float
+
+
+@dataclass
+class _Pending:
+    image: Image.Image
+    prompt: str
+    options: GenerationOptions
+    future: asyncio.Future[Captioned]
+    deadline: float | None
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Gathers compatible queued requests of one model into batches and runs them on the device worker.
+
+    Compatible means equal generation options; prompts may differ. The first waiting request opens a batch,
+    which closes when it holds ``max_batch_size`` requests or ``max_batch_delay_ms`` has passed. The window is
+    only waited for when there is evidence of concurrent callers (the last batch held several, one arrived while
+    the model was busy, or several are waiting): a lone caller would wait it out for nothing. Requests whose
+    caller left or whose deadline passed are dropped before they reach the model.
+    """
+
+    def __init__(self, backend: CaptionBackend, run_on_device: RunOnDevice, limits: EngineLimits, metrics: Metrics,
+                 stats: EngineStats) -> None:
+        self.backend = backend
+        self._run_on_device = run_on_device
+        self._limits = limits
+        self._metrics = metrics
+        self._stats = stats
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._arrived_while_busy = False
+        self._last_batch_size = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name=f"batcher:{self.backend.model_id}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(errors.Unavailable("the server is shutting down"))
+        self._pending.clear()
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch (including callers that left and are not yet swept out)."""
+        return len(self._pending)
+
+    async def submit(
+        self, image: Image.Image, prompt: str, options: GenerationOptions, deadline: float | None
+    ) -> Captioned:
+        """Queue one request and wait for its caption."""
+        if len(self._pending) >= self._limits.max_queue:
+            # Callers who left still hold their slots until the next batch forms: only the living count.
+            self._pending = collections.deque(item for item in self._pending if not item.future.done())
+        if len(self._pending) >= self._limits.max_queue:
+            raise errors.Overloaded(f"the queue of {self.backend.model_id} is full ({self._limits.max_queue} waiting)")
+        future: asyncio.Future[Captioned] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(image, prompt, options, future, deadline))
+        self._arrived_while_busy |= self._busy
+        self._metrics.set_queue_depth(self.backend.model_id, len(self._pending))
+        self._arrived.set()
+        try:
+            return await future
+        finally:
+            # A caller that left (cancelled task) marks its slot so the worker skips it.
+            future.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = await self._gather()
+            if batch:
+                await self._run(batch)
+
+    async def _gather(self) -> list[_Pending]:
+        options = self._pending[0].options
+        concurrent = self._last_batch_size > 1 or self._arrived_while_busy or self._count(options) > 1
+        close_at = time.monotonic() + (self._limits.max_batch_delay_ms / 1000 if concurrent else 0.0)
+        while self._count(options) < self._limits.max_batch_size:
+            remaining = close_at - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._take(options)
+
+    def _take(self, options: GenerationOptions) -> list[_Pending]:
+        """Remove the batch from the queue, dropping callers who left and failing expired deadlines."""
+        batch: list[_Pending] = []
+        kept: collections.deque[_Pending] = collections.deque()
+        now = time.monotonic()
+        for item in self._pending:
+            if item.future.done():
+                continue  # the caller is gone
+            if item.deadline is not None and now >= item.deadline:
+                item.future.set_exception(errors.DeadlineExceeded("the deadline passed while the request was queued"))
+            elif item.options == options and len(batch) < self._limits.max_batch_size:
+                batch.append(item)
+            else:
+                kept.append(item)
+        self._pending = kept
+        self._metrics.set_queue_depth(self.backend.model_id, len(kept))
+        return batch
+
+    def _count(self, options: GenerationOptions) -> int:
+        return sum(1 for item in self._pending if item.options == options and not item.future.done())
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        model_id = self.backend.model_id
+        started = time.monotonic()
+        for item in batch:
+            self._metrics.observe_queue(model_id, started - item.enqueued)
+        self._metrics.observe_batch(model_id, len(batch))
+        self._busy, self._arrived_while_busy, self._last_batch_size = True, False, len(batch)
+        self._stats.runs_started += 1
+
+        def should_stop() -> bool:
+            # Polled from the device thread once per decoding step; a future's done() only reads its state.
+            self._stats.steps += 1
+            return all(item.future.done() for item in batch)
+
+        try:
+            captions = await self._run_on_device(
+                self.backend.generate, [item.image for item in batch], [item.prompt for item in batch],
+                batch[0].options, should_stop,
+            )
+        except Exception as error:  # a model failure fails this batch, not the worker
+            _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
+            self._stats.runs_failed += 1
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        finally:
+            self._busy = False
+        self._finish(batch, captions, started)
+
+    def _finish(self, batch: list[_Pending], captions: list[str], started: float) -> None:
+        compute = time.monotonic() - started
+        self._metrics.observe_compute(self.backend.model_id, compute)
+        if all(item.future.done() for item in batch):
+            self._stats.runs_stopped += 1  # every caller left; generation stopped at the next step
+            return
+        self._stats.runs_completed += 1
+        for item, caption in zip(batch, captions):
+            if not item.future.done():
+                self._stats.requests_completed += 1
+                item.future.set_result(Captioned(caption, len(batch), started - item.enqueued, compute))
