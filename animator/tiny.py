@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from animator.backend import DEFAULTS_FILE
 from imagewire_serving.model_cache import build_once
-
-_LOGGER = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -75,74 +72,15 @@ PRESETS: dict[str, SvdPreset] = {
 def build_svd(out: Path, preset: SvdPreset) -> Path:
     """Build a random SVD pipeline with this preset's sizes, seeded, and ``save_pretrained`` it to ``out``."""
     import torch
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        StableVideoDiffusionPipeline,
-        UNetSpatioTemporalConditionModel,
-    )
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from diffusers import StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor
 
-    levels = len(preset.unet_channels)
-    cross_dim = preset.clip_hidden
     torch.manual_seed(preset.seed)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=preset.default_height // 8,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",),
-        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (levels - 1),
-        block_out_channels=preset.unet_channels,
-        addition_time_embed_dim=preset.time_embed_dim,
-        # fps, motion bucket and noise augmentation, each embedded to time_embed_dim.
-        projection_class_embeddings_input_dim=3 * preset.time_embed_dim,
-        layers_per_block=preset.unet_layers_per_block,
-        cross_attention_dim=cross_dim,
-        num_attention_heads=preset.unet_heads,
-        num_frames=preset.num_frames,
-    )
-    vae = AutoencoderKLTemporalDecoder(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(preset.vae_channels),
-        block_out_channels=preset.vae_channels,
-        layers_per_block=preset.vae_layers_per_block,
-        latent_channels=4,
-    )
-    image_encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=preset.clip_hidden,
-            projection_dim=cross_dim,
-            num_hidden_layers=preset.clip_layers,
-            num_attention_heads=preset.clip_heads,
-            intermediate_size=preset.clip_hidden * 4,
-            # The pipeline always resizes the conditioning image to 224x224 before the image encoder.
-            image_size=224,
-            patch_size=preset.clip_patch,
-        )
-    )
-    # The scheduler configuration of stabilityai/stable-video-diffusion-img2vid-xt.
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        interpolation_type="linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        sigma_max=700.0,
-        sigma_min=0.002,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
-    feature_extractor = CLIPImageProcessor(crop_size=224, size=224)
+    # Built in this order from one seed: the order decides the weights.
+    unet, vae, image_encoder = _unet(preset), _vae(preset), _image_encoder(preset)
     pipeline = StableVideoDiffusionPipeline(
-        vae=vae.eval(),
-        image_encoder=image_encoder.eval(),
-        unet=unet.eval(),
-        scheduler=scheduler,
-        feature_extractor=feature_extractor,
+        vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=_scheduler(),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
     out.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(out, safe_serialization=True)
@@ -161,6 +99,77 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
     }
     (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
     return out
+
+
+def _unet(preset: SvdPreset) -> Any:
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    levels = len(preset.unet_channels)
+    return UNetSpatioTemporalConditionModel(
+        sample_size=preset.default_height // 8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",),
+        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (levels - 1),
+        block_out_channels=preset.unet_channels,
+        addition_time_embed_dim=preset.time_embed_dim,
+        # fps, motion bucket and noise augmentation, each embedded to time_embed_dim.
+        projection_class_embeddings_input_dim=3 * preset.time_embed_dim,
+        layers_per_block=preset.unet_layers_per_block,
+        cross_attention_dim=preset.clip_hidden,
+        num_attention_heads=preset.unet_heads,
+        num_frames=preset.num_frames,
+    )
+
+
+def _vae(preset: SvdPreset) -> Any:
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    return AutoencoderKLTemporalDecoder(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(preset.vae_channels),
+        block_out_channels=preset.vae_channels,
+        layers_per_block=preset.vae_layers_per_block,
+        latent_channels=4,
+    )
+
+
+def _image_encoder(preset: SvdPreset) -> Any:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=preset.clip_hidden,
+            projection_dim=preset.clip_hidden,
+            num_hidden_layers=preset.clip_layers,
+            num_attention_heads=preset.clip_heads,
+            intermediate_size=preset.clip_hidden * 4,
+            # The pipeline always resizes the conditioning image to 224x224 before the image encoder.
+            image_size=224,
+            patch_size=preset.clip_patch,
+        )
+    )
+
+
+def _scheduler() -> Any:
+    """The scheduler configuration of stabilityai/stable-video-diffusion-img2vid-xt."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
 
 
 # Part of the cache key: bump it when build_svd changes what it writes, so cached builds are not reused.

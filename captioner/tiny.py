@@ -11,13 +11,10 @@ same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --p
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from imagewire_serving.model_cache import build_once
-
-_LOGGER = logging.getLogger(__name__)
 
 # Bumped whenever build_blip changes what it builds, so cached copies are rebuilt.
 _BUILDER_VERSION = 2

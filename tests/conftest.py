@@ -41,7 +41,7 @@ def tiny_caption_model() -> str:
 async def caption_server(tiny_caption_model: str) -> AsyncIterator[GrpcServer]:
     """One captioner on the tiny random model, shared by the service tests (it is stateless between calls)."""
     settings = CaptionerSettings(
-        server=ServerSettings(port=0, models=(tiny_caption_model,)),
+        server=ServerSettings(port=0, device="cpu", models=(tiny_caption_model,)),
         limits=EngineLimits(default_max_new_tokens=8),
     )
     metrics = Metrics()

@@ -65,7 +65,7 @@ def test_bad_settings_fail_fast() -> None:
     assert done.returncode == 2 and "--max-queue" in done.stderr
 
 
-def test_every_flag_has_an_environment_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_fill_in_flags_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_MAX_QUEUE", "3")
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_CPU_OFFLOAD", "true")
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "2e-8")

@@ -11,9 +11,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from imagewire.client import AsyncCaptionClient, ImagewireError
+from imagewire.limits import MAX_IMAGE_BYTES
 from PIL import Image
 
 from captioner.app import CaptionerApp
+from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
@@ -30,7 +32,7 @@ async def test_caption_success_reports_model_and_usage(caption_server: GrpcServe
     assert result.text.strip() and all(word.isalpha() for word in result.text.split())
     assert result.model_id == tiny_caption_model  # a --model is reported as given
     assert result.input_pixels == 64 * 48
-    assert result.price_usd == pytest.approx(64 * 48 * 2.5e-10)
+    assert result.price_usd == pytest.approx(64 * 48 * EngineLimits().usd_per_input_pixel)
     assert result.batch_size >= 1
 
 
@@ -103,12 +105,12 @@ async def test_oversized_request_is_resource_exhausted_not_a_dropped_connection(
 async def test_image_just_over_50_mib_inside_the_envelope_is_invalid_argument(caption_server: GrpcServer) -> None:
     async with AsyncCaptionClient(caption_server.address) as client:
         with pytest.raises(ImagewireError) as caught:
-            await client.caption(b"\0" * (50 * 1024 * 1024 + 1))
+            await client.caption(b"\0" * (MAX_IMAGE_BYTES + 1))
         assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
         assert "limit" in caught.value.message
 
 
-async def test_concurrent_requests_all_succeed(caption_server: GrpcServer) -> None:
+async def test_concurrent_good_and_bad_requests_each_get_their_own_answer(caption_server: GrpcServer) -> None:
     colours = [(i * 20, 255 - i * 20, 100) for i in range(12)]
     async with AsyncCaptionClient(caption_server.address) as client:
         results = await asyncio.gather(*(client.caption(solid(c)) for c in colours))
@@ -123,7 +125,7 @@ async def test_list_models_reports_limits(caption_server: GrpcServer) -> None:
     (model,) = response.models
     assert model.model_id == response.default_model_id
     assert model.device == "cpu" and model.dtype == "float32"
-    assert model.max_image_bytes == 50 * 1024 * 1024
+    assert model.max_image_bytes == MAX_IMAGE_BYTES
     assert model.default_max_new_tokens == 8 and model.max_batch_size == 16
 
 

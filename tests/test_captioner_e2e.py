@@ -40,7 +40,7 @@ def test_captioner_process_serves_health_reflection_and_the_cli(tmp_path: Path, 
         assert server.terminate() == 0
 
 
-def test_env_configures_the_server_and_bad_settings_fail_fast() -> None:
+def test_a_bad_flag_or_environment_value_exits_2_naming_it() -> None:
     done = subprocess.run([script("imagewire-captioner"), "--device", "tpu:9"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "--device" in done.stderr

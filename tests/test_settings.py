@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from animator.settings import AnimatorSettings
+from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
+from imagewire_serving.settings import ServiceSettings, env_name
 
 
 def test_defaults_match_the_contract() -> None:
     s = CaptionerSettings.from_args([])
     assert (s.server.host, s.server.port, s.server.device, s.server.models) == ("127.0.0.1", 50051, "auto", ())
-    assert s.server.reflection and s.limits.max_batch_size == 16 and s.limits.usd_per_input_pixel == 2.5e-10
+    assert s.server.reflection and s.limits == EngineLimits()
 
 
 def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +50,20 @@ def test_bad_environment_value_names_the_variable(
     with pytest.raises(SystemExit):
         CaptionerSettings.from_args([])
     assert "IMAGEWIRE_CAPTIONER_PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings_type", [CaptionerSettings, AnimatorSettings])
+def test_every_declared_option_is_a_flag_with_an_environment_variable(
+    settings_type: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = settings_type.parser().format_help()
+    flags = [action for action in settings_type.parser()._actions if action.option_strings != ["-h", "--help"]]
+    assert len(flags) > 15
+    for action in flags:
+        flag = action.option_strings[0]
+        assert env_name(settings_type.env_prefix, flag) in text, flag
+    # One value set through the environment reaches the settings of each kind (server, limits, own options).
+    monkeypatch.setenv(f"{settings_type.env_prefix}_GRACE", "7")
+    monkeypatch.setenv(f"{settings_type.env_prefix}_MAX_QUEUE", "5")
+    built = settings_type.from_args([])
+    assert built.server.grace_s == 7 and built.limits.max_queue == 5  # type: ignore[attr-defined]
