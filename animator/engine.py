@@ -34,8 +34,8 @@ from animator.safety import SafetyChecker
 from animator.video import VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.calls import current_call
-from imagewire_serving.device import dtype_name
 from imagewire_serving.engine import DeviceEngine
+from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.images import decode_image
 from imagewire_serving.metrics import Metrics
@@ -44,13 +44,9 @@ _LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(BaseCard):
     """What ListModels says of one loaded video model (the names of the contract's ModelInfo fields)."""
 
-    model_id: str
-    device: str
-    dtype: str
-    max_image_bytes: int
     default_width: int
     default_height: int
     default_num_frames: int
@@ -234,8 +230,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
     def _card(self, backend: VideoBackend) -> ModelCard:
         limits, defaults = self.limits, backend.defaults
         return ModelCard(
-            model_id=backend.model_id, device=str(backend.device), dtype=dtype_name(backend.dtype),
-            max_image_bytes=limits.image.max_bytes, default_width=defaults.width, default_height=defaults.height,
+            **self._card_basics(backend, limits.image.max_bytes), default_width=defaults.width,
+            default_height=defaults.height,
             default_num_frames=defaults.num_frames, default_fps=defaults.fps,
             default_num_inference_steps=defaults.num_inference_steps,
             max_pixels_per_frame=limits.max_pixels_per_frame, max_num_frames=limits.max_num_frames,

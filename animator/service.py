@@ -15,6 +15,7 @@ from animator.params import AnimateInput
 from animator.video import VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.calls import current_call, deadline_of
+from imagewire_serving.messages import model_list
 
 SERVICE_NAME = animate_pb2.DESCRIPTOR.services_by_name["AnimateService"].full_name
 _REQUEST = animate_pb2.AnimateRequest.DESCRIPTOR
@@ -83,6 +84,4 @@ class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: animate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> animate_pb2.ListModelsResponse:
-        engine = self._engine()
-        models = [animate_pb2.ModelInfo(**dataclasses.asdict(card)) for card in engine.describe()]
-        return animate_pb2.ListModelsResponse(default_model_id=engine.default_model_id, models=models)
+        return model_list(self._engine(), animate_pb2.ListModelsResponse, animate_pb2.ModelInfo)

@@ -17,14 +17,13 @@ quickly.
 
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from animator.backend import DEFAULTS_FILE
-from imagewire_serving.model_cache import build_once
+from imagewire_serving.model_cache import LocalModels
 
 
 @dataclass(frozen=True)
@@ -174,13 +173,8 @@ def _scheduler() -> Any:
 
 # Part of the cache key: bump it when build_svd changes what it writes, so cached builds are not reused.
 BUILD_VERSION = 1
-
-
-def ensure_model(name: str) -> Path:
-    """The cached directory of a preset, built on first use."""
-    preset = PRESETS[name]
-    recipe = {"build": BUILD_VERSION, **asdict(preset)}
-    return build_once(f"svd-{name}", recipe, lambda out: build_svd(out, preset), marker="model_index.json")
+MODELS = LocalModels("svd", PRESETS, build_svd, version=BUILD_VERSION, marker="model_index.json")
+ensure_model = MODELS.ensure
 
 
 def build_safety_checker(out: Path, *, flag_everything: bool, seed: int = 0) -> Path:
@@ -213,14 +207,5 @@ def build_safety_checker(out: Path, *, flag_everything: bool, seed: int = 0) -> 
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bench")
-    parser.add_argument("--out", type=Path, help="directory to write (default: the cache)")
-    args = parser.parse_args()
-    path = build_svd(args.out, PRESETS[args.preset]) if args.out else ensure_model(args.preset)
-    print(path)
-
-
 if __name__ == "__main__":
-    main()
+    MODELS.main(__doc__)

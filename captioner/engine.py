@@ -16,8 +16,8 @@ from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.batcher import Batcher
 from captioner.limits import MAX_PROMPT_CHARS, EngineLimits
 from imagewire_serving import errors
-from imagewire_serving.device import dtype_name
 from imagewire_serving.engine import DeviceEngine
+from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.images import decode_image
 from imagewire_serving.metrics import Metrics
@@ -49,13 +49,9 @@ class CaptionResult:
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(BaseCard):
     """What ListModels says of one loaded caption model (the names of the contract's ModelInfo fields)."""
 
-    model_id: str
-    device: str
-    dtype: str
-    max_image_bytes: int
     max_image_pixels: int
     default_max_new_tokens: int
     max_new_tokens_limit: int
@@ -165,8 +161,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         limits = self.limits
         token_limit = self._token_limits[backend.model_id]
         return ModelCard(
-            model_id=backend.model_id, device=str(backend.device), dtype=dtype_name(backend.dtype),
-            max_image_bytes=limits.image.max_bytes, max_image_pixels=limits.image.max_pixels,
+            **self._card_basics(backend, limits.image.max_bytes), max_image_pixels=limits.image.max_pixels,
             default_max_new_tokens=min(limits.default_max_new_tokens, token_limit),
             max_new_tokens_limit=token_limit, default_num_beams=limits.default_num_beams,
             num_beams_limit=limits.num_beams_limit, max_batch_size=limits.max_batch_size,

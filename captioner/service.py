@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import grpc.aio
@@ -10,6 +9,7 @@ from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from captioner.engine import CaptionEngine, CaptionInput
 from imagewire_serving.calls import current_call, deadline_of
+from imagewire_serving.messages import model_list
 
 SERVICE_NAME = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name
 
@@ -47,6 +47,4 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: caption_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> caption_pb2.ListModelsResponse:
-        engine = self._engine()
-        models = [caption_pb2.ModelInfo(**dataclasses.asdict(card)) for card in engine.describe()]
-        return caption_pb2.ListModelsResponse(default_model_id=engine.default_model_id, models=models)
+        return model_list(self._engine(), caption_pb2.ListModelsResponse, caption_pb2.ModelInfo)

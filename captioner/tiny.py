@@ -10,11 +10,10 @@ same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --p
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from imagewire_serving.model_cache import build_once
+from imagewire_serving.model_cache import LocalModels
 
 # Bumped whenever build_blip changes what it builds, so cached copies are rebuilt.
 _BUILDER_VERSION = 2
@@ -102,21 +101,9 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
     return out
 
 
-def ensure_model(name: str) -> Path:
-    """The cached directory of a preset, built on first use."""
-    preset = PRESETS[name]
-    recipe = {**asdict(preset), "builder": _BUILDER_VERSION}
-    return build_once(f"blip-{name}", recipe, lambda out: build_blip(out, preset), marker="config.json")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bench")
-    parser.add_argument("--out", type=Path, help="directory to write (default: the cache)")
-    args = parser.parse_args()
-    path = build_blip(args.out, PRESETS[args.preset]) if args.out else ensure_model(args.preset)
-    print(path)
+MODELS = LocalModels("blip", PRESETS, build_blip, version=_BUILDER_VERSION, marker="config.json")
+ensure_model = MODELS.ensure
 
 
 if __name__ == "__main__":
-    main()
+    MODELS.main(__doc__)

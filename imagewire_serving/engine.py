@@ -11,9 +11,13 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from imagewire_serving import errors
+from imagewire_serving.device import dtype_name
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -24,9 +28,28 @@ class Backend(Protocol):
     @property
     def model_id(self) -> str: ...
 
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What ListModels says of every loaded model, whatever its kind; each service's card adds its own fields.
+
+    Field names are those of the contract's ModelInfo messages, so a servicer encodes a card field for field.
+    """
+
+    model_id: str
+    device: str
+    dtype: str
+    max_image_bytes: int
+
 
 BackendT = TypeVar("BackendT", bound=Backend)
-CardT = TypeVar("CardT")
+CardT = TypeVar("CardT", bound=ModelCard)
 
 
 @dataclass
@@ -106,3 +129,8 @@ class DeviceEngine(Generic[BackendT, CardT]):
 
     def _card(self, backend: BackendT) -> CardT:
         raise NotImplementedError
+
+    def _card_basics(self, backend: BackendT, max_image_bytes: int) -> dict[str, Any]:
+        """The fields every card has, as keyword arguments for a service's card."""
+        return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
+                "max_image_bytes": max_image_bytes}

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
+
+PresetT = TypeVar("PresetT")
 
 
 def cache_root() -> Path:
@@ -43,3 +48,32 @@ def build_once(name: str, recipe: dict[str, Any], build: Callable[[Path], object
         shutil.rmtree(staging, ignore_errors=True)
     _LOGGER.info("built %s at %s", name, target)
     return target
+
+
+@dataclass(frozen=True)
+class LocalModels(Generic[PresetT]):
+    """A family of models built locally from named presets (sizes), cached by :func:`build_once`.
+
+    ``version`` is part of the cache key: bump it whenever ``build`` changes what it writes.
+    """
+
+    kind: str
+    presets: Mapping[str, PresetT]
+    build: Callable[[Path, PresetT], Path]
+    version: int
+    marker: str
+
+    def ensure(self, name: str) -> Path:
+        """The cached directory of a preset, built on first use."""
+        preset = self.presets[name]
+        recipe = {**dataclasses.asdict(preset), "builder": self.version}  # type: ignore[call-overload]
+        return build_once(f"{self.kind}-{name}", recipe, lambda out: self.build(out, preset), marker=self.marker)
+
+    def main(self, description: str | None, argv: Sequence[str] | None = None) -> None:
+        """``python -m <module> [--preset NAME] [--out DIR]``: build one preset and print its directory."""
+        parser = argparse.ArgumentParser(description=description,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--preset", choices=sorted(self.presets), default="bench")
+        parser.add_argument("--out", type=Path, help="directory to write (default: the cache)")
+        args = parser.parse_args(argv)
+        print(self.build(args.out, self.presets[args.preset]) if args.out else self.ensure(args.preset))
