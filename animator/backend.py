@@ -36,6 +36,7 @@ class VideoBackend(Protocol):
     """A loaded image-to-video model. All methods block and run on the engine's device worker thread."""
 
     model_id: str
+    family: str
     device: torch.device
     dtype: torch.dtype
     defaults: ModelDefaults
@@ -61,6 +62,8 @@ def read_defaults(source: str, num_frames: int) -> ModelDefaults:
 
 class SvdBackend:
     """StableVideoDiffusionPipeline from a local directory or a hub id."""
+
+    family = "svd"
 
     def __init__(self, model_id: str, pipeline: object, device: torch.device, dtype: torch.dtype,
                  defaults: ModelDefaults) -> None:

@@ -29,7 +29,7 @@ from animator.channel import End, EventChannel, Stop
 from animator.events import Chunk, Event, Progress, Stage
 from animator.generation import Job
 from animator.limits import MIN_SIDE, EngineLimits
-from animator.params import AnimateInput, GenerationParams, resolve
+from animator.params import AnimateInput, GenerationParams, request_fields, resolve
 from animator.safety import SafetyChecker
 from animator.video import VideoFormat
 from imagewire_serving import errors
@@ -230,9 +230,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
     def _card(self, backend: VideoBackend) -> ModelCard:
         limits, defaults = self.limits, backend.defaults
         return ModelCard(
-            **self._card_basics(backend, limits.image.max_bytes), default_width=defaults.width,
-            default_height=defaults.height,
-            default_num_frames=defaults.num_frames, default_fps=defaults.fps,
+            **self._card_basics(backend, request_fields(defaults, limits).values()), default_width=defaults.width,
+            default_height=defaults.height, default_num_frames=defaults.num_frames, default_fps=defaults.fps,
             default_num_inference_steps=defaults.num_inference_steps,
             max_pixels_per_frame=limits.max_pixels_per_frame, max_num_frames=limits.max_num_frames,
             max_num_inference_steps=limits.max_num_inference_steps, safety_checker=self.safety_checker is not None,

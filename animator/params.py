@@ -3,14 +3,14 @@ validated parameters one generation runs with."""
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
 from animator.limits import MIN_SIDE, EngineLimits
-from animator.video import VideoFormat
+from animator.video import CONTRACT_PREFIX, VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.errors import FieldViolation
+from imagewire_serving.fields import RequestField, check_fields
 
 MAX_MOTION_BUCKET_ID = 1023
 MAX_GUIDANCE_SCALE = 20.0
@@ -80,46 +80,41 @@ class GenerationParams:
         return self.fps + 1
 
 
+def request_fields(defaults: ModelDefaults, limits: EngineLimits) -> dict[str, RequestField]:
+    """Every request field a video model accepts, with its default and bounds: what is validated and reported."""
+    widest = limits.max_pixels_per_frame // MIN_SIDE
+    fields = (
+        RequestField("image", None, 1, limits.image.max_bytes),
+        RequestField("width", defaults.width, MIN_SIDE, widest, multiple_of=8),
+        RequestField("height", defaults.height, MIN_SIDE, widest, multiple_of=8),
+        RequestField("num_frames", defaults.num_frames, 1, limits.max_num_frames),
+        RequestField("fps", defaults.fps, 1, limits.max_fps),
+        RequestField("motion_bucket_id", defaults.motion_bucket_id, 0, MAX_MOTION_BUCKET_ID),
+        RequestField("noise_aug_strength", defaults.noise_aug_strength, 0.0, 1.0),
+        RequestField("num_inference_steps", defaults.num_inference_steps, 1, limits.max_num_inference_steps),
+        RequestField("seed", None, 0, 2**64 - 1),
+        RequestField("decode_chunk_size", defaults.decode_chunk_size, 1, limits.max_num_frames),
+        RequestField("safety_check", False),
+        RequestField("format", CONTRACT_PREFIX + VideoFormat.MP4_H264.name),
+        RequestField("min_guidance_scale", defaults.min_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
+        RequestField("max_guidance_scale", defaults.max_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
+    )
+    return {field.name: field for field in fields}
+
+
 def resolve(request: AnimateInput, defaults: ModelDefaults, limits: EngineLimits) -> tuple[GenerationParams,
                                                                                         VideoFormat]:
-    """Apply the model's defaults and check every field against the limits; one InvalidArgument names every
+    """Apply the model's defaults and check every field against its bounds; one InvalidArgument names every
     violated field."""
+    fields = request_fields(defaults, limits)
     values = {name: getattr(defaults, name) if getattr(request, name) is None else getattr(request, name)
               for name in ModelDefaults.__dataclass_fields__}
-    violations = _check_size(values["width"], values["height"], limits)
-    for name, (low, high) in _bounds(limits).items():
-        value = values[name]
-        if not (math.isfinite(value) and low <= value <= high):
-            violations.append(FieldViolation(name, f"must be {low}..{high}, not {value}"))
-    seed = secrets.randbits(63) if request.seed is None else request.seed
-    if not 0 <= seed < 2**64:
-        violations.append(FieldViolation("seed", "must be an unsigned 64-bit integer"))
+    violations = check_fields(fields, [*values.items(), ("seed", request.seed)])
+    if values["width"] * values["height"] > limits.max_pixels_per_frame and not violations:
+        too_many = (f"width x height = {values['width'] * values['height']} pixels; the limit is "
+                    f"{limits.max_pixels_per_frame}")
+        violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
     errors.collect(violations)
     values["decode_chunk_size"] = min(values["decode_chunk_size"], values["num_frames"])
+    seed = secrets.randbits(63) if request.seed is None else request.seed
     return GenerationParams(seed=seed, **values), request.format or VideoFormat.MP4_H264
-
-
-def _check_size(width: int, height: int, limits: EngineLimits) -> list[FieldViolation]:
-    violations = [
-        FieldViolation(name, f"must be a multiple of 8 and at least {MIN_SIDE}, not {side}")
-        for name, side in (("width", width), ("height", height))
-        if side % 8 or side < MIN_SIDE
-    ]
-    if width * height > limits.max_pixels_per_frame:
-        too_many = f"width x height = {width * height} pixels; the limit is {limits.max_pixels_per_frame}"
-        violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
-    return violations
-
-
-def _bounds(limits: EngineLimits) -> dict[str, tuple[float, float]]:
-    """The inclusive range of each numeric field."""
-    return {
-        "num_frames": (1, limits.max_num_frames),
-        "fps": (1, limits.max_fps),
-        "motion_bucket_id": (0, MAX_MOTION_BUCKET_ID),
-        "noise_aug_strength": (0.0, 1.0),
-        "num_inference_steps": (1, limits.max_num_inference_steps),
-        "decode_chunk_size": (1, limits.max_num_frames),
-        "min_guidance_scale": (0.0, MAX_GUIDANCE_SCALE),
-        "max_guidance_scale": (0.0, MAX_GUIDANCE_SCALE),
-    }

@@ -12,7 +12,7 @@ from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from animator.engine import AnimateEngine
 from animator.events import Chunk, Event, Header, Progress, Result
 from animator.params import AnimateInput
-from animator.video import VideoFormat
+from animator.video import CONTRACT_PREFIX, VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.calls import current_call, deadline_of
 from imagewire_serving.messages import model_list
@@ -21,7 +21,6 @@ SERVICE_NAME = animate_pb2.DESCRIPTOR.services_by_name["AnimateService"].full_na
 _REQUEST = animate_pb2.AnimateRequest.DESCRIPTOR
 # The request's optional fields (those with presence): absent means "the model's default".
 _OPTIONAL = tuple(f.name for f in _REQUEST.fields if f.has_presence and f.message_type is None)
-_FORMAT_PREFIX = "VIDEO_FORMAT_"
 
 
 def to_format(value: int) -> VideoFormat | None:
@@ -29,9 +28,9 @@ def to_format(value: int) -> VideoFormat | None:
     if value == animate_pb2.VIDEO_FORMAT_UNSPECIFIED:
         return None
     name = _REQUEST.fields_by_name["format"].enum_type.values_by_number.get(value)
-    if name is None or name.name.removeprefix(_FORMAT_PREFIX) not in VideoFormat.__members__:
+    if name is None or name.name.removeprefix(CONTRACT_PREFIX) not in VideoFormat.__members__:
         raise errors.InvalidArgument(f"unknown video format {value}", field="format")
-    return VideoFormat[name.name.removeprefix(_FORMAT_PREFIX)]
+    return VideoFormat[name.name.removeprefix(CONTRACT_PREFIX)]
 
 
 def to_input(request: animate_pb2.AnimateRequest) -> AnimateInput:

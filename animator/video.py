@@ -27,6 +27,10 @@ _LOGGER = logging.getLogger(__name__)
 ENCODER_THREADS = 4
 
 
+# Member names of VideoFormat are the contract's VideoFormat value names less this prefix.
+CONTRACT_PREFIX = "VIDEO_FORMAT_"
+
+
 class VideoFormat(enum.Enum):
     """The containers and codecs the server writes."""
 

@@ -28,6 +28,7 @@ class CaptionBackend(Protocol):
     """A loaded caption model. ``generate`` is blocking and runs on the engine's device worker thread."""
 
     model_id: str
+    family: str
     device: torch.device
     dtype: torch.dtype
 
@@ -62,6 +63,8 @@ class _StopWhen:
 
 class BlipBackend:
     """BlipForConditionalGeneration + BlipProcessor from a local directory or a hub id."""
+
+    family = "blip"
 
     def __init__(self, model_id: str, model: torch.nn.Module, processor: object, device: torch.device) -> None:
         self.model_id = model_id

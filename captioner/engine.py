@@ -19,6 +19,7 @@ from imagewire_serving import errors
 from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
+from imagewire_serving.fields import RequestField, check_fields
 from imagewire_serving.images import decode_image
 from imagewire_serving.metrics import Metrics
 
@@ -75,6 +76,8 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         # The max_new_tokens bound of each model: the operator's limit, lowered to what the model's text length
         # leaves after an empty prompt. Computed once; requests, defaults and ListModels all use it.
         self._token_limits = {b.model_id: min(limits.max_new_tokens_limit, b.token_budget("")) for b in backends}
+        self._fields = {model_id: request_fields(limits, token_limit) for model_id, token_limit
+                        in self._token_limits.items()}
 
     def batcher(self, model_id: str) -> Batcher:
         """The batcher of ``model_id`` ("" for the default), or NotFound."""
@@ -96,13 +99,15 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         """Caption one image. ``deadline`` is a time.monotonic() instant after which the work is dropped."""
         batcher = self.batcher(request.model_id)
         backend = batcher.backend
-        violations: list[FieldViolation] = []
-        num_beams = self._num_beams(request, violations)
-        self._check_prompt(request.prompt, violations)
+        fields = self._fields[backend.model_id]
+        violations = check_fields(fields, [("prompt", request.prompt), ("num_beams", request.num_beams)])
+        if not request.prompt.isprintable():
+            violations.append(FieldViolation("prompt", "must be printable text"))
         image, budget = await asyncio.to_thread(self._prepare, backend, request, violations)
         max_new_tokens = self._max_new_tokens(request, budget, violations)
         errors.collect(violations)
         assert image is not None
+        num_beams = fields["num_beams"].default if request.num_beams is None else request.num_beams
         options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
         done = await batcher.submit(image, request.prompt, options, deadline)
         pixels = image.width * image.height
@@ -126,20 +131,6 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             budget = min(budget, backend.token_budget(request.prompt))
         return image, budget
 
-    def _num_beams(self, request: CaptionInput, violations: list[FieldViolation]) -> int:
-        limit = self.limits.num_beams_limit
-        num_beams = self.limits.default_num_beams if request.num_beams is None else request.num_beams
-        if not 1 <= num_beams <= limit:
-            violations.append(FieldViolation("num_beams", f"must be 1..{limit}, not {num_beams}"))
-        return num_beams
-
-    @staticmethod
-    def _check_prompt(prompt: str, violations: list[FieldViolation]) -> None:
-        if len(prompt) > MAX_PROMPT_CHARS:
-            violations.append(FieldViolation("prompt", f"must be at most {MAX_PROMPT_CHARS} characters"))
-        elif not prompt.isprintable():
-            violations.append(FieldViolation("prompt", "must be printable text"))
-
     def _max_new_tokens(self, request: CaptionInput, budget: int, violations: list[FieldViolation]) -> int:
         """The request's max_new_tokens, or the default lowered to what the prompt leaves."""
         if budget < 1:
@@ -158,12 +149,25 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         backend.generate([blank], [""], GenerationOptions(max_new_tokens=4, num_beams=1))
 
     def _card(self, backend: CaptionBackend) -> ModelCard:
-        limits = self.limits
-        token_limit = self._token_limits[backend.model_id]
+        limits, fields = self.limits, self._fields[backend.model_id]
         return ModelCard(
-            **self._card_basics(backend, limits.image.max_bytes), max_image_pixels=limits.image.max_pixels,
-            default_max_new_tokens=min(limits.default_max_new_tokens, token_limit),
-            max_new_tokens_limit=token_limit, default_num_beams=limits.default_num_beams,
-            num_beams_limit=limits.num_beams_limit, max_batch_size=limits.max_batch_size,
-            usd_per_input_pixel=limits.usd_per_input_pixel,
+            **self._card_basics(backend, fields.values()), max_image_pixels=limits.image.max_pixels,
+            default_max_new_tokens=fields["max_new_tokens"].default,
+            max_new_tokens_limit=int(fields["max_new_tokens"].maximum or 0),
+            default_num_beams=limits.default_num_beams, num_beams_limit=limits.num_beams_limit,
+            max_batch_size=limits.max_batch_size, usd_per_input_pixel=limits.usd_per_input_pixel,
         )
+
+
+def request_fields(limits: EngineLimits, token_limit: int) -> dict[str, RequestField]:
+    """Every request field a caption model accepts, with its default and bounds: what is validated and reported.
+
+    ``token_limit`` is the model's bound on max_new_tokens; a prompt lowers it further per request.
+    """
+    fields = (
+        RequestField("image", None, 1, limits.image.max_bytes),
+        RequestField("prompt", "", 0, MAX_PROMPT_CHARS),
+        RequestField("max_new_tokens", min(limits.default_max_new_tokens, token_limit), 1, token_limit),
+        RequestField("num_beams", limits.default_num_beams, 1, limits.num_beams_limit),
+    )
+    return {field.name: field for field in fields}

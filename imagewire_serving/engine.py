@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from imagewire_serving import errors
 from imagewire_serving.device import dtype_name
+from imagewire_serving.fields import RequestField
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +28,9 @@ class Backend(Protocol):
 
     @property
     def model_id(self) -> str: ...
+
+    @property
+    def family(self) -> str: ...
 
     @property
     def device(self) -> torch.device: ...
@@ -46,6 +50,9 @@ class ModelCard:
     device: str
     dtype: str
     max_image_bytes: int
+    family: str
+    # Every request field the model accepts, with its default and bounds (what validation enforces).
+    fields: tuple[RequestField, ...]
 
 
 BackendT = TypeVar("BackendT", bound=Backend)
@@ -130,7 +137,9 @@ class DeviceEngine(Generic[BackendT, CardT]):
     def _card(self, backend: BackendT) -> CardT:
         raise NotImplementedError
 
-    def _card_basics(self, backend: BackendT, max_image_bytes: int) -> dict[str, Any]:
+    def _card_basics(self, backend: BackendT, fields: Iterable[RequestField]) -> dict[str, Any]:
         """The fields every card has, as keyword arguments for a service's card."""
+        fields = tuple(fields)
+        image = next(field for field in fields if field.name == "image")
         return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
-                "max_image_bytes": max_image_bytes}
+                "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
+from google.protobuf import json_format, struct_pb2
+
 from imagewire_serving.engine import ModelCard
+from imagewire_serving.fields import RequestField
 
 
 class _Describes(Protocol):
@@ -17,5 +20,21 @@ class _Describes(Protocol):
 def model_list(engine: _Describes, response_type: Any, info_type: Any) -> Any:
     """A ListModelsResponse of the engine's model cards, whose fields are named as the ModelInfo message's."""
     cards: list[ModelCard] = engine.describe()
-    return response_type(default_model_id=engine.default_model_id,
-                         models=[info_type(**dataclasses.asdict(card)) for card in cards])
+    return response_type(default_model_id=engine.default_model_id, models=[_info(card, info_type) for card in cards])
+
+
+def _info(card: ModelCard, info_type: Any) -> Any:
+    values = {item.name: getattr(card, item.name) for item in dataclasses.fields(card)}
+    values["fields"] = [_field_info(field) for field in card.fields]
+    return info_type(**values)
+
+
+def _field_info(field: RequestField) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": field.name, "multiple_of": field.multiple_of}
+    if field.default is not None:
+        info["default_value"] = json_format.ParseDict(field.default, struct_pb2.Value())
+    if field.minimum is not None:
+        info["minimum"] = field.minimum
+    if field.maximum is not None:
+        info["maximum"] = field.maximum
+    return info

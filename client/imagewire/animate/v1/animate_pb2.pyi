@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -156,7 +157,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "device", "dtype", "max_image_bytes", "default_width", "default_height", "default_num_frames", "default_fps", "default_num_inference_steps", "max_pixels_per_frame", "max_num_frames", "max_num_inference_steps", "safety_checker", "usd_per_output_pixel")
+    __slots__ = ("model_id", "device", "dtype", "max_image_bytes", "default_width", "default_height", "default_num_frames", "default_fps", "default_num_inference_steps", "max_pixels_per_frame", "max_num_frames", "max_num_inference_steps", "safety_checker", "usd_per_output_pixel", "family", "fields")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +172,8 @@ class ModelInfo(_message.Message):
     MAX_NUM_INFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
     SAFETY_CHECKER_FIELD_NUMBER: _ClassVar[int]
     USD_PER_OUTPUT_PIXEL_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     device: str
     dtype: str
@@ -185,4 +188,20 @@ class ModelInfo(_message.Message):
     max_num_inference_steps: int
     safety_checker: bool
     usd_per_output_pixel: float
-    def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_image_bytes: _Optional[int] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., default_num_frames: _Optional[int] = ..., default_fps: _Optional[int] = ..., default_num_inference_steps: _Optional[int] = ..., max_pixels_per_frame: _Optional[int] = ..., max_num_frames: _Optional[int] = ..., max_num_inference_steps: _Optional[int] = ..., safety_checker: _Optional[bool] = ..., usd_per_output_pixel: _Optional[float] = ...) -> None: ...
+    family: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldInfo]
+    def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_image_bytes: _Optional[int] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., default_num_frames: _Optional[int] = ..., default_fps: _Optional[int] = ..., default_num_inference_steps: _Optional[int] = ..., max_pixels_per_frame: _Optional[int] = ..., max_num_frames: _Optional[int] = ..., max_num_inference_steps: _Optional[int] = ..., safety_checker: _Optional[bool] = ..., usd_per_output_pixel: _Optional[float] = ..., family: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldInfo, _Mapping]]] = ...) -> None: ...
+
+class FieldInfo(_message.Message):
+    __slots__ = ("name", "default_value", "minimum", "maximum", "multiple_of")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLE_OF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    default_value: _struct_pb2.Value
+    minimum: float
+    maximum: float
+    multiple_of: int
+    def __init__(self, name: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., multiple_of: _Optional[int] = ...) -> None: ...

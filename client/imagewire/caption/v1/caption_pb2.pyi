@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -55,7 +56,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "device", "dtype", "max_image_bytes", "max_image_pixels", "default_max_new_tokens", "max_new_tokens_limit", "default_num_beams", "num_beams_limit", "max_batch_size", "usd_per_input_pixel")
+    __slots__ = ("model_id", "device", "dtype", "max_image_bytes", "max_image_pixels", "default_max_new_tokens", "max_new_tokens_limit", "default_num_beams", "num_beams_limit", "max_batch_size", "usd_per_input_pixel", "family", "fields")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +68,8 @@ class ModelInfo(_message.Message):
     NUM_BEAMS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     USD_PER_INPUT_PIXEL_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     device: str
     dtype: str
@@ -78,4 +81,20 @@ class ModelInfo(_message.Message):
     num_beams_limit: int
     max_batch_size: int
     usd_per_input_pixel: float
-    def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., default_max_new_tokens: _Optional[int] = ..., max_new_tokens_limit: _Optional[int] = ..., default_num_beams: _Optional[int] = ..., num_beams_limit: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., usd_per_input_pixel: _Optional[float] = ...) -> None: ...
+    family: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldInfo]
+    def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., default_max_new_tokens: _Optional[int] = ..., max_new_tokens_limit: _Optional[int] = ..., default_num_beams: _Optional[int] = ..., num_beams_limit: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., usd_per_input_pixel: _Optional[float] = ..., family: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldInfo, _Mapping]]] = ...) -> None: ...
+
+class FieldInfo(_message.Message):
+    __slots__ = ("name", "default_value", "minimum", "maximum", "multiple_of")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLE_OF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    default_value: _struct_pb2.Value
+    minimum: float
+    maximum: float
+    multiple_of: int
+    def __init__(self, name: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., multiple_of: _Optional[int] = ...) -> None: ...

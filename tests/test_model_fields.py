@@ -1,0 +1,107 @@
+"""ListModels' per-field defaults and bounds are exactly what each server enforces (both services, real servers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+import pytest_asyncio
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
+from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
+
+from animator import tiny
+from animator.app import AnimatorApp
+from animator.settings import AnimatorSettings
+from imagewire_serving.metrics import Metrics
+from imagewire_serving.server import GrpcServer
+from imagewire_serving.settings import ServerSettings
+from tests.support import serving, solid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+# Fields whose bounds are not a simple range of the field's own value, or that are not numbers.
+NOT_RANGED = {"image", "prompt", "format", "safety_check", "seed"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def animator_server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
+    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)))
+    metrics = Metrics()
+    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
+        yield running
+
+
+def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    fields: list[str] = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
+def out_of_range(info: Any) -> list[int | float]:
+    """Values just outside a field's reported bounds."""
+    step = info.multiple_of or (1 if float(info.maximum if info.HasField("maximum") else 0).is_integer() else 0.01)
+    values: list[int | float] = []
+    if info.HasField("maximum"):
+        values.append(info.maximum + step)
+    if info.HasField("minimum") and info.minimum > 0:
+        values.append(info.minimum - step)
+    if info.multiple_of and info.HasField("default_value"):
+        values.append(info.default_value.number_value + 1)
+    return [int(v) if float(v).is_integer() else v for v in values]
+
+
+async def rejected(call: Any, request: Any) -> list[str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(request, timeout=30)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    return violated_fields(caught.value)
+
+
+async def test_caption_fields_are_what_the_server_enforces(caption_server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(caption_server.address) as channel:
+        stub = caption_pb2_grpc.CaptionServiceStub(channel)
+        (model,) = (await stub.ListModels(caption_pb2.ListModelsRequest())).models
+        fields = {info.name: info for info in model.fields}
+        assert model.family == "blip" and set(fields) == {"image", "prompt", "max_new_tokens", "num_beams"}
+        assert fields["max_new_tokens"].maximum == model.max_new_tokens_limit
+        assert json_format.MessageToDict(fields["max_new_tokens"].default_value) == model.default_max_new_tokens
+        assert fields["image"].maximum == model.max_image_bytes
+        for name, info in fields.items():
+            for value in [] if name in NOT_RANGED else out_of_range(info):
+                request = caption_pb2.CaptionRequest(image=solid(), **{name: value})
+                assert await rejected(stub.Caption, request) == [name], (name, value)
+        too_long = caption_pb2.CaptionRequest(image=solid(), prompt="a" * (int(fields["prompt"].maximum) + 1))
+        assert await rejected(stub.Caption, too_long) == ["prompt"]
+
+
+async def test_animate_fields_are_what_the_server_enforces(animator_server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(animator_server.address) as channel:
+        stub = animate_pb2_grpc.AnimateServiceStub(channel)
+        (model,) = (await stub.ListModels(animate_pb2.ListModelsRequest())).models
+        fields = {info.name: info for info in model.fields}
+        assert model.family == "svd"
+        assert set(fields) == {f.name for f in animate_pb2.AnimateRequest.DESCRIPTOR.fields} - {"model_id"}
+        defaults = {name: json_format.MessageToDict(info.default_value) for name, info in fields.items()
+                    if info.HasField("default_value")}
+        assert (defaults["width"], defaults["num_frames"]) == (model.default_width, model.default_num_frames)
+        assert defaults["format"] == "VIDEO_FORMAT_MP4_H264" and "seed" not in defaults
+        for name, info in fields.items():
+            for value in [] if name in NOT_RANGED else out_of_range(info):
+                request = animate_pb2.AnimateRequest(image=solid(), **{name: value})
+
+                async def first(request: animate_pb2.AnimateRequest, timeout: float) -> None:
+                    async for _ in stub.Animate(request, timeout=timeout):
+                        return
+
+                assert await rejected(first, request) == [name], (name, value)
