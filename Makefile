@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 protos: setup
-	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/python -m scripts.gen_protos
 
 lint: setup
 	$(BIN)/ruff check .

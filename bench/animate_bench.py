@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.utils import export_to_video
-from imagewire.animate.v1 import animate_pb2
-from imagewire.client import AnimateClient
+from imagewire.client import AnimateClient, VideoChunk
 from PIL import Image
 
 from animator import tiny
@@ -95,7 +94,7 @@ def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], 
     first_byte: list[float] = []
 
     def on_event(event: object) -> None:
-        if isinstance(event, animate_pb2.VideoChunk) and not first_byte:
+        if isinstance(event, VideoChunk) and not first_byte:
             first_byte.append(time.perf_counter() - started)
 
     result = client.animate_to_file(image_png, out, on_event=on_event, **params)

@@ -1,41 +1,29 @@
-"""Regenerate the Python stubs in client/ from protos/ (the one command behind `make protos`).
+"""Regenerate client/ from protos/ (the one command behind `make protos`): the protobuf and gRPC stubs
+(*_pb2.py, *_pb2.pyi, *_pb2_grpc.py) and the typed result classes (*_types.py, see scripts/gen_types.py).
 
-Usage: python scripts/gen_protos.py [OUT_DIR]   (OUT_DIR defaults to client/)
+Usage: python -m scripts.gen_protos [OUT_DIR]   (OUT_DIR defaults to client/)
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
-from grpc_tools import protoc
-
-ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ROOT / "protos"
-
-
-def proto_files() -> list[str]:
-    """Every .proto under protos/, relative to it, in a stable order."""
-    return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+from scripts.gen_types import render
+from scripts.proto_source import ROOT, read_protos, run_protoc
 
 
 def generate(out_dir: Path) -> None:
-    """Run protoc once over all protos, writing *_pb2.py, *_pb2.pyi and *_pb2_grpc.py into out_dir."""
+    """Write every generated module of the client package into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    # grpc_tools bundles the well-known types (google/protobuf/*.proto) next to its module.
-    well_known = Path(protoc.__file__).parent / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTOS}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *proto_files(),
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise SystemExit(f"protoc failed with exit code {code}")
+    run_protoc(f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}")
+    for proto in read_protos():
+        path = out_dir / proto.descriptor.name.replace(".proto", "_types.py")
+        path.write_text(render(proto))
+        # Formatted like the rest of the code base, so the generated file reads as if written by hand.
+        subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--line-length", "120", str(path)],
+                       check=True)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,20 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
-from imagewire.client import AnimateClient, AsyncAnimateClient, ImagewireError
-from imagewire.client.animate import AnimateEvent, animate_request
+from imagewire.client import (
+    AnimateClient,
+    AnimateEvent,
+    AnimateModelList,
+    AnimateResult,
+    AsyncAnimateClient,
+    ImagewireError,
+    Progress,
+    Stage,
+    VideoChunk,
+    VideoFormat,
+    VideoHeader,
+)
+from imagewire.client.animate import animate_request
 from PIL import Image
 
 from animator import tiny
@@ -69,7 +81,7 @@ async def events(server: GrpcServer, **params: object) -> list[AnimateEvent]:
 
 
 def video_of(stream: list[AnimateEvent]) -> bytes:
-    return b"".join(e.data for e in stream if isinstance(e, animate_pb2.VideoChunk))
+    return b"".join(e.data for e in stream if isinstance(e, VideoChunk))
 
 
 async def test_the_stream_is_a_playable_video_of_the_requested_shape(server: GrpcServer) -> None:
@@ -80,17 +92,17 @@ async def test_the_stream_is_a_playable_video_of_the_requested_shape(server: Grp
     assert "Progress" in kinds[:first_chunk] and kinds.index("VideoHeader") < first_chunk
     assert kinds[-1] == "AnimateResult" and kinds.count("AnimateResult") == 1
 
-    header = next(e for e in stream if isinstance(e, animate_pb2.VideoHeader))
+    header = next(e for e in stream if isinstance(e, VideoHeader))
     assert (header.mime_type, header.container, header.codec) == ("video/mp4", "mp4", "h264")
     assert (header.width, header.height, header.fps, header.num_frames, header.seed) == (96, 64, 5, 6, 11)
 
-    chunks = [e for e in stream if isinstance(e, animate_pb2.VideoChunk)]
+    chunks = [e for e in stream if isinstance(e, VideoChunk)]
     offsets = np.cumsum([0] + [len(c.data) for c in chunks[:-1]]).tolist()
     assert [c.offset for c in chunks] == offsets and all(0 < len(c.data) <= 1024 * 1024 for c in chunks)
 
     data = video_of(stream)
     result = stream[-1]
-    assert isinstance(result, animate_pb2.AnimateResult)
+    assert isinstance(result, AnimateResult)
     assert result.total_bytes == len(data) and result.sha256 == hashlib.sha256(data).digest()
     assert result.seed == 11 and not result.safety_checked and not result.nsfw  # no checker configured
     assert result.usage.output_pixels == 96 * 64 * 6
@@ -104,10 +116,10 @@ async def test_the_stream_is_a_playable_video_of_the_requested_shape(server: Grp
     assert stream_info.average_rate == 5 and stream_info.codec_context.name == "h264"
 
     # The first bytes leave while later frames are still being decoded, well before the result.
-    first_at = next(t for t, e in timed if isinstance(e, animate_pb2.VideoChunk))
+    first_at = next(t for t, e in timed if isinstance(e, VideoChunk))
     result_at = timed[-1][0]
-    decodes_after_first = [e for t, e in timed if t >= first_at and isinstance(e, animate_pb2.Progress)
-                           and e.stage == animate_pb2.STAGE_DECODE]
+    decodes_after_first = [e for t, e in timed if t >= first_at and isinstance(e, Progress)
+                           and e.stage is Stage.DECODE]
     assert decodes_after_first and result_at - first_at > 0.01
 
 
@@ -120,15 +132,15 @@ async def test_same_seed_same_bytes(server: GrpcServer) -> None:
 
 async def test_an_absent_seed_is_chosen_and_reported(server: GrpcServer) -> None:
     stream = await events(server, **SMALL)
-    header = next(e for e in stream if isinstance(e, animate_pb2.VideoHeader))
+    header = next(e for e in stream if isinstance(e, VideoHeader))
     assert stream[-1].seed == header.seed  # type: ignore[union-attr]
     again = await events(server, seed=header.seed, **SMALL)
     assert video_of(again) == video_of(stream)
 
 
 async def test_webm_format_streams_vp9_with_every_frame(server: GrpcServer) -> None:
-    stream = await events(server, seed=3, format=animate_pb2.VIDEO_FORMAT_WEBM_VP9, **SMALL)
-    header = next(e for e in stream if isinstance(e, animate_pb2.VideoHeader))
+    stream = await events(server, seed=3, format=VideoFormat.WEBM_VP9, **SMALL)
+    header = next(e for e in stream if isinstance(e, VideoHeader))
     assert (header.mime_type, header.codec) == ("video/webm", "vp9")
     container = av.open(io.BytesIO(video_of(stream)))
     assert container.streams.video[0].codec_context.name == "vp9"
@@ -240,6 +252,7 @@ async def test_a_full_queue_is_resource_exhausted(server: GrpcServer) -> None:
 async def test_list_models_reports_defaults_and_limits(server: GrpcServer) -> None:
     async with AsyncAnimateClient(server.address) as client:
         reply = await client.list_models()
+    assert isinstance(reply, AnimateModelList)
     (model,) = reply.models
     assert reply.default_model_id == model.model_id == str(tiny.ensure_model("tiny"))
     defaults = tiny.PRESETS["tiny"]
@@ -253,7 +266,7 @@ async def test_list_models_reports_defaults_and_limits(server: GrpcServer) -> No
 
 async def test_defaults_apply_when_fields_are_absent(server: GrpcServer) -> None:
     stream = await events(server, seed=4)
-    header = next(e for e in stream if isinstance(e, animate_pb2.VideoHeader))
+    header = next(e for e in stream if isinstance(e, VideoHeader))
     preset = tiny.PRESETS["tiny"]
     assert (header.width, header.height, header.num_frames, header.fps) == (
         preset.default_width, preset.default_height, preset.num_frames, 6)

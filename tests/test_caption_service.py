@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from imagewire import cli
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
-from imagewire.client import AsyncCaptionClient, ImagewireError
+from imagewire.client import AsyncCaptionClient, CaptionModelList, ImagewireError
 from imagewire.limits import MAX_IMAGE_BYTES
 from PIL import Image
 
@@ -31,8 +34,10 @@ async def test_caption_success_reports_model_and_usage(caption_server: GrpcServe
         result = await client.caption(solid(size=(64, 48)))
     assert result.text.strip() and all(word.isalpha() for word in result.text.split())
     assert result.model_id == tiny_caption_model  # a --model is reported as given
-    assert result.input_pixels == 64 * 48
-    assert result.price_usd == pytest.approx(64 * 48 * EngineLimits().usd_per_input_pixel)
+    rate = EngineLimits().usd_per_input_pixel
+    assert result.usage.input_pixels == 64 * 48
+    assert result.usage.usd_per_input_pixel == pytest.approx(rate)
+    assert result.usage.price_usd == pytest.approx(64 * 48 * rate)
     assert result.batch_size >= 1
 
 
@@ -127,6 +132,23 @@ async def test_list_models_reports_limits(caption_server: GrpcServer) -> None:
     assert model.device == "cpu" and model.dtype == "float32"
     assert model.max_image_bytes == MAX_IMAGE_BYTES
     assert model.default_max_new_tokens == 8 and model.max_batch_size == 16
+
+
+async def test_the_models_command_prints_the_typed_model_list_as_json(
+    caption_server: GrpcServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with AsyncCaptionClient(caption_server.address) as client:
+        models = await client.list_models()
+    assert isinstance(models, CaptionModelList) and models.models[0].max_image_bytes == 50 * 1024 * 1024
+    assert await asyncio.to_thread(cli.main, ["models", "--target", caption_server.address]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(dataclasses.asdict(models)))  # tuples: lists
+
+
+async def test_a_failed_call_carries_the_request_id_it_sent(caption_server: GrpcServer) -> None:
+    async with AsyncCaptionClient(caption_server.address) as client:
+        with pytest.raises(ImagewireError) as caught:
+            await client.caption(b"not an image", request_id="req-77")
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT and caught.value.request_id == "req-77"
 
 
 async def test_health_serving_and_reflection_lists_services(caption_server: GrpcServer) -> None:

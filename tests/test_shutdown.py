@@ -9,8 +9,7 @@ import av
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from imagewire.client import AnimateClient, ImagewireError
-from imagewire.client.animate import AnimateResult, Progress, VideoSink
+from imagewire.client import AnimateClient, AnimateResult, ImagewireError, Progress, VideoSink
 
 from tests.support import script, server_process, solid
 

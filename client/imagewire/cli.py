@@ -12,7 +12,9 @@ IMAGEWIRE_CAPTION_TARGET / IMAGEWIRE_ANIMATE_TARGET, else the servers' default p
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
+import dataclasses
 import json
 import os
 import sys
@@ -22,28 +24,40 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 
 from imagewire.animate.v1 import animate_pb2
-from imagewire.client import AnimateClient, CaptionClient, ImagewireError, TlsConfig
-from imagewire.client.animate import AnimateEvent
+from imagewire.caption.v1 import caption_pb2
+from imagewire.client import (
+    AnimateClient,
+    AnimateEvent,
+    AnimateResult,
+    Caption,
+    CaptionClient,
+    ImagewireError,
+    Progress,
+    TlsConfig,
+    VideoChunk,
+)
+from imagewire.client._messages import enum_members, optional_fields, python_type
 
 DEFAULT_CAPTION_TARGET = "127.0.0.1:50051"
 DEFAULT_ANIMATE_TARGET = "127.0.0.1:50052"
-
-_STAGES = {
-    animate_pb2.STAGE_QUEUED: "queued",
-    animate_pb2.STAGE_ENCODE_IMAGE: "encode image",
-    animate_pb2.STAGE_DENOISE: "denoise",
-    animate_pb2.STAGE_DECODE: "decode",
-    animate_pb2.STAGE_ENCODE_VIDEO: "encode video",
-}
-_FORMATS = {"mp4": animate_pb2.VIDEO_FORMAT_MP4_H264, "webm": animate_pb2.VIDEO_FORMAT_WEBM_VP9}
 
 
 def sample_image() -> bytes:
     """The demo image shipped with the client: a drawn scene the embedded caption model knows."""
     return resources.files("imagewire.data").joinpath("sample.png").read_bytes()
+
+
+def video_formats() -> dict[str, int]:
+    """``--format``'s choices, read from the VideoFormat enum: each format by its lower-case name (``mp4_h264``)
+    and, where no other format shares it, by its container alone (``mp4``)."""
+    formats = {name.lower(): number for name, number in enum_members(animate_pb2.VideoFormat.DESCRIPTOR).items()
+               if number}  # 0 is UNSPECIFIED: leaving --format out asks for it
+    containers = collections.Counter(name.split("_")[0] for name in formats)
+    aliases = {name.split("_")[0]: number for name, number in formats.items() if containers[name.split("_")[0]] == 1}
+    return {**formats, **aliases}
 
 
 class ProgressBar:
@@ -57,15 +71,15 @@ class ProgressBar:
         self._bytes = 0
 
     def __call__(self, event: AnimateEvent) -> None:
-        if isinstance(event, animate_pb2.Progress):
+        if isinstance(event, Progress):
             self._progress(event)
-        elif isinstance(event, animate_pb2.VideoChunk):
+        elif isinstance(event, VideoChunk):
             self._bytes += len(event.data)
-        elif isinstance(event, animate_pb2.AnimateResult):
+        elif isinstance(event, AnimateResult):
             self._finish()
 
-    def _progress(self, event: animate_pb2.Progress) -> None:
-        name = _STAGES.get(event.stage, "working")
+    def _progress(self, event: Progress) -> None:
+        name = event.stage.name.lower().replace("_", " ")
         if self._tty:
             done = int(self._width * event.step / event.total) if event.total else 0
             bar = "#" * done + "." * (self._width - done)
@@ -79,6 +93,20 @@ class ProgressBar:
         if self._tty:
             self._stream.write("\n")
         self._stream.flush()
+
+
+def _add_optional_flags(parser: argparse.ArgumentParser, request: Descriptor) -> None:
+    """One flag per optional request field (``num_frames`` -> ``--num-frames``), typed from the field."""
+    for field in optional_fields(request):
+        kind = python_type(field)
+        # argparse's type=bool would read "false" as True: a boolean field gets --name / --no-name instead.
+        typing: dict[str, Any] = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **typing,
+                            help=f"{request.name}.{field.name} (absent: the server's default)")
+
+
+def _optional_values(args: argparse.Namespace, request: Descriptor) -> dict[str, Any]:
+    return {field.name: getattr(args, field.name) for field in optional_fields(request)}
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser, *, target_env: str, default_target: str) -> None:
@@ -107,10 +135,8 @@ def _tls(args: argparse.Namespace) -> TlsConfig | None:
 
 
 def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"auth_token": args.auth_token, "tls": _tls(args)}
-    if args.timeout:
-        kwargs["timeout"] = args.timeout
-    return kwargs
+    # --timeout 0 reaches the client, which refuses it, rather than silently meaning the default.
+    return {"auth_token": args.auth_token, "tls": _tls(args), "timeout": args.timeout}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,22 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("images", nargs="+", type=Path, help="image files")
     caption.add_argument("--prompt", default="", help="caption prefix to continue")
     caption.add_argument("--model-id", default="", help="model to use (default: the server's)")
-    caption.add_argument("--max-new-tokens", type=int)
-    caption.add_argument("--num-beams", type=int)
+    _add_optional_flags(caption, caption_pb2.CaptionRequest.DESCRIPTOR)
     caption.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_connection_flags(caption, target_env="IMAGEWIRE_CAPTION_TARGET", default_target=DEFAULT_CAPTION_TARGET)
 
     animate = commands.add_parser("animate", help="generate a video from an image")
     animate.add_argument("image", type=Path, help="conditioning image file")
     animate.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
-    animate.add_argument("--model-id", default="")
-    for name, kind in (("width", int), ("height", int), ("num-frames", int), ("fps", int),
-                       ("motion-bucket-id", int), ("noise-aug-strength", float), ("num-inference-steps", int),
-                       ("seed", int), ("decode-chunk-size", int), ("min-guidance-scale", float),
-                       ("max-guidance-scale", float)):
-        animate.add_argument(f"--{name}", type=kind)
+    animate.add_argument("--model-id", default="", help="model to use (default: the server's)")
+    _add_optional_flags(animate, animate_pb2.AnimateRequest.DESCRIPTOR)
     animate.add_argument("--safety-check", action="store_true", help="run the server's safety checker")
-    animate.add_argument("--format", choices=sorted(_FORMATS), default="mp4")
+    animate.add_argument("--format", choices=sorted(video_formats()), help="container and codec (default: mp4)")
     animate.add_argument("--quiet", action="store_true", help="no progress display")
     _add_connection_flags(animate, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
 
@@ -151,46 +172,39 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET))
     demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"))
     # Unset sizes take the served model's defaults (small for the embedded model, SVD-XT's for the real one).
-    demo.add_argument("--num-frames", type=int)
-    demo.add_argument("--num-inference-steps", type=int)
-    demo.add_argument("--width", type=int)
-    demo.add_argument("--height", type=int)
-    demo.add_argument("--seed", type=int, default=7)
+    _add_optional_flags(demo, animate_pb2.AnimateRequest.DESCRIPTOR)
+    demo.set_defaults(seed=7)
     _add_security_flags(demo)
     return parser
 
 
+def _caption_json(path: Path, result: Caption) -> str:
+    return json.dumps({"image": str(path), "text": result.text, "model_id": result.model_id,
+                       "input_pixels": result.usage.input_pixels, "price_usd": result.usage.price_usd})
+
+
 def _caption(args: argparse.Namespace) -> int:
-    with CaptionClient(args.target, **_client_kwargs(args)) as client:
-        def one(path: Path) -> Any:
-            return client.caption(path, prompt=args.prompt, model_id=args.model_id,
-                                  max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
-
-        failures = 0
+    fields = _optional_values(args, caption_pb2.CaptionRequest.DESCRIPTOR)
+    failures = 0
+    with (
+        CaptionClient(args.target, **_client_kwargs(args)) as client,
         # Send every image at once: the server batches concurrent requests.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool:
-            futures = [pool.submit(one, path) for path in args.images]
-            for path, future in zip(args.images, futures):
-                try:
-                    result = future.result()
-                except (ImagewireError, OSError) as error:
-                    failures += 1
-                    print(f"{path}: error: {error}", file=sys.stderr)
-                    continue
-                if args.json:
-                    print(json.dumps({"image": str(path), "text": result.text, "model_id": result.model_id,
-                                      "input_pixels": result.input_pixels, "price_usd": result.price_usd}))
-                elif len(args.images) == 1:
-                    print(result.text)
-                else:
-                    print(f"{path}: {result.text}")
+        concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool,
+    ):
+        futures = [pool.submit(client.caption, path, prompt=args.prompt, model_id=args.model_id, **fields)
+                   for path in args.images]
+        for path, future in zip(args.images, futures):
+            try:
+                result = future.result()
+            except (ImagewireError, OSError) as error:
+                failures += 1
+                print(f"{path}: error: {error}", file=sys.stderr)
+                continue
+            if args.json:
+                print(_caption_json(path, result))
+            else:
+                print(result.text if len(args.images) == 1 else f"{path}: {result.text}")
     return 1 if failures else 0
-
-
-def _animate_params(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength",
-             "num_inference_steps", "seed", "decode_chunk_size", "min_guidance_scale", "max_guidance_scale")
-    return {name: getattr(args, name) for name in names}
 
 
 def _animate(args: argparse.Namespace) -> int:
@@ -198,8 +212,9 @@ def _animate(args: argparse.Namespace) -> int:
     with AnimateClient(args.target, **_client_kwargs(args)) as client:
         result = client.animate_to_file(
             args.image, args.output, on_event=None if args.quiet else ProgressBar(),
-            model_id=args.model_id, safety_check=args.safety_check, format=_FORMATS[args.format],
-            **_animate_params(args),
+            model_id=args.model_id, safety_check=args.safety_check,
+            format=video_formats()[args.format] if args.format else None,
+            **_optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
         )
     safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
     print(f"wrote {args.output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
@@ -211,11 +226,11 @@ def _models(args: argparse.Namespace) -> int:
     kwargs = _client_kwargs(args)
     if args.service == "caption":
         with CaptionClient(args.target or DEFAULT_CAPTION_TARGET, **kwargs) as client:
-            response: Any = client.list_models()
+            models: Any = client.list_models()
     else:
         with AnimateClient(args.target or DEFAULT_ANIMATE_TARGET, **kwargs) as client:
-            response = client.list_models()
-    print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+            models = client.list_models()
+    print(json.dumps(dataclasses.asdict(models), indent=2))
     return 0
 
 
@@ -224,19 +239,18 @@ def _demo(args: argparse.Namespace) -> int:
     kwargs = _client_kwargs(args)
     with CaptionClient(args.caption_target, **kwargs) as captions:
         caption = captions.caption(image)
-    print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.price_usd:.8f})")
+    print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.usage.price_usd:.8f})")
     started = time.perf_counter()
     with AnimateClient(args.animate_target, **kwargs) as animator:
-        result = animator.animate_to_file(
-            image, args.output, on_event=ProgressBar(), num_frames=args.num_frames,
-            num_inference_steps=args.num_inference_steps, width=args.width, height=args.height, seed=args.seed,
-        )
+        result = animator.animate_to_file(image, args.output, on_event=ProgressBar(),
+                                          **_optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
     print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
           f"{time.perf_counter() - started:.1f}s")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``imagewire`` command; returns its exit status."""
     args = _parser().parse_args(argv)
     handlers = {"caption": _caption, "animate": _animate, "models": _models, "demo": _demo}
     try:

@@ -1,23 +1,19 @@
-"""Channel construction shared by the sync and asyncio clients: limits, keepalive, TLS and auth metadata."""
+"""Channel construction shared by the blocking and asyncio clients: message limits, keepalive, TLS."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import grpc.aio
 
-# Requests carry images of up to 50 MiB; leave room for the rest of the message.
-MAX_SEND_BYTES = 52 * 1024 * 1024
+from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
+
+# The largest image plus the rest of the request message.
+MAX_SEND_BYTES = MAX_IMAGE_BYTES + MAX_REQUEST_OVERHEAD_BYTES
 # Video chunks are at most 1 MiB; other responses are small. Anything far larger is a misbehaving server.
 MAX_RECEIVE_BYTES = 8 * 1024 * 1024
-
-REQUEST_ID_KEY = "x-request-id"
-
-Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -34,6 +30,7 @@ class TlsConfig:
     server_name: str | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials these files make."""
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("mutual TLS needs both client_cert and client_key")
         return grpc.ssl_channel_credentials(
@@ -48,6 +45,7 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def channel_options(tls: TlsConfig | None) -> list[tuple[str, int | str]]:
+    """The options of every client channel."""
     options: list[tuple[str, int | str]] = [
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -64,6 +62,7 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, int | str]]:
 
 
 def sync_channel(target: str, tls: TlsConfig | None) -> grpc.Channel:
+    """A blocking channel to ``target``: plaintext when ``tls`` is None."""
     options = channel_options(tls)
     if tls is None:
         return grpc.insecure_channel(target, options=options)
@@ -71,35 +70,8 @@ def sync_channel(target: str, tls: TlsConfig | None) -> grpc.Channel:
 
 
 def aio_channel(target: str, tls: TlsConfig | None) -> grpc.aio.Channel:
+    """An asyncio channel to ``target``: plaintext when ``tls`` is None."""
     options = channel_options(tls)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, tls.credentials(), options=options)
-
-
-def call_metadata(auth_token: str | None, request_id: str | None, extra: Sequence[tuple[str, str]] = ()) -> Metadata:
-    """Per-call metadata: the bearer token, a request id (generated when not given) and any extra pairs."""
-    pairs: list[tuple[str, str]] = [(REQUEST_ID_KEY, request_id or uuid.uuid4().hex)]
-    if auth_token:
-        pairs.append(("authorization", f"Bearer {auth_token}"))
-    pairs.extend(extra)
-    return tuple(pairs)
-
-
-class ClientBase:
-    """What every typed client holds: its default deadline, its bearer token and extra per-call metadata."""
-
-    def __init__(self, *, timeout: float, auth_token: str | None, metadata: Sequence[tuple[str, str]]) -> None:
-        self.timeout = timeout
-        self._auth_token = auth_token
-        self._extra_metadata = tuple(metadata)
-
-    def _metadata(self, request_id: str | None) -> Metadata:
-        return call_metadata(self._auth_token, request_id, self._extra_metadata)
-
-
-def image_bytes(image: bytes | str | Path) -> bytes:
-    """Accept encoded image bytes or a path to an image file."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    return Path(image).read_bytes()

@@ -1,93 +1,94 @@
-"""Typed clients for imagewire.animate.v1.AnimateService, blocking and asyncio.
+"""imagewire.animate.v1.AnimateService: the I/O-free core, the blocking and asyncio clients, the video sink.
 
-``animate`` yields the stream's events as they arrive: :class:`Progress`, :class:`VideoHeader`,
-:class:`VideoChunk` and finally :class:`AnimateResult` (the generated message types).
+``animate`` yields the stream's events as they arrive (see :mod:`imagewire.client.animate_types`);
 ``animate_to_file`` writes the video to a file while it streams and checks its length and SHA-256.
+Breaking out of the ``animate`` iterator (or closing it) cancels the call, which stops the server's
+generation at its next denoising step.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Self, Unpack
 
 import grpc
-import grpc.aio
 
+from imagewire._protodata import from_message
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
-from imagewire.client import _channel
-from imagewire.client._channel import ClientBase, TlsConfig
+from imagewire.client._core import CallArgs, ImageInput, PreparedCall, ServiceCore, image_bytes
+from imagewire.client._messages import build_message, optional_fields
+from imagewire.client._shell import AsyncShell, BlockingShell
+from imagewire.client.animate_types import AnimateEvent, AnimateModelList, AnimateResult, VideoChunk, VideoHeader
 from imagewire.client.errors import ImagewireError
 
 # Generation takes minutes on a real model; the caller may shorten or lengthen it per call.
 DEFAULT_ANIMATE_TIMEOUT_S = 900.0
 
-Progress = animate_pb2.Progress
-VideoHeader = animate_pb2.VideoHeader
-VideoChunk = animate_pb2.VideoChunk
-AnimateResult = animate_pb2.AnimateResult
-VideoFormat = animate_pb2.VideoFormat
-Stage = animate_pb2.Stage
-AnimateEvent = Progress | VideoHeader | VideoChunk | AnimateResult
+#: The request's generation parameters: the optional fields, each absent unless given (then the model's default).
+PARAMETERS = optional_fields(animate_pb2.AnimateRequest.DESCRIPTOR)
 
-_OPTIONAL_FIELDS = (
-    "width",
-    "height",
-    "num_frames",
-    "fps",
-    "motion_bucket_id",
-    "noise_aug_strength",
-    "num_inference_steps",
-    "seed",
-    "decode_chunk_size",
-    "min_guidance_scale",
-    "max_guidance_scale",
-)
+#: A value of an AnimateRequest field, or of the per-call ``timeout`` / ``request_id``.
+FieldValue = int | float | bool | str | None
 
 
-def animate_request(
-    image: bytes | str | Path,
-    *,
-    model_id: str = "",
-    safety_check: bool = False,
-    format: int = animate_pb2.VIDEO_FORMAT_UNSPECIFIED,  # noqa: A002 - mirrors the proto field
-    **params: int | float | None,
-) -> animate_pb2.AnimateRequest:
-    """Build an AnimateRequest. ``params`` are the optional numeric fields (width, height, num_frames, fps,
-    motion_bucket_id, noise_aug_strength, num_inference_steps, seed, decode_chunk_size, min_guidance_scale,
-    max_guidance_scale); None leaves a field to the server's default."""
-    unknown = set(params) - set(_OPTIONAL_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown animate parameter(s): {', '.join(sorted(unknown))}")
-    request = animate_pb2.AnimateRequest(
-        image=_channel.image_bytes(image), model_id=model_id, safety_check=safety_check, format=format
-    )
-    for name, value in params.items():
-        if value is not None:
-            setattr(request, name, value)
-    return request
+def animate_request(image: ImageInput, **fields: FieldValue) -> animate_pb2.AnimateRequest:
+    """Build an AnimateRequest; image is encoded bytes or a file path, ``fields`` any other request fields.
+
+    None leaves a field to the server (for the optional :data:`PARAMETERS`, the model's default); an unknown
+    name raises TypeError.
+    """
+    return build_message(animate_pb2.AnimateRequest, image=image_bytes(image), **fields)
 
 
-def event_of(response: animate_pb2.AnimateResponse) -> AnimateEvent:
-    """The message inside one stream response's oneof."""
+def decode_event(response: animate_pb2.AnimateResponse) -> AnimateEvent:
+    """The event inside one stream response's oneof, as its dataclass."""
     kind = response.WhichOneof("event")
-    if kind is None:
-        raise ImagewireError(grpc.StatusCode.INTERNAL, "server sent an empty AnimateResponse")
-    return getattr(response, kind)
+    if kind is None:  # empty, or an event type newer than this client
+        raise ImagewireError(grpc.StatusCode.INTERNAL, "server sent an AnimateResponse without a known event")
+    return from_message(getattr(response, kind))  # type: ignore[return-value]
+
+
+class AnimateCore(ServiceCore):
+    """The animate client's I/O-free half: builds each call and decodes its responses."""
+
+    DEFAULT_TIMEOUT = DEFAULT_ANIMATE_TIMEOUT_S
+
+    def animate(
+        self, image: ImageInput, *, timeout: float | None = None, request_id: str | None = None, **fields: FieldValue
+    ) -> PreparedCall[AnimateEvent]:
+        """An Animate call: a stream whose each response decodes to one event."""
+        return self.prepare(animate_request(image, **fields), decode_event, timeout, request_id)
+
+    def list_models(
+        self, *, timeout: float | None = None, request_id: str | None = None
+    ) -> PreparedCall[AnimateModelList]:
+        """A ListModels call (a control call: its default deadline is the client's ``control_timeout``)."""
+        request = animate_pb2.ListModelsRequest()
+        return self.prepare(request, AnimateModelList.from_proto, timeout, request_id, control=True)
 
 
 class VideoSink:
-    """Writes a stream's chunks to a file in order and verifies the result's length and digest."""
+    """Writes a stream's chunks to a file in order and verifies the result's length and digest.
 
-    def __init__(self, path: str | Path) -> None:
+    ``on_event`` sees every event first. Used as a context manager, it removes the partial file when the
+    block fails.
+    """
+
+    def __init__(self, path: str | Path, on_event: Callable[[AnimateEvent], None] | None = None) -> None:
         self.path = Path(path)
+        self._on_event = on_event
         self._file = self.path.open("wb")
         self._digest = hashlib.sha256()
         self._written = 0
         self.header: VideoHeader | None = None
+        self.result: AnimateResult | None = None
 
     def feed(self, event: AnimateEvent) -> AnimateResult | None:
         """Consume one event; returns the result once the stream's final event arrives."""
+        if self._on_event is not None:
+            self._on_event(event)
         if isinstance(event, VideoHeader):
             self.header = event
         elif isinstance(event, VideoChunk):
@@ -106,175 +107,83 @@ class VideoSink:
                     f"received {self._written} bytes that do not match the result "
                     f"({event.total_bytes} bytes, sha256 {event.sha256.hex()})",
                 )
-            return event
-        return None
+            self.result = event
+        return self.result
+
+    def finish(self) -> AnimateResult:
+        """The verified result, once the stream has ended."""
+        if self.result is None:
+            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        return self.result
 
     def abort(self) -> None:
         """Close and remove a partial file."""
         self._file.close()
         self.path.unlink(missing_ok=True)
 
+    def __enter__(self) -> Self:
+        return self
 
-class AnimateClient(ClientBase):
-    """Blocking client for the animate service; see :class:`imagewire.client.CaptionClient` for the options.
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
 
-    Breaking out of the ``animate`` iterator (or closing it) cancels the call, which stops the server's
-    generation at its next denoising step.
+
+class AnimateClient(BlockingShell[AnimateCore]):
+    """Blocking client for the animate service: default deadline 900 s per stream, 30 s for ListModels.
+
+    See :class:`imagewire.client.BlockingShell` for the options.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = DEFAULT_ANIMATE_TIMEOUT_S,
-        auth_token: str | None = None,
-        tls: TlsConfig | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(timeout=timeout, auth_token=auth_token, metadata=metadata)
-        self._channel = _channel.sync_channel(target, tls)
-        self._stub = animate_pb2_grpc.AnimateServiceStub(self._channel)
+    _core_type = AnimateCore
+    _stub_type = animate_pb2_grpc.AnimateServiceStub
 
-    def animate(
-        self,
-        image: bytes | str | Path,
-        *,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        **params: int | float | bool | str | None,
-    ) -> Iterator[AnimateEvent]:
-        """Generate a video from one image, yielding the stream's events as they arrive."""
-        request = animate_request(image, **params)  # type: ignore[arg-type]
-        metadata = self._metadata(request_id)
-        call = self._stub.Animate(request, timeout=timeout or self.timeout, metadata=metadata)
-        try:
-            for response in call:
-                yield event_of(response)
-        except grpc.RpcError as error:
-            raise ImagewireError.from_rpc_error(error, metadata[0][1]) from None
-        finally:
-            call.cancel()  # no-op after a complete stream; stops the server's work if the caller left early
+    def animate(self, image: ImageInput, **args: FieldValue) -> Iterator[AnimateEvent]:
+        """Generate a video from one image, yielding the stream's events as they arrive.
+
+        ``args``: AnimateRequest fields (``model_id``, ``format``, any of :data:`PARAMETERS`...) and the
+        call's ``timeout`` and ``request_id``. They are checked here, before the call starts.
+        """
+        return self._stream(self._stub.Animate, self._core.animate(image, **args))  # type: ignore[arg-type]
 
     def animate_to_file(
-        self,
-        image: bytes | str | Path,
-        path: str | Path,
-        *,
-        on_event: Callable[[AnimateEvent], None] | None = None,
-        timeout: float | None = None,
-        **params: int | float | bool | str | None,
+        self, image: ImageInput, path: str | Path, *, on_event: Callable[[AnimateEvent], None] | None = None,
+        **args: FieldValue,
     ) -> AnimateResult:
         """Generate a video into ``path`` while it streams; returns the verified final result."""
-        sink = VideoSink(path)
-        result: AnimateResult | None = None
-        try:
+        events = self.animate(image, **args)
+        with VideoSink(path, on_event) as sink:
             # Read to the end of the stream, not just to the result: leaving early would cancel the call.
-            for event in self.animate(image, timeout=timeout, **params):
-                if on_event is not None:
-                    on_event(event)
-                result = sink.feed(event) or result
-        except BaseException:
-            sink.abort()
-            raise
-        if result is None:
-            sink.abort()
-            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
-        return result
+            for event in events:
+                sink.feed(event)
+            return sink.finish()
 
-    def list_models(self, *, timeout: float | None = None) -> animate_pb2.ListModelsResponse:
+    def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
         """The server's loaded models with their limits and defaults."""
-        try:
-            return self._stub.ListModels(
-                animate_pb2.ListModelsRequest(), timeout=timeout or 30.0, metadata=self._metadata(None)
-            )
-        except grpc.RpcError as error:
-            raise ImagewireError.from_rpc_error(error) from None
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AnimateClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._unary(self._stub.ListModels, self._core.list_models(**args))
 
 
-class AsyncAnimateClient(ClientBase):
-    """Asyncio client for the animate service; the same options as :class:`AnimateClient`."""
+class AsyncAnimateClient(AsyncShell[AnimateCore]):
+    """Asyncio client for the animate service; the same options and methods as :class:`AnimateClient`."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = DEFAULT_ANIMATE_TIMEOUT_S,
-        auth_token: str | None = None,
-        tls: TlsConfig | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(timeout=timeout, auth_token=auth_token, metadata=metadata)
-        self._channel = _channel.aio_channel(target, tls)
-        self._stub = animate_pb2_grpc.AnimateServiceStub(self._channel)
+    _core_type = AnimateCore
+    _stub_type = animate_pb2_grpc.AnimateServiceStub
 
-    async def animate(
-        self,
-        image: bytes | str | Path,
-        *,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        **params: int | float | bool | str | None,
-    ) -> AsyncIterator[AnimateEvent]:
+    def animate(self, image: ImageInput, **args: FieldValue) -> AsyncIterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive."""
-        request = animate_request(image, **params)  # type: ignore[arg-type]
-        metadata = self._metadata(request_id)
-        call = self._stub.Animate(request, timeout=timeout or self.timeout, metadata=metadata)
-        try:
-            async for response in call:
-                yield event_of(response)
-        except grpc.aio.AioRpcError as error:
-            raise ImagewireError.from_rpc_error(error, metadata[0][1]) from None
-        finally:
-            call.cancel()
+        return self._stream(self._stub.Animate, self._core.animate(image, **args))  # type: ignore[arg-type]
 
     async def animate_to_file(
-        self,
-        image: bytes | str | Path,
-        path: str | Path,
-        *,
-        on_event: Callable[[AnimateEvent], None] | None = None,
-        timeout: float | None = None,
-        **params: int | float | bool | str | None,
+        self, image: ImageInput, path: str | Path, *, on_event: Callable[[AnimateEvent], None] | None = None,
+        **args: FieldValue,
     ) -> AnimateResult:
         """Generate a video into ``path`` while it streams; returns the verified final result."""
-        sink = VideoSink(path)
-        result: AnimateResult | None = None
-        try:
-            async for event in self.animate(image, timeout=timeout, **params):
-                if on_event is not None:
-                    on_event(event)
-                result = sink.feed(event) or result
-        except BaseException:
-            sink.abort()
-            raise
-        if result is None:
-            sink.abort()
-            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
-        return result
+        events = self.animate(image, **args)
+        with VideoSink(path, on_event) as sink:
+            async for event in events:
+                sink.feed(event)
+            return sink.finish()
 
-    async def list_models(self, *, timeout: float | None = None) -> animate_pb2.ListModelsResponse:
+    async def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
         """The server's loaded models with their limits and defaults."""
-        try:
-            return await self._stub.ListModels(
-                animate_pb2.ListModelsRequest(), timeout=timeout or 30.0, metadata=self._metadata(None)
-            )
-        except grpc.aio.AioRpcError as error:
-            raise ImagewireError.from_rpc_error(error) from None
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> AsyncAnimateClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        return await self._unary(self._stub.ListModels, self._core.list_models(**args))

@@ -1,0 +1,134 @@
+"""What every service core shares, free of I/O: deadlines, call metadata, request ids, the prepared call.
+
+A service core turns a method's arguments into a :class:`PreparedCall` (the request message, the
+:class:`CallOptions` and how to decode a response); the blocking and asyncio shells only send it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypedDict, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from imagewire.client.errors import ImagewireError
+
+REQUEST_ID_KEY = "x-request-id"
+# A control call (ListModels) answers at once; its default deadline never exceeds this.
+CONTROL_TIMEOUT_S = 30.0
+
+Metadata = tuple[tuple[str, str], ...]
+ImageInput = bytes | bytearray | memoryview | str | Path
+ResultT = TypeVar("ResultT")
+
+
+class CallArgs(TypedDict, total=False):
+    """The options every client method takes."""
+
+    #: The call's deadline in seconds; None (or absent) takes the client's default.
+    timeout: float | None
+    #: Sent as ``x-request-id`` and carried by any :class:`ImagewireError`; None generates one.
+    request_id: str | None
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` if it is a positive finite number of seconds, else ValueError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """Accept encoded image bytes or a path to an image file."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    return Path(image).read_bytes()
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Everything a call sends besides its request."""
+
+    metadata: Metadata
+    timeout: float
+    request_id: str
+
+    @contextmanager
+    def raising(self) -> Iterator[None]:
+        """Turn a failed RPC into :class:`ImagewireError` carrying this call's request id."""
+        try:
+            yield
+        except grpc.RpcError as error:
+            raise ImagewireError.from_rpc_error(error, self.request_id) from None
+
+
+@dataclass(frozen=True)
+class PreparedCall(Generic[ResultT]):
+    """One call ready to send: the request, its options, and how each response message becomes a result."""
+
+    request: Message
+    options: CallOptions
+    decode: Callable[[Any], ResultT]
+
+    def start(self, method: Callable[..., Any]) -> Any:
+        """Invoke a stub method (blocking or asyncio) with the request and options."""
+        return method(self.request, timeout=self.options.timeout, metadata=self.options.metadata)
+
+
+class ServiceCore:
+    """A client's settings and what every call derives from them.
+
+    ``timeout`` is the default deadline of the service's main call (``DEFAULT_TIMEOUT`` when None);
+    ``control_timeout`` that of the control calls such as ListModels (when None, the shorter of ``timeout``
+    and 30 s). Both must be positive finite numbers of seconds.
+    """
+
+    DEFAULT_TIMEOUT = 30.0
+
+    def __init__(
+        self,
+        *,
+        timeout: float | None = None,
+        control_timeout: float | None = None,
+        auth_token: str | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.timeout = self.DEFAULT_TIMEOUT if timeout is None else check_timeout(timeout)
+        self.control_timeout = (
+            min(self.timeout, CONTROL_TIMEOUT_S) if control_timeout is None else check_timeout(control_timeout)
+        )
+        self._auth_token = auth_token
+        self._extra_metadata = tuple(metadata)
+
+    def options(self, timeout: float | None, request_id: str | None, *, control: bool = False) -> CallOptions:
+        """The options of one call: its deadline (None: the default), metadata and request id."""
+        if timeout is None:
+            timeout = self.control_timeout if control else self.timeout
+        request_id = request_id or uuid.uuid4().hex
+        return CallOptions(self.metadata(request_id), check_timeout(timeout), request_id)
+
+    def metadata(self, request_id: str) -> Metadata:
+        """Per-call metadata: the request id, the bearer token and the client's extra pairs."""
+        pairs: list[tuple[str, str]] = [(REQUEST_ID_KEY, request_id)]
+        if self._auth_token:
+            pairs.append(("authorization", f"Bearer {self._auth_token}"))
+        pairs.extend(self._extra_metadata)
+        return tuple(pairs)
+
+    def prepare(
+        self,
+        request: Message,
+        decode: Callable[[Any], ResultT],
+        timeout: float | None,
+        request_id: str | None,
+        *,
+        control: bool = False,
+    ) -> PreparedCall[ResultT]:
+        """A call of ``request``: the options are built (and the deadline checked) before anything is sent."""
+        return PreparedCall(request, self.options(timeout, request_id, control=control), decode)

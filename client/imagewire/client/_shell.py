@@ -1,0 +1,122 @@
+"""The blocking and asyncio shells: a channel, a stub, and the I/O of sending a :class:`PreparedCall`.
+
+Each typed client subclasses one of them, names its core and stub types, and defines its methods as one
+line each: ask the core for a prepared call, send it with ``_unary`` or ``_stream``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import grpc
+import grpc.aio
+
+from imagewire.client._channel import TlsConfig, aio_channel, sync_channel
+from imagewire.client._core import PreparedCall, ServiceCore
+
+CoreT = TypeVar("CoreT", bound=ServiceCore)
+ResultT = TypeVar("ResultT")
+
+
+class _Shell(Generic[CoreT]):
+    """The constructor every client shares.
+
+    ``target`` is any gRPC target string (``host:port``, ``dns:///name:port``, ``ipv4:a:p,b:p``).
+    ``timeout`` is the default deadline in seconds of the service's main call, ``control_timeout`` that of
+    ListModels (see :class:`imagewire.client.ServiceCore`); every method also takes its own ``timeout``.
+    ``auth_token`` is sent as a bearer token, ``metadata`` with every call; ``tls`` None means plaintext.
+    Failed calls raise :class:`imagewire.client.ImagewireError`.
+    """
+
+    _core_type: ClassVar[type[ServiceCore]]
+    _stub_type: ClassVar[Callable[[Any], Any]]
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        control_timeout: float | None = None,
+        auth_token: str | None = None,
+        tls: TlsConfig | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._core: CoreT = self._core_type(  # type: ignore[assignment]
+            timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata
+        )
+        self._channel = self._open(target, tls)
+        self._stub = self._stub_type(self._channel)
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of the service's main call, in seconds."""
+        return self._core.timeout
+
+    @property
+    def control_timeout(self) -> float:
+        """The default deadline of the control calls (ListModels), in seconds."""
+        return self._core.control_timeout
+
+    def _open(self, target: str, tls: TlsConfig | None) -> Any:
+        raise NotImplementedError
+
+
+class BlockingShell(_Shell[CoreT]):
+    """Base of the blocking clients; a context manager that closes the channel."""
+
+    def _open(self, target: str, tls: TlsConfig | None) -> grpc.Channel:
+        return sync_channel(target, tls)
+
+    def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
+        with call.options.raising():
+            return call.decode(call.start(method))
+
+    def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> Iterator[ResultT]:
+        rpc = call.start(method)
+        try:
+            with call.options.raising():
+                for response in rpc:
+                    yield call.decode(response)
+        finally:
+            rpc.cancel()  # a no-op after a complete stream; stops the server's work if the caller left early
+
+    def close(self) -> None:
+        """Close the channel, cancelling calls still in flight."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncShell(_Shell[CoreT]):
+    """Base of the asyncio clients; an async context manager that closes the channel."""
+
+    def _open(self, target: str, tls: TlsConfig | None) -> grpc.aio.Channel:
+        return aio_channel(target, tls)
+
+    async def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
+        with call.options.raising():
+            return call.decode(await call.start(method))
+
+    async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncIterator[ResultT]:
+        rpc = call.start(method)
+        try:
+            with call.options.raising():
+                async for response in rpc:
+                    yield call.decode(response)
+        finally:
+            rpc.cancel()
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls still in flight."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
