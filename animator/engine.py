@@ -123,7 +123,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
                     if first_byte:
                         first_byte = False
                         self._observe_first_byte(backend.model_id, time.monotonic() - submitted)
-                    self._metrics.add_streamed_bytes(backend.model_id, len(item.data))
+                    self._metrics.streamed_bytes.labels(backend.model_id).inc(len(item.data))
                 yield item
         finally:
             job.channel.cancel()  # a no-op once the generation finished; stops it when the caller left early
@@ -150,7 +150,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         return (*resolved, image)
 
     def _observe_first_byte(self, model_id: str, seconds: float) -> None:
-        self._metrics.observe_first_byte(model_id, seconds)
+        self._metrics.first_byte.labels(model_id).observe(seconds)
         current_call().annotate(first_byte_ms=round(seconds * 1000, 3))
 
     def _submit(self, job: Job) -> Job:
@@ -167,7 +167,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         for position, job in enumerate(self._waiting, start=1):
             job.channel.put_nowait(Progress(Stage.QUEUED, position, total))
         for model_id in self._models:
-            self._metrics.set_queue_depth(model_id, sum(1 for j in self._waiting if j.backend.model_id == model_id))
+            waiting = sum(1 for job in self._waiting if job.backend.model_id == model_id)
+            self._metrics.queue_depth.labels(model_id).set(waiting)
 
     async def _work(self) -> None:
         while True:
@@ -191,7 +192,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         """Worker thread: one generation from start to its last event."""
         model_id = job.backend.model_id
         started = time.monotonic()
-        self._metrics.observe_queue(model_id, started - job.enqueued)
+        self._metrics.queue_duration.labels(model_id).observe(started - job.enqueued)
         self.stats.runs_started += 1
         error: BaseException | None = None
         try:
@@ -211,7 +212,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             self.stats.runs_completed += 1
             self.stats.requests_completed += 1
         finally:
-            self._metrics.observe_compute(model_id, time.monotonic() - started)
+            self._metrics.compute_duration.labels(model_id).observe(time.monotonic() - started)
         job.channel.close(error)
 
     async def warm_up(self) -> None:

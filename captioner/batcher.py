@@ -96,7 +96,7 @@ class Batcher:
         future: asyncio.Future[Captioned] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(image, prompt, options, future, deadline))
         self._arrived_while_busy |= self._busy
-        self._metrics.set_queue_depth(self.backend.model_id, len(self._pending))
+        self._metrics.queue_depth.labels(self.backend.model_id).set(len(self._pending))
         self._arrived.set()
         try:
             return await future
@@ -143,7 +143,7 @@ class Batcher:
             else:
                 kept.append(item)
         self._pending = kept
-        self._metrics.set_queue_depth(self.backend.model_id, len(kept))
+        self._metrics.queue_depth.labels(self.backend.model_id).set(len(kept))
         return batch
 
     def _count(self, options: GenerationOptions) -> int:
@@ -153,8 +153,8 @@ class Batcher:
         model_id = self.backend.model_id
         started = time.monotonic()
         for item in batch:
-            self._metrics.observe_queue(model_id, started - item.enqueued)
-        self._metrics.observe_batch(model_id, len(batch))
+            self._metrics.queue_duration.labels(model_id).observe(started - item.enqueued)
+        self._metrics.batch_size.labels(model_id).observe(len(batch))
         self._busy, self._arrived_while_busy, self._last_batch_size = True, False, len(batch)
         self._stats.runs_started += 1
 
@@ -181,7 +181,7 @@ class Batcher:
 
     def _finish(self, batch: list[_Pending], captions: list[str], started: float) -> None:
         compute = time.monotonic() - started
-        self._metrics.observe_compute(self.backend.model_id, compute)
+        self._metrics.compute_duration.labels(self.backend.model_id).observe(compute)
         if all(item.future.done() for item in batch):
             self._stats.runs_stopped += 1  # every caller left; generation stopped at the next step
             return

@@ -97,7 +97,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         for model_id, source in sources:
             started = time.perf_counter()
             backends.append(await asyncio.to_thread(self.load_backend, model_id, source, device, dtype))
-            self.metrics.set_model_load(model_id, time.perf_counter() - started)
+            self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
-    """The server's instruments. Engines call the observe_* methods; the interceptor counts requests."""
+    """The server's instruments: engines observe queueing, compute and streaming; the interceptor counts requests."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -49,27 +49,6 @@ class Metrics:
             "imagewire_model_load_seconds", "How long loading and warming the model took.", ["model"], registry=r
         )
         self._http: Any = None
-
-    def observe_queue(self, model: str, seconds: float) -> None:
-        self.queue_duration.labels(model).observe(seconds)
-
-    def observe_compute(self, model: str, seconds: float) -> None:
-        self.compute_duration.labels(model).observe(seconds)
-
-    def observe_batch(self, model: str, size: int) -> None:
-        self.batch_size.labels(model).observe(size)
-
-    def set_queue_depth(self, model: str, depth: int) -> None:
-        self.queue_depth.labels(model).set(depth)
-
-    def observe_first_byte(self, model: str, seconds: float) -> None:
-        self.first_byte.labels(model).observe(seconds)
-
-    def add_streamed_bytes(self, model: str, count: int) -> None:
-        self.streamed_bytes.labels(model).inc(count)
-
-    def set_model_load(self, model: str, seconds: float) -> None:
-        self.model_load.labels(model).set(seconds)
 
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP in a background thread; returns the bound port (port 0 picks one)."""
