@@ -43,14 +43,16 @@ class ServerStartError(RuntimeError):
 
 
 class ServerProcess:
-    """One server child process: its announced ``target`` (``HOST:PORT``), its ready line, its stderr tail.
+    """One server child process: its ``command`` (the argv it runs), its announced ``target`` (``HOST:PORT``),
+    its ready line and its stderr tail.
 
     Built by :meth:`start`; a context manager that stops the process on exit.
     """
 
-    def __init__(self, name: str, process: subprocess.Popen[str], *, deadline: float, tail_lines: int,
-                 echo: bool, on_stderr_line: Callable[[str], None] | None) -> None:
+    def __init__(self, name: str, command: list[str], process: subprocess.Popen[str], *, deadline: float,
+                 tail_lines: int, echo: bool, on_stderr_line: Callable[[str], None] | None) -> None:
         self.name = name
+        self.command = command
         self.process = process
         self.target = ""
         self.ready_line = ""
@@ -76,8 +78,9 @@ class ServerProcess:
         ``env`` is added to this process's environment. ``echo`` (default: the ``IMAGEWIRE_SERVER_LOGS``
         variable) copies the child's stderr here live; ``on_stderr_line`` sees every stderr line (from a thread).
         """
+        argv = [*command, "--port", "0"]
         process = subprocess.Popen(
-            [*command, "--port", "0"],
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -88,7 +91,7 @@ class ServerProcess:
         )
         if echo is None:
             echo = os.environ.get(ECHO_ENV, "") not in ("", "0")
-        return cls(name, process, deadline=time.monotonic() + start_timeout_s, tail_lines=tail_lines, echo=echo,
+        return cls(name, argv, process, deadline=time.monotonic() + start_timeout_s, tail_lines=tail_lines, echo=echo,
                    on_stderr_line=on_stderr_line)
 
     def __enter__(self) -> ServerProcess:
