@@ -73,6 +73,7 @@ class BackgroundServer:
 
 
 def conditioning_image(width: int, height: int) -> Image.Image:
+    """A smooth colour gradient: the same picture for both paths."""
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
     rgb = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
@@ -81,6 +82,7 @@ def conditioning_image(width: int, height: int) -> Image.Image:
 
 
 def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Path) -> float:
+    """The pipeline, then ``export_to_video``; returns the seconds both took."""
     started = time.perf_counter()
     frames = pipeline(
         image, width=params["width"], height=params["height"], num_frames=params["num_frames"],
@@ -93,6 +95,7 @@ def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Pa
 
 
 def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], out: Path) -> tuple[float, float, int]:
+    """One streamed request to a file; returns the seconds to the first video byte, the total, the bytes."""
     started = time.perf_counter()
     first_byte: list[float] = []
 
@@ -143,6 +146,7 @@ class Runs:
     video_bytes: int = 0
 
     def add_served(self, measured: tuple[float, float, int]) -> None:
+        """Record what :func:`run_served` returned."""
         first_s, total_s, self.video_bytes = measured
         self.first.append(first_s)
         self.total.append(total_s)

@@ -63,6 +63,7 @@ class LevelResult:
         return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
+        """The level's figures for the report."""
         out: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,

@@ -21,6 +21,8 @@ from captioner.training.shapes import SHAPES, Scene, draw, random_scene, shape_m
 
 @dataclass(frozen=True)
 class Batch:
+    """One training step's tensors: images, token ids and mask, caption labels (-100 = no loss), patch labels."""
+
     pixel_values: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor

@@ -25,6 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, threads: int) -> None:
+    """Seed every generator and fix the thread count and kernels: what makes two runs give the same weights."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -34,6 +34,7 @@ def build_vocab() -> dict[str, int]:
 
 
 def build_processor(image_size: int) -> BlipProcessor:
+    """The tokenizer over :func:`build_vocab` (padding on the left) and an image processor at ``image_size``."""
     # vocab= (not vocab_file=) is what gives a working WordPiece model with these words.
     tokenizer = BertTokenizerFast(vocab=build_vocab(), do_lower_case=True, padding_side="left")
     tokenizer.model_max_length = 64
@@ -42,6 +43,7 @@ def build_processor(image_size: int) -> BlipProcessor:
 
 
 def build_config(settings: TrainSettings, tokenizer: BertTokenizerFast) -> BlipConfig:
+    """A small BLIP whose special token ids fall inside the tokenizer's vocabulary."""
     hidden = settings.hidden_size
     text_config = {
         "vocab_size": len(tokenizer.get_vocab()),
