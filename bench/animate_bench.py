@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from PIL import Image
 from animator import tiny
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits
+from animator.params import ModelDefaults
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
@@ -70,6 +72,7 @@ class BackgroundServer:
 
 
 def conditioning_image(width: int, height: int) -> Image.Image:
+    """A smooth colour gradient: the same picture for both paths."""
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
     rgb = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
@@ -78,6 +81,7 @@ def conditioning_image(width: int, height: int) -> Image.Image:
 
 
 def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Path) -> float:
+    """The pipeline, then ``export_to_video``; returns the seconds both took."""
     started = time.perf_counter()
     frames = pipeline(
         image, width=params["width"], height=params["height"], num_frames=params["num_frames"],
@@ -90,6 +94,7 @@ def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Pa
 
 
 def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], out: Path) -> tuple[float, float, int]:
+    """One streamed request to a file; returns the seconds to the first video byte, the total, the bytes."""
     started = time.perf_counter()
     first_byte: list[float] = []
 
@@ -101,7 +106,7 @@ def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], 
     return first_byte[0], time.perf_counter() - started, result.total_bytes
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
     parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
@@ -114,7 +119,82 @@ def main() -> None:
     parser.add_argument("--decode-chunk-size", type=int)
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def request_params(args: argparse.Namespace, defaults: ModelDefaults) -> dict[str, int]:
+    """The request both paths run: the flags where given, else the model's own defaults."""
+    return {
+        "width": args.width or defaults.width,
+        "height": args.height or defaults.height,
+        "num_frames": args.num_frames or defaults.num_frames,
+        "num_inference_steps": args.num_inference_steps or defaults.num_inference_steps,
+        "decode_chunk_size": args.decode_chunk_size or defaults.decode_chunk_size,
+        "fps": args.fps,
+        "seed": args.seed,
+    }
+
+
+@dataclass
+class Runs:
+    """Seconds per repeat: the plain pipeline, the served first video byte, the served total."""
+
+    plain: list[float] = field(default_factory=list)
+    first: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    video_bytes: int = 0
+
+    def add_served(self, measured: tuple[float, float, int]) -> None:
+        """Record what :func:`run_served` returned."""
+        first_s, total_s, self.video_bytes = measured
+        self.first.append(first_s)
+        self.total.append(total_s)
+
+
+def measure(address: str, pipeline: Any, params: dict[str, int], repeats: int) -> Runs:
+    """Both paths ``repeats`` times, alternating which goes first, after one untimed run of each."""
+    image = conditioning_image(params["width"], params["height"])
+    runs = Runs()
+    with tempfile.TemporaryDirectory() as scratch, AnimateClient(address, timeout=3600) as client:
+        png_path = Path(scratch) / "image.png"
+        image.save(png_path)
+        image_png = png_path.read_bytes()
+        plain_out, served_out = Path(scratch) / "plain.mp4", Path(scratch) / "served.mp4"
+        # One untimed run of each: lazy initialisation (allocator, encoder libraries, the channel).
+        run_plain(pipeline, image, params, plain_out)
+        run_served(client, image_png, params, served_out)
+        for repeat in range(repeats):
+            # Alternate which goes first (ABBA...): on a shared machine the first of a pair is often slower.
+            if repeat % 2:
+                runs.add_served(run_served(client, image_png, params, served_out))
+                runs.plain.append(run_plain(pipeline, image, params, plain_out))
+            else:
+                runs.plain.append(run_plain(pipeline, image, params, plain_out))
+                runs.add_served(run_served(client, image_png, params, served_out))
+    return runs
+
+
+def report(runs: Runs, header: dict[str, Any]) -> dict[str, Any]:
+    """The JSON: the medians, the ratios to the plain pipeline, and every run."""
+    plain_s, first_s, total_s = (statistics.median(v) for v in (runs.plain, runs.first, runs.total))
+    return {
+        **header,
+        "video_bytes": runs.video_bytes,
+        "plain_pipeline_export_s": round(plain_s, 3),
+        "served_first_byte_s": round(first_s, 3),
+        "served_total_s": round(total_s, 3),
+        "ratio_total_over_plain": round(total_s / plain_s, 4),
+        "ratio_total_over_plain_per_pair_median": round(
+            statistics.median(t / p for t, p in zip(runs.total, runs.plain)), 4
+        ),
+        "ratio_first_byte_over_plain": round(first_s / plain_s, 4),
+        "runs": {"plain_s": [round(v, 3) for v in runs.plain], "first_byte_s": [round(v, 3) for v in runs.first],
+                 "total_s": [round(v, 3) for v in runs.total]},
+    }
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -125,60 +205,14 @@ def main() -> None:
     server = BackgroundServer(settings)
     address = server.start()
     backend = server.app.engine().backends[0]
-    defaults = backend.defaults
-    params = {
-        "width": args.width or defaults.width,
-        "height": args.height or defaults.height,
-        "num_frames": args.num_frames or defaults.num_frames,
-        "num_inference_steps": args.num_inference_steps or defaults.num_inference_steps,
-        "decode_chunk_size": args.decode_chunk_size or defaults.decode_chunk_size,
-        "fps": args.fps,
-        "seed": args.seed,
-    }
-    image = conditioning_image(params["width"], params["height"])
-    with tempfile.TemporaryDirectory() as scratch:
-        png_path = Path(scratch) / "image.png"
-        image.save(png_path)
-        image_png = png_path.read_bytes()
-        plain_out, served_out = Path(scratch) / "plain.mp4", Path(scratch) / "served.mp4"
-        pipeline = backend.pipeline  # type: ignore[attr-defined]
-        plain: list[float] = []
-        first: list[float] = []
-        total: list[float] = []
-        with AnimateClient(address, timeout=3600) as client:
-            # One untimed run of each: lazy initialisation (allocator, encoder libraries, the channel).
-            run_plain(pipeline, image, params, plain_out)
-            run_served(client, image_png, params, served_out)
-            for repeat in range(args.repeats):
-                # Alternate which goes first (ABBA...): on a shared machine the first of a pair is often slower.
-                if repeat % 2:
-                    first_s, total_s, video_bytes = run_served(client, image_png, params, served_out)
-                    plain.append(run_plain(pipeline, image, params, plain_out))
-                else:
-                    plain.append(run_plain(pipeline, image, params, plain_out))
-                    first_s, total_s, video_bytes = run_served(client, image_png, params, served_out)
-                first.append(first_s)
-                total.append(total_s)
-    server.stop()
-
-    plain_s, first_s, total_s = (statistics.median(v) for v in (plain, first, total))
-    print(json.dumps({
-        "benchmark": "animate",
-        "model": model,
-        "device": str(backend.device),
-        "torch_threads": torch.get_num_threads(),
-        **params,
-        "repeats": args.repeats,
-        "video_bytes": video_bytes,
-        "plain_pipeline_export_s": round(plain_s, 3),
-        "served_first_byte_s": round(first_s, 3),
-        "served_total_s": round(total_s, 3),
-        "ratio_total_over_plain": round(total_s / plain_s, 4),
-        "ratio_total_over_plain_per_pair_median": round(statistics.median(t / p for t, p in zip(total, plain)), 4),
-        "ratio_first_byte_over_plain": round(first_s / plain_s, 4),
-        "runs": {"plain_s": [round(v, 3) for v in plain], "first_byte_s": [round(v, 3) for v in first],
-                 "total_s": [round(v, 3) for v in total]},
-    }, indent=2))
+    params = request_params(args, backend.defaults)
+    try:
+        runs = measure(address, backend.pipeline, params, args.repeats)  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+    header = {"benchmark": "animate", "model": model, "device": str(backend.device),
+              "torch_threads": torch.get_num_threads(), **params, "repeats": args.repeats}
+    print(json.dumps(report(runs, header), indent=2))
 
 
 if __name__ == "__main__":

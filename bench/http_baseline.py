@@ -7,8 +7,9 @@ device, dtype and generation options) but serves one request at a time, with no 
 
     python -m bench.http_baseline --model DIR [--port 0] [--device cpu]
 
-It prints ``http-baseline listening on HOST:PORT`` and then ``http-baseline ready`` on stdout once the model is
-loaded and warmed, so a benchmark can start it with ``--port 0`` and learn the port.
+It prints the same announcement lines as the gRPC servers (:mod:`imagewire_serving.announce`) on stdout:
+``http-baseline listening on HOST:PORT``, then ``http-baseline ready in ...`` once the model is loaded and warmed,
+so a benchmark can start it with ``--port 0`` through :mod:`imagewire_serving.launcher` and learn the port.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Response, UploadFile
 from PIL import Image
 
 from captioner.backend import BlipBackend, GenerationOptions
+from imagewire_serving.announce import listening_line, ready_line
 from imagewire_serving.device import default_dtype, resolve_device
 from imagewire_serving.errors import InvalidArgument
 from imagewire_serving.images import decode_image
@@ -83,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
     device = resolve_device(args.device)
     backend = BlipBackend.load(args.model, device, default_dtype(device))
     # The same warm-up as the gRPC captioner, so neither server's first request pays for lazy initialisation.
@@ -96,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.bind((args.host, args.port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
-    print(f"{NAME} listening on {host}:{port}", flush=True)
-    print(f"{NAME} ready", flush=True)
+    print(listening_line(NAME, f"{host}:{port}"), flush=True)
+    print(ready_line(NAME, time.perf_counter() - started), flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

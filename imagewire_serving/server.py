@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
 
 from imagewire_serving import logs
+from imagewire_serving.announce import listening_line, ready_line
 from imagewire_serving.health import HealthServicer
 from imagewire_serving.interceptors import ServingInterceptor
 from imagewire_serving.metrics import Metrics
@@ -138,7 +139,7 @@ async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await server.start()
-    _announce(f"{name} listening on {server.address}")
+    _announce(listening_line(name, server.address))
     load = asyncio.create_task(_load(server, name))
     await stopping.wait()
     _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
@@ -158,7 +159,7 @@ async def _load(server: GrpcServer, name: str) -> None:
         # A server that cannot serve should not pretend to be alive: exit non-zero so the supervisor sees it.
         logging.shutdown()
         raise SystemExit(1) from None
-    _announce(f"{name} ready in {time.perf_counter() - started:.1f}s")
+    _announce(ready_line(name, time.perf_counter() - started))
 
 
 def _announce(line: str) -> None:

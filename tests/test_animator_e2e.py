@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from animator import tiny
 from animator.settings import AnimatorSettings
-from tests.support import script, server_process, solid
+from imagewire_serving.launcher import launch
+from tests.support import script, solid
 
 # The test machine's two cores are shared with other jobs: one OpenMP thread is much faster than two spinning.
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -26,7 +27,7 @@ def test_animator_process_serves_health_reflection_and_the_cli(tmp_path: Path) -
     image.write_bytes(solid(size=(120, 80)))
     out = tmp_path / "out.mp4"
     # No --model: the embedded default.
-    with server_process([script("imagewire-animator")], name="imagewire-animator", env=ENV) as server:
+    with launch([script("imagewire-animator")], name="imagewire-animator", env=ENV) as server:
         with grpc.insecure_channel(server.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="imagewire.animate.v1.AnimateService"), timeout=10)

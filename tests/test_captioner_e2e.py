@@ -9,14 +9,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support import script, server_process, solid
+from imagewire_serving.launcher import launch
+from tests.support import script, solid
 
 
 def test_captioner_process_serves_health_reflection_and_the_cli(tmp_path: Path, tiny_caption_model: str) -> None:
     image = tmp_path / "img.png"
     image.write_bytes(solid())
     command = [script("imagewire-captioner"), "--model", tiny_caption_model]
-    with server_process(command, name="imagewire-captioner") as server:
+    with launch(command, name="imagewire-captioner") as server:
         with grpc.insecure_channel(server.target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

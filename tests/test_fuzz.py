@@ -21,7 +21,8 @@ from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 from PIL import Image
 
-from tests.support import ServerProcess, encode, script, server_process
+from imagewire_serving.launcher import ServerProcess, launch
+from tests.support import encode, script
 
 CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
@@ -71,7 +72,7 @@ class Tally:
 def captioner_process(tiny_caption_model: str) -> Iterator[ServerProcess]:
     command = [script("imagewire-captioner"), "--model", tiny_caption_model, "--max-new-tokens-limit", "12",
                "--default-max-new-tokens", "4"]
-    with server_process(command, name="imagewire-captioner") as server:
+    with launch(command, name="imagewire-captioner") as server:
         yield server
         assert server.process.poll() is None, "the server died during the fuzz run"
         with grpc.insecure_channel(server.target) as channel:
@@ -158,7 +159,7 @@ def animator_process() -> Iterator[ServerProcess]:
     # Tight operator bounds keep every request the fuzzer gets accepted cheap on a CPU.
     command = [script("imagewire-animator"), "--max-num-frames", "4", "--max-num-inference-steps", "2",
                "--max-pixels-per-frame", str(64 * 64), "--max-queue", "64"]
-    with server_process(command, name="imagewire-animator") as server:
+    with launch(command, name="imagewire-animator") as server:
         yield server
         assert server.process.poll() is None, "the server died during the fuzz run"
         with grpc.insecure_channel(server.target) as channel:

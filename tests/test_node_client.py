@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import script, server_process, solid
+from imagewire_serving.launcher import launch
+from tests.support import script, solid
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.skipif(
 def test_node_client_captions_through_the_contract(tmp_path: Path, tiny_caption_model: str) -> None:
     image = tmp_path / "image.png"
     image.write_bytes(solid(size=(30, 20)))
-    with server_process([script("imagewire-captioner"), "--model", tiny_caption_model],
-                        name="imagewire-captioner") as server:
+    with launch([script("imagewire-captioner"), "--model", tiny_caption_model],
+                name="imagewire-captioner") as server:
         done = subprocess.run(["node", str(EXAMPLE / "imagewire.js"), "caption", str(image), server.target],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

@@ -13,17 +13,18 @@ import torch
 from PIL import Image, ImageOps
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from captioner.training.evaluation import caption
+from captioner.training.settings import HELD_OUT_PAIR_SEEDS, HELD_OUT_SINGLE_SEEDS, TRAIN_SEED_BASE
 from captioner.training.shapes import (
     BACKGROUND_COLOURS,
     COLOURS,
     SHAPE_COLOURS,
     SHAPES,
-    Scene,
     draw,
     make_example,
     random_scene,
+    scene_with,
 )
-from captioner.training.train import HELD_OUT_PAIR_SEEDS, HELD_OUT_SINGLE_SEEDS, TRAIN_SEED_BASE
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "captioner" / "models" / "shapes-blip"
 
@@ -49,15 +50,7 @@ def _caption(
     num_beams: int = 1,
 ) -> list[str]:
     model, processor = captioner
-    text = list(prompts) if prompts is not None else None
-    inputs = processor(images=list(images), text=text, return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=24, num_beams=num_beams)
-    return [caption.strip() for caption in processor.batch_decode(output, skip_special_tokens=True)]
-
-
-def _pair_scene(seed: int) -> Scene:
-    return random_scene(random.Random(seed), min_shapes=2, max_shapes=2)
+    return caption(model, processor, images, prompts, num_beams=num_beams, max_new_tokens=24)
 
 
 def test_generator_is_deterministic() -> None:
@@ -167,7 +160,7 @@ def test_exif_rotation_is_undone_before_captioning(
     captioner: tuple[BlipForConditionalGeneration, BlipProcessor],
 ) -> None:
     # Two shapes named left to right: a caption only matches if the picture is upright again.
-    scenes = [_pair_scene(seed) for seed in HELD_OUT_PAIR_SEEDS[:8]]
+    scenes = [scene_with(seed, 2) for seed in HELD_OUT_PAIR_SEEDS[:8]]
     upright = [draw(scene, 96) for scene in scenes]
     loaded: list[Image.Image] = []
     for image in upright:

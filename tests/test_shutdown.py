@@ -11,12 +11,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagewire.client import AnimateClient, AnimateResult, ImagewireError, Progress, VideoSink
 
-from tests.support import script, server_process, solid
+from imagewire_serving.launcher import launch
+from tests.support import script, solid
 
 
 def test_sigterm_during_an_animate_stream_lets_it_finish_and_exits_zero(tmp_path: Path) -> None:
     command = [script("imagewire-animator"), "--grace", "120"]
-    with server_process(command, name="imagewire-animator") as server, AnimateClient(server.target) as client:
+    with launch(command, name="imagewire-animator") as server, AnimateClient(server.target) as client:
         sink = VideoSink(tmp_path / "out.mp4")
         result = None
         signalled = False

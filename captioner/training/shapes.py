@@ -188,3 +188,8 @@ def make_example(seed: int, *, max_shapes: int = 2, size: int = DEFAULT_SIZE) ->
     """The image and scene for ``seed``: the same seed always gives the same picture."""
     scene = random_scene(random.Random(seed), max_shapes=max_shapes)
     return draw(scene, size), scene
+
+
+def scene_with(seed: int, shapes: int) -> Scene:
+    """The scene for ``seed`` with exactly ``shapes`` shapes (held-out sets fix the count, training does not)."""
+    return random_scene(random.Random(seed), min_shapes=shapes, max_shapes=shapes)
