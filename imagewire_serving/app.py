@@ -9,9 +9,13 @@ servicer is registered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import threading
 import time
-from collections.abc import Sequence
-from typing import ClassVar, Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import grpc.aio
 import torch
@@ -34,6 +38,7 @@ class _Engine(Protocol):
 EngineT = TypeVar("EngineT", bound=_Engine)
 BackendT = TypeVar("BackendT")
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+T = TypeVar("T")
 
 
 class EngineApp(Generic[SettingsT, EngineT, BackendT]):
@@ -92,15 +97,54 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         """Each --model (or the embedded default) loaded off the event loop and timed."""
         quiet_model_loaders(self.model_libraries)
         models = self.settings.server.models
-        sources = [(model, model) for model in models] or [await asyncio.to_thread(self.default_model)]
+        sources = [(model, model) for model in models] or [await in_daemon_thread(self.default_model)]
         backends: list[BackendT] = []
         for model_id, source in sources:
             started = time.perf_counter()
-            backends.append(await asyncio.to_thread(self.load_backend, model_id, source, device, dtype))
+            backends.append(await in_daemon_thread(self._load_one, model_id, source, device, dtype))
             self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
+
+    def _load_one(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
+        """One backend, or a ValueError naming the --model that failed and why, in one line."""
+        if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():
+            raise ValueError(f"--model {source}: no such directory")
+        try:
+            return self.load_backend(model_id, source, device, dtype)
+        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"--model {source}: cannot load it: {reason}") from error
 
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.close()
 
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """A local directory rather than a hub id ("owner/name"): absolute, relative with ./ or ../, or ~."""
+    return source.startswith(("/", "./", "../", "~")) or Path(source).exists()
+
+
+async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call (a model load, which may take minutes or hang on a network) off the event loop in a
+    daemon thread: unlike the default executor's threads, it does not hold the process open after a SIGTERM."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = function(*args)
+        except BaseException as error:  # handed to the awaiting coroutine
+            report: Callable[[], None] = functools.partial(future.set_exception, error)
+        else:
+            report = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop closed while we worked: nobody is waiting
+            loop.call_soon_threadsafe(settle, report)
+
+    threading.Thread(target=target, name=f"load:{getattr(function, '__name__', 'call')}", daemon=True).start()
+    return await future

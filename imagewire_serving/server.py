@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
 
 from imagewire_serving import logs
 from imagewire_serving.announce import listening_line, ready_line
+from imagewire_serving.errors import ServingError
 from imagewire_serving.health import HealthServicer
 from imagewire_serving.interceptors import ServingInterceptor
 from imagewire_serving.metrics import Metrics
@@ -34,6 +36,11 @@ MAX_RECEIVE_BYTES = MAX_IMAGE_BYTES + MAX_REQUEST_OVERHEAD_BYTES
 # Responses are captions and <= 1 MiB video chunks.
 MAX_SEND_BYTES = 4 * 1024 * 1024
 OVERALL = ""
+
+
+class StartupError(Exception):
+    """The server cannot serve what it was given (a busy port, a missing model, no such device): said in one
+    line naming the flag or the cause, and the process exits with status 2."""
 
 
 class App(Protocol):
@@ -61,6 +68,8 @@ def server_options() -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_age_grace_ms", 60_000),
+        # gRPC's default SO_REUSEPORT lets a second server bind a busy port and silently take part of its calls.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -96,12 +105,16 @@ class GrpcServer:
                      reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_secure_port(address, self._credentials()) if self.settings.tls else (
-            server.add_insecure_port(address))
-        if self.port == 0:
-            raise OSError(f"could not bind {address}")
+        try:
+            self.port = server.add_secure_port(address, self._credentials()) if self.settings.tls else (
+                server.add_insecure_port(address))
+        except (RuntimeError, OSError) as error:
+            raise StartupError(f"--port {self.settings.port}: cannot listen on {address}: {error}") from error
         if self.settings.metrics_port is not None:
-            self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+            try:
+                self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+            except OSError as error:
+                raise StartupError(f"--metrics-port {self.settings.metrics_port}: {error.strerror}") from error
         await server.start()
         self._server = server
         return self.port
@@ -138,48 +151,74 @@ async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    _check_port_free(settings.host, settings.port)
     await server.start()
     _announce(listening_line(name, server.address))
-    load = asyncio.create_task(_load(server, name))
-    await stopping.wait()
-    _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
-    if not load.done():
+    started = time.perf_counter()
+    load = asyncio.create_task(server.load(), name="load")
+    signalled = asyncio.create_task(stopping.wait(), name="signal")
+    await asyncio.wait({load, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if load.done() and load.exception() is not None:
+        signalled.cancel()
+        await server.stop(0)
+        raise StartupError(_cause(load.exception())) from load.exception()
+    if load.done():
+        _announce(ready_line(name, time.perf_counter() - started))
+        await signalled
+    else:
         load.cancel()
+        await asyncio.gather(load, return_exceptions=True)
+    _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
     await server.stop()
     _LOGGER.info("%s: stopped", name)
     return 0
 
 
-async def _load(server: GrpcServer, name: str) -> None:
-    started = time.perf_counter()
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, in one line naming the flag (gRPC's own bind error is a C-core
+    log line; SO_REUSEPORT is off in server_options, so gRPC would refuse too)."""
+    if port == 0:
+        return
     try:
-        await server.load()
-    except Exception:
-        _LOGGER.exception("%s: loading the models failed", name)
-        # A server that cannot serve should not pretend to be alive: exit non-zero so the supervisor sees it.
-        logging.shutdown()
-        raise SystemExit(1) from None
-    _announce(ready_line(name, time.perf_counter() - started))
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise StartupError(f"--host {host}: {error.strerror}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise StartupError(f"--port {port}: cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def _cause(error: BaseException | None) -> str:
+    """One line for a failed start: the message of an error that names its flag, else the error's type too."""
+    if isinstance(error, StartupError | ValueError | ServingError):
+        return str(error)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"loading the models failed: {type(error).__name__}: {first}"
 
 
 def _announce(line: str) -> None:
-    # Supervisors and tests read this from stdout to learn the bound port (with --port 0) and readiness.
+    # Supervisors and tests read this from stdout to learn the bound port (with --port 0) and readiness; the log
+    # (stderr) gets it at DEBUG only, so a terminal does not show every line twice.
     print(line, flush=True)
-    _LOGGER.info(line)
+    _LOGGER.debug(line)
 
 
 def run(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
-    """The body of a server's main(): configure logging and serve until a signal."""
+    """The body of a server's main(): configure logging, serve until a signal; 2 when it cannot start."""
     logs.configure(settings.log_format, settings.log_level)
     try:
         return asyncio.run(serve(settings, app, metrics, name=name))
     except KeyboardInterrupt:
         return 0
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    except StartupError as error:
+        _LOGGER.debug("start-up failed", exc_info=error.__cause__ or error)
+        return fail_startup(name, error)
 
 
 def fail_startup(name: str, error: Exception) -> int:
-    """Report a settings error the way argparse does and return the exit status."""
+    """Report a start-up error the way argparse does and return the exit status."""
     print(f"{name}: error: {error}", file=sys.stderr)
     return 2
