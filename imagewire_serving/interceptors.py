@@ -108,7 +108,8 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             code = _aborted_code(context)  # the servicer (or the auth check above) chose the status
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
+            # grpc cancels the handler both when the caller goes away and when its deadline passes: say which.
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
             code = grpc.StatusCode.INTERNAL
@@ -142,6 +143,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 }
             },
         )
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:

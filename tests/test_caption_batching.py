@@ -145,10 +145,10 @@ def batcher_of(server: GrpcServer) -> Batcher:
     return app.engine().batcher("")
 
 
-def cancelled_calls(server: GrpcServer) -> float:
-    """Caption calls the server saw end as CANCELLED (its handler was cancelled: caller gone or deadline passed)."""
+def ended_calls(server: GrpcServer, code: str) -> float:
+    """Caption calls the server saw end with ``code`` (CANCELLED: caller gone; DEADLINE_EXCEEDED: time ran out)."""
     value = server.metrics.registry.get_sample_value(
-        "imagewire_requests_total", {"method": CAPTION_METHOD, "code": "CANCELLED"}
+        "imagewire_requests_total", {"method": CAPTION_METHOD, "code": code}
     )
     return value or 0.0
 
@@ -274,7 +274,8 @@ async def test_service_expired_and_cancelled_calls_never_reach_the_model(server:
     batcher = batcher_of(server)
     engine = server.app.engine()  # type: ignore[attr-defined]
     blocker_png, expired_png, cancelled_png, kept_png = noise_pngs(4, seed=21)
-    ended_before = cancelled_calls(server)
+    cancelled_before = ended_calls(server, "CANCELLED")
+    expired_before = ended_calls(server, "DEADLINE_EXCEEDED")
     with gate(batcher.backend) as held:
         async with AsyncCaptionClient(server.address) as client:
             blocker = asyncio.create_task(client.caption(blocker_png))
@@ -289,7 +290,9 @@ async def test_service_expired_and_cancelled_calls_never_reach_the_model(server:
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             # Both handlers end (cancelled by grpc) while the model is still busy; their queue slots are then dead.
-            await wait_until(lambda: cancelled_calls(server) == ended_before + 2)
+            # The server records each as what it was: one caller gone, one deadline passed.
+            await wait_until(lambda: ended_calls(server, "CANCELLED") == cancelled_before + 1)
+            await wait_until(lambda: ended_calls(server, "DEADLINE_EXCEEDED") == expired_before + 1)
             completed_before = engine.stats.requests_completed
             held.release()
             await blocker

@@ -105,3 +105,22 @@ async def test_animate_fields_are_what_the_server_enforces(animator_server: Grpc
                         return
 
                 assert await rejected(first, request) == [name], (name, value)
+
+
+async def test_a_huge_unknown_model_id_is_not_found_with_a_short_message(
+    caption_server: GrpcServer, animator_server: GrpcServer
+) -> None:
+    huge = "m" * 10_000  # echoed twice in full, it once overflowed the status trailers (RESOURCE_EXHAUSTED)
+    async with grpc.aio.insecure_channel(caption_server.address) as channel:
+        call = caption_pb2_grpc.CaptionServiceStub(channel).Caption(
+            caption_pb2.CaptionRequest(image=solid(), model_id=huge), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND and len(caught.value.details() or "") < 300
+    async with grpc.aio.insecure_channel(animator_server.address) as channel:
+        stream = animate_pb2_grpc.AnimateServiceStub(channel).Animate(
+            animate_pb2.AnimateRequest(image=solid(), model_id=huge), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream.read()
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND and len(caught.value.details() or "") < 300
+    assert "10002 characters" in (caught.value.details() or "")
