@@ -112,7 +112,7 @@ class SvdBackend:
             return {}
 
         output = self.pipeline(  # type: ignore[operator]
-            image,
+            _at_least_two_pixels(image),
             height=params.height,
             width=params.width,
             num_frames=params.num_frames,
@@ -152,6 +152,14 @@ class SvdBackend:
                 yield (images * 255).round().astype(np.uint8)
         finally:
             pipeline.maybe_free_model_hooks()  # type: ignore[attr-defined]
+
+
+def _at_least_two_pixels(image: Image.Image) -> Image.Image:
+    """The pipeline reflect-pads the image by one pixel before resizing it for the image encoder, which needs two
+    pixels per side: a one-pixel line is widened to two (nearest: the same picture), anything else is unchanged."""
+    if min(image.size) >= 2:
+        return image
+    return image.resize((max(2, image.width), max(2, image.height)), Image.Resampling.NEAREST)
 
 
 def generator(seed: int) -> torch.Generator:

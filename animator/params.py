@@ -87,7 +87,9 @@ def request_fields(defaults: ModelDefaults, limits: EngineLimits) -> dict[str, R
         RequestField("image", None, 1, limits.image.max_bytes),
         RequestField("width", defaults.width, MIN_SIDE, widest, multiple_of=8),
         RequestField("height", defaults.height, MIN_SIDE, widest, multiple_of=8),
-        RequestField("num_frames", defaults.num_frames, 1, limits.max_num_frames),
+        # Two at least: with one frame the guidance ramp is its first value alone, and the pipeline, which decided
+        # on classifier-free guidance from the last value, would fail (see _check_guidance).
+        RequestField("num_frames", defaults.num_frames, 2, limits.max_num_frames),
         RequestField("fps", defaults.fps, 1, limits.max_fps),
         RequestField("motion_bucket_id", defaults.motion_bucket_id, 0, MAX_MOTION_BUCKET_ID),
         RequestField("noise_aug_strength", defaults.noise_aug_strength, 0.0, 1.0),
@@ -114,7 +116,22 @@ def resolve(request: AnimateInput, defaults: ModelDefaults, limits: EngineLimits
         too_many = (f"width x height = {values['width'] * values['height']} pixels; the limit is "
                     f"{limits.max_pixels_per_frame}")
         violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
+    if not any(violation.field.endswith("_guidance_scale") for violation in violations):
+        violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"])
     errors.collect(violations)
     values["decode_chunk_size"] = min(values["decode_chunk_size"], values["num_frames"])
     seed = secrets.randbits(63) if request.seed is None else request.seed
     return GenerationParams(seed=seed, **values), request.format or VideoFormat.MP4_H264
+
+
+def _check_guidance(low: float, high: float) -> list[FieldViolation]:
+    """The guidance ramp must rise from the first frame to the last.
+
+    The pipeline encodes the image for classifier-free guidance when max_guidance_scale > 1 and, at every step,
+    guides when the largest value of the ramp min -> max over the frames is > 1; the two decisions agree only
+    when max_guidance_scale is the ramp's largest value.
+    """
+    if low <= high:
+        return []
+    why = f"must be <= max_guidance_scale ({high:g}): the guidance rises from the first frame to the last"
+    return [FieldViolation("min_guidance_scale", why)]

@@ -70,10 +70,13 @@ def app_of(server: GrpcServer) -> AnimatorApp:
     return server.app
 
 
-async def timed_events(server: GrpcServer, **params: object) -> list[tuple[float, AnimateEvent]]:
+async def timed_events(
+    server: GrpcServer, *, picture: bytes | None = None, **params: object
+) -> list[tuple[float, AnimateEvent]]:
     async with AsyncAnimateClient(server.address, timeout=120) as client:
         started = time.monotonic()
-        return [(time.monotonic() - started, e) async for e in client.animate(image(), **params)]  # type: ignore[arg-type]
+        stream = client.animate(picture or image(), **params)  # type: ignore[arg-type]
+        return [(time.monotonic() - started, e) async for e in stream]
 
 
 async def events(server: GrpcServer, **params: object) -> list[AnimateEvent]:
@@ -151,6 +154,7 @@ BAD_FIELDS = [
     ("width", {"width": 100}),
     ("height", {"height": 8}),
     ("num_frames", {"num_frames": 0}),
+    ("num_frames", {"num_frames": 1}),  # the pipeline's guidance decisions disagree for one frame
     ("num_frames", {"num_frames": 17}),
     ("fps", {"fps": 0}),
     ("motion_bucket_id", {"motion_bucket_id": 1024}),
@@ -161,17 +165,28 @@ BAD_FIELDS = [
     ("decode_chunk_size", {"decode_chunk_size": 0}),
     ("min_guidance_scale", {"min_guidance_scale": -1.0}),
     ("max_guidance_scale", {"max_guidance_scale": math.inf}),
+    ("min_guidance_scale", {"min_guidance_scale": 2.0, "max_guidance_scale": 1.0}),
+    ("min_guidance_scale", {"min_guidance_scale": 20.0, "max_guidance_scale": 0.0}),
     ("format", {"format": 7}),
 ]
 
 
-@pytest.mark.parametrize(("field", "params"), BAD_FIELDS, ids=[f"{f}={next(iter(p.values()))}" for f, p in BAD_FIELDS])
+@pytest.mark.parametrize(("field", "params"), BAD_FIELDS,
+                         ids=[",".join(f"{k}={v}" for k, v in p.items()) for _, p in BAD_FIELDS])
 async def test_a_bad_field_is_invalid_argument_naming_it(server: GrpcServer, field: str, params: dict) -> None:
     with pytest.raises(ImagewireError) as caught:
         await events(server, **params)
     assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in caught.value.field_violations] == [field]
     assert field in caught.value.message
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 64), (64, 1)])
+async def test_a_one_pixel_wide_image_animates(server: GrpcServer, size: tuple[int, int]) -> None:
+    stream = await events(server, picture=png(Image.new("RGB", size, (200, 40, 40))), seed=1,
+                          **{**SMALL, "num_frames": 2, "num_inference_steps": 1})
+    assert isinstance(stream[-1], AnimateResult)
+    assert len(list(av.open(io.BytesIO(video_of(stream))).decode(video=0))) == 2
 
 
 async def test_too_many_pixels_and_a_bad_image_are_named_together(server: GrpcServer) -> None:
