@@ -68,6 +68,14 @@ class VideoHeader(ProtoData):
     """The seed used."""
     model_id: str
     """The model generating the video."""
+    codecs: str
+    """The RFC 6381 "codecs" parameter of the video, read from the encoder once it is configured: for H.264,
+    "avc1." and the profile, constraint flags and level bytes of its sequence parameter set in hex (such as
+    "avc1.64001f": High profile, level 3.1); for VP9, "vp09." with the profile, the level (the lowest whose
+    picture size, width, height and sample rate limits the video fits; VP9 does not signal one) and the bit
+    depth (such as "vp09.00.31.08"). A browser can ask MediaSource.isTypeSupported(mime_type + '; codecs="' +
+    codecs + '"') before the first bytes arrive. Empty from servers older than this field.
+    """
 
 
 @dataclass(frozen=True)
