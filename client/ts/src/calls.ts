@@ -1,0 +1,29 @@
+// What every call needs whatever the transport: the bearer token, and errors as the gRPC status names the
+// protos (and docs/api.md) use.
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+
+/** Sends `authorization: Bearer <token>` with every call (servers started with an auth token require it). */
+export function bearer(token: string): Interceptor {
+  return (next) => (request) => {
+    request.header.set("authorization", `Bearer ${token}`);
+    return next(request);
+  };
+}
+
+/** The gRPC status name of a Connect code, as the contract writes it: `Code.InvalidArgument` -> "INVALID_ARGUMENT". */
+export function statusName(code: Code): string {
+  return Code[code].replace(/(?<!^)(?=[A-Z])/g, "_").toUpperCase();
+}
+
+/** A failed call in the contract's terms: the status name, the server's message, the raw ConnectError. */
+export interface CallFailure {
+  readonly status: string;
+  readonly message: string;
+  readonly error: ConnectError;
+}
+
+/** Any error thrown by a call (or by the helpers here) as a CallFailure; non-RPC errors become UNKNOWN. */
+export function callFailure(error: unknown): CallFailure {
+  const connectError = ConnectError.from(error);
+  return { status: statusName(connectError.code), message: connectError.rawMessage, error: connectError };
+}
