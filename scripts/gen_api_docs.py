@@ -124,12 +124,17 @@ def _comment(proto: ProtoFile, path: tuple[int, ...]) -> str:
     text = proto.comment(*path)
     if not text:
         raise ValueError(f"{proto.descriptor.name}: the declaration at {path} has no comment (buf lint COMMENTS)")
-    return text
+    return _text(text)
 
 
 def _inline(comment: str) -> str:
     """A comment as one table cell: its lines joined, pipes escaped."""
-    return " ".join(line.strip() for line in comment.splitlines() if line.strip()).replace("|", "\\|")
+    return _text(" ".join(line.strip() for line in comment.splitlines() if line.strip())).replace("|", "\\|")
+
+
+def _text(comment: str) -> str:
+    """Comment text as Markdown shows it: "Bearer <token>" must not read as an HTML tag."""
+    return comment.replace("<", "&lt;")
 
 
 def _short(package: str, type_name: str) -> str:

@@ -87,7 +87,9 @@ class VideoChunk(ProtoData):
     data: bytes
     """The bytes, at most 1 MiB."""
     offset: int
-    """The position of data's first byte in the file."""
+    """The position of data's first byte in the file, in bytes: 0 for the first chunk, then the previous chunk's
+    offset plus its length.
+    """
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,9 @@ class ModelInfo(ProtoData):
     max_image_bytes: int
     """The largest accepted encoded image, in bytes."""
     default_width: int
-    """The default video width."""
+    """The default video width, in pixels."""
     default_height: int
-    """The default video height."""
+    """The default video height, in pixels."""
     default_num_frames: int
     """The default number of frames."""
     default_fps: int
@@ -161,7 +163,7 @@ class ModelInfo(ProtoData):
     default_num_inference_steps: int
     """The default number of denoising steps."""
     max_pixels_per_frame: int
-    """The largest accepted width times height."""
+    """The largest accepted width times height, in pixels."""
     max_num_frames: int
     """The largest accepted num_frames."""
     max_num_inference_steps: int

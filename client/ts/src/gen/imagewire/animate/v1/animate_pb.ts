@@ -37,28 +37,30 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   modelId: string;
 
   /**
-   * The video width in pixels, a multiple of 8 (default 1024).
+   * The video width in pixels: a multiple of 8, at least 64, and width times height at most
+   * ModelInfo.max_pixels_per_frame (default: the model's, 1024 for SVD-XT).
    *
    * @generated from field: optional uint32 width = 3;
    */
   width?: number | undefined;
 
   /**
-   * The video height in pixels, a multiple of 8 (default 576).
+   * The video height in pixels, under the same rules as width (default: the model's, 576 for SVD-XT).
    *
    * @generated from field: optional uint32 height = 4;
    */
   height?: number | undefined;
 
   /**
-   * The number of frames to generate (default: the model's, 25 for SVD-XT).
+   * The number of frames to generate, 1 to ModelInfo.max_num_frames (default: the model's, 25 for SVD-XT).
    *
    * @generated from field: optional uint32 num_frames = 5;
    */
   numFrames?: number | undefined;
 
   /**
-   * Frames per second: both the model's fps conditioning and the rate written into the video (default 6).
+   * Frames per second, from 1 to the server's maximum (60 unless configured otherwise): both the model's fps
+   * conditioning and the rate written into the video (default 6).
    *
    * @generated from field: optional uint32 fps = 6;
    */
@@ -79,21 +81,25 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   noiseAugStrength?: number | undefined;
 
   /**
-   * The number of denoising steps (default 25).
+   * The number of denoising steps, 1 to ModelInfo.max_num_inference_steps (default 25).
    *
    * @generated from field: optional uint32 num_inference_steps = 9;
    */
   numInferenceSteps?: number | undefined;
 
   /**
-   * The random seed. Absent picks a random seed, which the header and result report.
+   * The random seed, any value. Absent picks a random seed (below 2^63), which the header and result report.
+   * The same request with the same seed gives the same video bytes from the same model on the same kind of
+   * device.
    *
    * @generated from field: optional uint64 seed = 10;
    */
   seed?: bigint | undefined;
 
   /**
-   * How many frames the VAE decodes at once; also how often video bytes are emitted (default 8).
+   * How many frames the VAE decodes at once, 1 to ModelInfo.max_num_frames; also how often video bytes are
+   * sent. A value above num_frames means one chunk, so no bytes leave before every frame is decoded
+   * (default 8).
    *
    * @generated from field: optional uint32 decode_chunk_size = 11;
    */
@@ -114,14 +120,14 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   format: VideoFormat;
 
   /**
-   * The classifier-free guidance scale at the first frame (default 1.0).
+   * The classifier-free guidance scale at the first frame, 0 to 20 (default 1.0).
    *
    * @generated from field: optional float min_guidance_scale = 14;
    */
   minGuidanceScale?: number | undefined;
 
   /**
-   * The classifier-free guidance scale at the last frame (default 3.0).
+   * The classifier-free guidance scale at the last frame, 0 to 20 (default 3.0).
    *
    * @generated from field: optional float max_guidance_scale = 15;
    */
@@ -326,7 +332,8 @@ export type VideoChunk = Message<"imagewire.animate.v1.VideoChunk"> & {
   data: Uint8Array;
 
   /**
-   * The position of data's first byte in the file.
+   * The position of data's first byte in the file, in bytes: 0 for the first chunk, then the previous chunk's
+   * offset plus its length.
    *
    * @generated from field: uint64 offset = 2;
    */
@@ -509,14 +516,14 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
   maxImageBytes: bigint;
 
   /**
-   * The default video width.
+   * The default video width, in pixels.
    *
    * @generated from field: uint32 default_width = 5;
    */
   defaultWidth: number;
 
   /**
-   * The default video height.
+   * The default video height, in pixels.
    *
    * @generated from field: uint32 default_height = 6;
    */
@@ -544,7 +551,7 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
   defaultNumInferenceSteps: number;
 
   /**
-   * The largest accepted width times height.
+   * The largest accepted width times height, in pixels.
    *
    * @generated from field: uint64 max_pixels_per_frame = 10;
    */
@@ -674,7 +681,8 @@ export enum VideoFormat {
   MP4_H264 = 1,
 
   /**
-   * WebM (video/webm) with VP9.
+   * WebM (video/webm) with VP9, written as live WebM with a cluster per frame; also playable before the
+   * stream ends, for players without H.264.
    *
    * @generated from enum value: VIDEO_FORMAT_WEBM_VP9 = 2;
    */
@@ -701,7 +709,7 @@ export enum Stage {
   UNSPECIFIED = 0,
 
   /**
-   * Waiting for the device; step is the position in the queue.
+   * Waiting for the device; step is the position in the queue (1 = next), total the number waiting.
    *
    * @generated from enum value: STAGE_QUEUED = 1;
    */

@@ -36,21 +36,24 @@ export type CaptionRequest = Message<"imagewire.caption.v1.CaptionRequest"> & {
   modelId: string;
 
   /**
-   * An optional caption prefix for conditional captioning: the caption continues this text.
+   * An optional caption prefix for conditional captioning, at most 512 characters: the caption continues
+   * this text.
    *
    * @generated from field: string prompt = 3;
    */
   prompt: string;
 
   /**
-   * The most tokens to generate. Absent selects the model's default; see ModelInfo for the bounds.
+   * The most tokens to generate, 1 to ModelInfo.max_new_tokens_limit. Absent selects the model's default
+   * (ModelInfo.default_max_new_tokens).
    *
    * @generated from field: optional uint32 max_new_tokens = 4;
    */
   maxNewTokens?: number | undefined;
 
   /**
-   * The beam search width; 1 is greedy decoding. Absent selects the model's default.
+   * The beam search width, 1 to ModelInfo.num_beams_limit; 1 is greedy decoding. Absent selects the model's
+   * default (ModelInfo.default_num_beams).
    *
    * @generated from field: optional uint32 num_beams = 5;
    */
