@@ -97,10 +97,11 @@ def test_animate_webm_and_errors(tmp_path: Path, animator: ServerProcess) -> Non
     image.write_bytes(solid(size=(120, 80)))
     out = tmp_path / "out.webm"
     done = node("animate", str(image), str(out), animator.target, "num_frames=3", "width=64", "height=64",
-                "num_inference_steps=1", "format=VIDEO_FORMAT_WEBM_VP9")
+                "num_inference_steps=1", "format=VIDEO_FORMAT_WEBM_VP9", f"seed={2**64 - 1}")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["header"]["mimeType"], summary["header"]["codecs"]) == ("video/webm", "vp09.00.10.08")
+    assert summary["header"]["seed"] == summary["result"]["seed"] == str(2**64 - 1)  # every digit, both ways
     with av.open(str(out)) as container:
         assert len(list(container.decode(video=0))) == 3
 

@@ -9,19 +9,20 @@
 // (num_frames=14 seed=7 format=VIDEO_FORMAT_WEBM_VP9 prompt="a picture of"). A failed call prints
 // "STATUS: message" on stderr and exits 1.
 import { open, readFile, rm } from "node:fs/promises";
-import { animate, animateEvents, callFailure, caption, clients, fromJson, hex, toJson, VideoSink } from "@imagewire/client";
+import {
+  animate, animateEvents, callFailure, caption, clients, fromJson, hex, textFields, toJson, VideoSink,
+} from "@imagewire/client";
 import { nodeTransport } from "@imagewire/client/node";
 
 const CAPTION_TIMEOUT_MS = 60_000;
 const ANIMATE_TIMEOUT_MS = 900_000;
 
-/** `field=value` arguments as proto JSON: numbers where they parse, strings otherwise (64-bit integers too). */
+/** `field=value` arguments as proto JSON request fields. */
 function fields(pairs) {
-  return Object.fromEntries(pairs.map((pair) => {
+  return textFields(pairs.map((pair) => {
     const at = pair.indexOf("=");
     if (at < 1) throw new Error(`expected field=value, got ${JSON.stringify(pair)}`);
-    const value = pair.slice(at + 1);
-    return [pair.slice(0, at), value !== "" && Number.isFinite(Number(value)) ? Number(value) : value];
+    return [pair.slice(0, at), pair.slice(at + 1)];
   }));
 }
 

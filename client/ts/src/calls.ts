@@ -27,3 +27,13 @@ export function callFailure(error: unknown): CallFailure {
   const connectError = ConnectError.from(error);
   return { status: statusName(connectError.code), message: connectError.rawMessage, error: connectError };
 }
+
+/**
+ * Request fields written as text (`name=value` arguments, URL query parameters) as proto JSON, for
+ * `fromJson(RequestSchema, ...)`: "true" and "false" become booleans, anything else stays a string, which proto
+ * JSON reads as a number or an enum value name where the field needs one (64-bit integers keep every digit).
+ */
+export function textFields(pairs: Iterable<readonly [string, string]>): Record<string, string | boolean> {
+  return Object.fromEntries(Array.from(pairs, ([name, value]) =>
+    [name, value === "true" ? true : value === "false" ? false : value]));
+}

@@ -12,7 +12,7 @@ export * as animate from "./gen/imagewire/animate/v1/animate_pb.js";
 export * as caption from "./gen/imagewire/caption/v1/caption_pb.js";
 export { animateEvents, hex, mediaType, playableFormat, VideoSink } from "./animate.js";
 export type { AnimateEvent, ByteWriter } from "./animate.js";
-export { bearer, callFailure, statusName } from "./calls.js";
+export { bearer, callFailure, statusName, textFields } from "./calls.js";
 export type { CallFailure } from "./calls.js";
 
 /** Both services' clients over one transport (a proxy routes both by path; a direct connection serves one). */

@@ -2,7 +2,9 @@
 // It talks gRPC-Web to the base URL in the "API" field (from ?api=..., else this page's own origin, for a page
 // served by the proxy itself). Other query parameters named after AnimateRequest fields (num_frames=8, seed=7)
 // are sent with every animation.
-import { animate, animateEvents, callFailure, caption, clients, fromJson, mediaType, playableFormat, VideoSink } from "@imagewire/client";
+import {
+  animate, animateEvents, callFailure, clients, fromJson, mediaType, playableFormat, textFields, VideoSink,
+} from "@imagewire/client";
 import { webTransport } from "@imagewire/client/web";
 import { describe, fraction } from "./progress.js";
 import { StreamingPlayer } from "./player.js";
@@ -29,8 +31,7 @@ const ui = {
 };
 const player = new StreamingPlayer(ui.video);
 const query = new URLSearchParams(location.search);
-const requestFields = Object.fromEntries([...query].filter(([name]) => name !== "api")
-  .map(([name, value]) => [name, value !== "" && Number.isFinite(Number(value)) ? Number(value) : value]));
+const requestFields = textFields([...query].filter(([name]) => name !== "api"));
 let image: Uint8Array | undefined;
 
 ui.api.value = query.get("api") ?? location.origin;

@@ -4,7 +4,10 @@ import { createHash } from "node:crypto";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { animateEvents, type AnimateEvent, callFailure, mediaType, playableFormat, statusName, VideoSink } from "../index.js";
+import {
+  animateEvents, type AnimateEvent, animate, callFailure, fromJson, mediaType, playableFormat, statusName, textFields,
+  VideoSink,
+} from "../index.js";
 import {
   AnimateResponseSchema,
   AnimateResultSchema,
@@ -87,4 +90,12 @@ test("errors read as the contract's status names", () => {
   const failure = callFailure(new ConnectError("image is empty", Code.InvalidArgument));
   assert.deepEqual([failure.status, failure.message], ["INVALID_ARGUMENT", "image is empty"]);
   assert.equal(callFailure(new Error("boom")).status, "UNKNOWN");
+});
+
+test("text fields become a request: booleans, enum names, every digit of a 64-bit seed", () => {
+  const fields = textFields([["num_frames", "5"], ["safety_check", "true"], ["format", "VIDEO_FORMAT_WEBM_VP9"],
+    ["seed", "18446744073709551615"], ["noise_aug_strength", "0.5"]]);
+  const request = fromJson(animate.AnimateRequestSchema, fields);
+  assert.deepEqual([request.numFrames, request.safetyCheck, request.format, request.seed, request.noiseAugStrength],
+    [5, true, VideoFormat.WEBM_VP9, 18446744073709551615n, 0.5]);
 });
