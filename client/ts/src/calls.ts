@@ -10,9 +10,14 @@ export function bearer(token: string): Interceptor {
   };
 }
 
+// gRPC's status code names by number (Connect's codes have the same numbers; it spells CANCELLED "Canceled").
+const STATUS_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
+
 /** The gRPC status name of a Connect code, as the contract writes it: `Code.InvalidArgument` -> "INVALID_ARGUMENT". */
 export function statusName(code: Code): string {
-  return Code[code].replace(/(?<!^)(?=[A-Z])/g, "_").toUpperCase();
+  return STATUS_NAMES[code] ?? `CODE_${code}`;
 }
 
 /** A failed call in the contract's terms: the status name, the server's message, the raw ConnectError. */

@@ -20,6 +20,7 @@ export class StreamingPlayer {
   private buffer: SourceBuffer | undefined;
   private readonly kept: Uint8Array[] = [];
   private url = "";
+  private started = false;
   /** Whether the video plays while it streams (MSE), rather than once complete. */
   progressive = false;
 
@@ -49,7 +50,8 @@ export class StreamingPlayer {
     // A copy that owns its own ArrayBuffer: appendBuffer takes a BufferSource, not a view of a shared one.
     this.buffer.appendBuffer(bytes.slice());
     await appended;
-    if (this.video.paused) {
+    if (!this.started) {
+      this.started = true;
       // Muted autoplay is allowed; a refusal only means the user presses play.
       this.video.play().catch(() => undefined);
     }
@@ -72,6 +74,7 @@ export class StreamingPlayer {
   reset(): void {
     if (this.url) URL.revokeObjectURL(this.url);
     this.url = "";
+    this.started = false;
     this.source = undefined;
     this.buffer = undefined;
     this.kept.length = 0;

@@ -87,6 +87,8 @@ test("the format follows what the player plays, H.264 first", () => {
 test("errors read as the contract's status names", () => {
   assert.equal(statusName(Code.InvalidArgument), "INVALID_ARGUMENT");
   assert.equal(statusName(Code.Unavailable), "UNAVAILABLE");
+  assert.equal(statusName(Code.Canceled), "CANCELLED");
+  assert.equal(statusName(Code.Unauthenticated), "UNAUTHENTICATED");
   const failure = callFailure(new ConnectError("image is empty", Code.InvalidArgument));
   assert.deepEqual([failure.status, failure.message], ["INVALID_ARGUMENT", "image is empty"]);
   assert.equal(callFailure(new Error("boom")).status, "UNKNOWN");
