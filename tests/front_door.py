@@ -8,9 +8,10 @@ translates. What the page needs from it, all exercised by tests/test_web_page.py
 - ``envoy.filters.http.grpc_web`` before the router: binary gRPC-Web (``application/grpc-web+proto``, what
   Connect's gRPC-Web transport sends), the trailers turned into the body's last frame;
 - ``envoy.filters.http.cors`` with a policy for the page's origin: methods POST (and the OPTIONS preflight),
-  request headers ``content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization``, exposed response
-  headers ``grpc-status, grpc-message, grpc-status-details-bin`` (a trailers-only error, such as
-  INVALID_ARGUMENT before any event, arrives as headers the page can only read when they are exposed);
+  request headers ``content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization`` (without
+  ``grpc-timeout`` the preflight fails and every call with a deadline is refused), exposed response headers
+  ``grpc-status, grpc-message, grpc-status-details-bin`` (a status sent in headers, as in a trailers-only error,
+  is readable by the page only when exposed; Envoy 1.40's filter also repeats it in the body);
 - no cut or buffered stream: route ``timeout: 0s`` (the caller's ``grpc-timeout`` is the deadline) and a stream
   idle timeout longer than the gap between progress events, so the video's bytes reach the page as they are made.
 """
