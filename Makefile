@@ -10,7 +10,10 @@ setup: $(STAMP)
 
 # torch goes in first and on its own: on a machine without an NVIDIA GPU the pinned CPU build (a local wheel
 # here) is what we want; leaving it to the dependency resolver would pull gigabytes of CUDA packages.
-$(STAMP): pyproject.toml client/pyproject.toml examples/node/package-lock.json
+# The npm packages: the TypeScript client and the two examples that use it.
+NPM_LOCKS := client/ts/package-lock.json examples/node/package-lock.json examples/web/package-lock.json
+
+$(STAMP): pyproject.toml client/pyproject.toml $(NPM_LOCKS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1; then \
@@ -19,8 +22,13 @@ $(STAMP): pyproject.toml client/pyproject.toml examples/node/package-lock.json
 		$(BIN)/pip install --quiet torch==2.13.0; \
 	fi
 	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
-	# The Node.js example client (tested against the real servers) where npm exists.
-	if command -v npm >/dev/null 2>&1; then cd examples/node && npm ci --no-audit --no-fund --silent; fi
+	# Where npm exists: the TypeScript client (its prepare script builds it), then the Node example and the web
+	# page that link to it (their install scripts are not needed: the page is bundled here).
+	if command -v npm >/dev/null 2>&1; then \
+		(cd client/ts && npm ci --no-audit --no-fund --silent) && \
+		(cd examples/node && npm ci --ignore-scripts --no-audit --no-fund --silent) && \
+		(cd examples/web && npm ci --ignore-scripts --no-audit --no-fund --silent && npm run --silent build); \
+	fi
 	touch $(STAMP)
 
 test: setup
@@ -43,3 +51,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info client/*.egg-info .pytest_cache .ruff_cache
+	rm -rf client/ts/node_modules client/ts/dist examples/node/node_modules examples/web/node_modules examples/web/dist

@@ -38,6 +38,7 @@ class Header:
     num_frames: int
     seed: int
     model_id: str
+    codecs: str
 
 
 @dataclass(frozen=True)

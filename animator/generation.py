@@ -17,7 +17,7 @@ from animator.events import Chunk, Event, Header, Progress, Result, Stage, Usage
 from animator.limits import CHUNK_BYTES
 from animator.params import GenerationParams
 from animator.safety import SafetyChecker
-from animator.video import SPECS, StreamingVideoEncoder, VideoFormat
+from animator.video import StreamingVideoEncoder, VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.engine import EngineStats
 
@@ -62,25 +62,30 @@ class ByteSender:
 def generate(job: Job, checker: SafetyChecker | None, usd_per_output_pixel: float, stats: EngineStats) -> None:
     """Run one generation, emitting its events; raises Stop when the caller left or the deadline passed."""
     params, backend, emit = job.params, job.backend, job.channel.put
-    spec = SPECS[job.fmt]
     job.check()
-    emit(Header(
-        mime_type=spec.mime_type, container=spec.container, codec=spec.codec, width=params.width,
-        height=params.height, fps=params.fps, num_frames=params.num_frames, seed=params.seed,
-        model_id=backend.model_id,
-    ))
-    checked = job.safety_check and checker is not None
-    nsfw = checker.check(job.image) if checked and checker is not None else False
-    emit(Progress(Stage.ENCODE_IMAGE, 0, 1))
+    # Opened before the header, which names the encoder's exact codec parameters.
+    encoder = StreamingVideoEncoder(job.fmt, params.width, params.height, params.fps)
+    try:
+        spec = encoder.spec
+        emit(Header(
+            mime_type=spec.mime_type, container=spec.container, codec=spec.codec, width=params.width,
+            height=params.height, fps=params.fps, num_frames=params.num_frames, seed=params.seed,
+            model_id=backend.model_id, codecs=encoder.codecs,
+        ))
+        checked = job.safety_check and checker is not None
+        nsfw = checker.check(job.image) if checked and checker is not None else False
+        emit(Progress(Stage.ENCODE_IMAGE, 0, 1))
 
-    def on_step(done: int, total: int) -> None:
-        stats.steps += 1
-        emit(Progress(Stage.DENOISE, done, total))
+        def on_step(done: int, total: int) -> None:
+            stats.steps += 1
+            emit(Progress(Stage.DENOISE, done, total))
+            job.check()
+
+        latents = backend.denoise(job.image, params, on_step)
         job.check()
-
-    latents = backend.denoise(job.image, params, on_step)
-    job.check()
-    total_bytes, digest = _decode_and_encode(job, latents)
+        total_bytes, digest = _decode_and_encode(job, latents, encoder)
+    finally:
+        encoder.abort()
     pixels = params.width * params.height * params.num_frames
     emit(Result(
         total_bytes=total_bytes, sha256=digest, seed=params.seed, safety_checked=checked, nsfw=nsfw,
@@ -89,26 +94,22 @@ def generate(job: Job, checker: SafetyChecker | None, usd_per_output_pixel: floa
     ))
 
 
-def _decode_and_encode(job: Job, latents: object) -> tuple[int, bytes]:
+def _decode_and_encode(job: Job, latents: object, encoder: StreamingVideoEncoder) -> tuple[int, bytes]:
     """Decode latents chunk by chunk and stream each frame's bytes as the muxer writes them."""
     params, emit = job.params, job.channel.put
     sender = ByteSender(emit)
-    encoder = StreamingVideoEncoder(job.fmt, params.width, params.height, params.fps)
-    try:
-        done = 0
-        emit(Progress(Stage.DECODE, 0, params.num_frames))
-        with contextlib.closing(job.backend.decode(latents, params)) as chunks:  # type: ignore[arg-type]
-            for frames in chunks:
-                done += len(frames)
-                emit(Progress(Stage.DECODE, done, params.num_frames))
-                for frame in frames:
-                    # Per frame, so each frame's bytes leave as soon as the muxer writes them.
-                    sender.send(encoder.write(frame))
-                emit(Progress(Stage.ENCODE_VIDEO, done, params.num_frames))
-                job.check()
-        sender.send(encoder.close())
-    finally:
-        encoder.abort()
+    done = 0
+    emit(Progress(Stage.DECODE, 0, params.num_frames))
+    with contextlib.closing(job.backend.decode(latents, params)) as chunks:  # type: ignore[arg-type]
+        for frames in chunks:
+            done += len(frames)
+            emit(Progress(Stage.DECODE, done, params.num_frames))
+            for frame in frames:
+                # Per frame, so each frame's bytes leave as soon as the muxer writes them.
+                sender.send(encoder.write(frame))
+            emit(Progress(Stage.ENCODE_VIDEO, done, params.num_frames))
+            job.check()
+    sender.send(encoder.close())
     return sender.offset, sender.digest.digest()
 
 

@@ -7,6 +7,11 @@ next frame arrives (or at the end), so bytes lag the encoder by exactly one fram
 x264's look-ahead and B-frames, which would otherwise hold frames back. WebM (VP9) is the alternative, written as
 live WebM with one cluster per frame for the same reason.
 
+The encoder is opened when it is built, so its parameters are known before the first frame: ``codecs`` is the
+RFC 6381 codecs string of what it will write, read from the encoder's own configuration (the profile and level
+bytes of libx264's sequence parameter set; VP9's profile and bit depth from the pixel format, and its level from
+the VP9 level limits, since the VP9 bitstream signals none).
+
 Output is deterministic for equal frames: no wall-clock timestamps, no library version strings
 (``fflags=+bitexact``) and a fixed encoder thread count (x264's sliced threads make the bitstream depend on the
 thread count, which would otherwise follow the machine's core count).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass
 
 import av
@@ -93,6 +99,41 @@ SPECS: dict[VideoFormat, FormatSpec] = {
 }
 
 
+# The VP9 levels: (level as in the codecs string, most luma samples per second, largest luma picture, longest side).
+_VP9_LEVELS = (
+    (10, 829_440, 36_864, 512), (11, 2_764_800, 73_728, 768), (20, 4_608_000, 122_880, 960),
+    (21, 9_216_000, 245_760, 1_344), (30, 20_736_000, 552_960, 2_048), (31, 36_864_000, 983_040, 2_752),
+    (40, 83_558_400, 2_228_224, 4_160), (41, 160_432_128, 2_228_224, 4_160), (50, 311_951_360, 8_912_896, 8_384),
+    (51, 588_251_136, 8_912_896, 8_384), (52, 1_176_502_272, 8_912_896, 8_384),
+    (60, 1_176_502_272, 35_651_584, 16_832), (61, 2_353_004_544, 35_651_584, 16_832),
+    (62, 4_706_009_088, 35_651_584, 16_832),
+)
+# libvpx picks the VP9 profile from the pixel format it is given: (profile, bit depth).
+_VP9_PROFILES = {"yuv420p": (0, 8)}
+# An H.264 NAL unit's type is the low five bits of its first byte; 7 is a sequence parameter set.
+_H264_SPS = 7
+
+
+def h264_codecs(extradata: bytes) -> str:
+    """``avc1.PPCCLL`` from the first sequence parameter set in an encoder's Annex B extradata: its profile_idc,
+    constraint flags and level_idc bytes, the three bytes an MP4 muxer copies into the ``avcC`` box."""
+    for nal in re.split(b"\x00\x00\x01", extradata)[1:]:
+        if len(nal) >= 4 and nal[0] & 0x1F == _H264_SPS:
+            return "avc1." + nal[1:4].hex()
+    raise ValueError("the H.264 encoder wrote no sequence parameter set")
+
+
+def vp9_codecs(pix_fmt: str, width: int, height: int, fps: int) -> str:
+    """``vp09.PP.LL.DD``: the profile and bit depth libvpx uses for ``pix_fmt`` and the lowest level whose
+    limits the picture size and sample rate fit."""
+    profile, depth = _VP9_PROFILES[pix_fmt]
+    size = width * height
+    for level, samples_per_s, picture, side in _VP9_LEVELS:
+        if size * fps <= samples_per_s and size <= picture and max(width, height) <= side:
+            return f"vp09.{profile:02d}.{level:02d}.{depth:02d}"
+    raise ValueError(f"{width}x{height} at {fps} fps is beyond every VP9 level")
+
+
 class _Sink:
     """A write-only file for the muxer: no seek or tell, so FFmpeg never goes back to patch earlier bytes."""
 
@@ -112,7 +153,8 @@ class _Sink:
 class StreamingVideoEncoder:
     """Encodes RGB uint8 frames one at a time; every call returns the container bytes produced since the last.
 
-    ``gop_frames`` is the keyframe interval: each keyframe starts a group a player can seek to.
+    ``gop_frames`` is the keyframe interval: each keyframe starts a group a player can seek to. ``codecs`` is the
+    RFC 6381 codecs string of the stream, known from construction on.
     """
 
     def __init__(self, fmt: VideoFormat, width: int, height: int, fps: int, *, gop_frames: int | None = None) -> None:
@@ -131,6 +173,12 @@ class StreamingVideoEncoder:
         stream.codec_context.gop_size = gop_frames or 2 * fps
         self._stream = stream
         self._closed = False
+        # Opens the encoder now, so its parameter sets exist before the first frame, and writes the container's
+        # header into the sink (it leaves with the first frame's bytes).
+        self._container.start_encoding()
+        context = stream.codec_context
+        self.codecs = (h264_codecs(bytes(context.extradata or b"")) if self.spec.codec == "h264"
+                       else vp9_codecs(context.pix_fmt, width, height, fps))
 
     def write(self, frames: np.ndarray) -> bytes:
         """Encode frames of shape (n, height, width, 3) or (height, width, 3), uint8 RGB."""

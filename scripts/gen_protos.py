@@ -1,7 +1,13 @@
-"""Regenerate client/ from protos/ (the one command behind `make protos`): the protobuf and gRPC stubs
-(*_pb2.py, *_pb2.pyi, *_pb2_grpc.py) and the typed result classes (*_types.py, see scripts/gen_types.py).
+"""Regenerate everything derived from protos/ (the one command behind `make protos`):
 
-Usage: python -m scripts.gen_protos [OUT_DIR]   (OUT_DIR defaults to client/)
+- client/: the protobuf and gRPC stubs (*_pb2.py, *_pb2.pyi, *_pb2_grpc.py) and the typed result classes
+  (*_types.py, see scripts/gen_types.py);
+- client/ts/src/gen/: the TypeScript messages and service descriptors (`buf generate` with client/ts/buf.gen.yaml
+  and protoc-gen-es from client/ts/node_modules; skipped with a note where `npm ci` has not run there);
+- docs/api.md: the contract reference (scripts/gen_api_docs.py).
+
+Usage: python -m scripts.gen_protos [OUT_ROOT]   (OUT_ROOT defaults to the repository: the outputs are written at
+the same paths under it, which is how the tests check the committed files are fresh)
 """
 
 from __future__ import annotations
@@ -10,12 +16,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scripts import gen_api_docs
 from scripts.gen_types import render
 from scripts.proto_source import ROOT, read_protos, run_protoc
 
+TS_PACKAGE = Path("client") / "ts"
+# buf.gen.yaml's plugin, installed by `npm ci` in client/ts.
+PROTOC_GEN_ES = ROOT / TS_PACKAGE / "node_modules" / ".bin" / "protoc-gen-es"
+# The buf binary of the buf-bin package, installed beside this interpreter.
+BUF = Path(sys.executable).parent / "buf"
+API_DOCS = Path("docs") / "api.md"
 
-def generate(out_dir: Path) -> None:
-    """Write every generated module of the client package into ``out_dir``."""
+
+def generate_python(out_dir: Path) -> None:
+    """Write every generated module of the Python client package into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_protoc(f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}")
     for proto in read_protos():
@@ -26,5 +40,30 @@ def generate(out_dir: Path) -> None:
                        check=True)
 
 
+def generate_typescript(package_dir: Path) -> bool:
+    """Write the TypeScript package's generated modules under ``package_dir``/src/gen; False where the plugin is
+    not installed."""
+    if not PROTOC_GEN_ES.exists():
+        return False
+    # buf resolves buf.gen.yaml's input and plugin paths from client/ts; --output moves only what it writes.
+    subprocess.run([str(BUF), "generate", "--output", str(package_dir.resolve())], cwd=ROOT / TS_PACKAGE, check=True)
+    return True
+
+
+def generate_docs(path: Path) -> None:
+    """Write the API reference generated from the protos' comments."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(gen_api_docs.render(read_protos()))
+
+
+def generate(root: Path) -> None:
+    """Write every output under ``root`` at its path in the repository."""
+    generate_python(root / "client")
+    if not generate_typescript(root / TS_PACKAGE):
+        print(f"skipped {TS_PACKAGE}/src/gen: run `npm ci` in {TS_PACKAGE} (make setup does, where npm exists)",
+              file=sys.stderr)
+    generate_docs(root / API_DOCS)
+
+
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "client")
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 # Before torch loads: spinning OpenMP threads make every model here several times slower when the two cores are
 # shared with the servers the tests start (the servers set the same for themselves).
@@ -47,3 +50,15 @@ async def caption_server(tiny_caption_model: str) -> AsyncIterator[GrpcServer]:
     metrics = Metrics()
     async with serving(CaptionerApp(settings, metrics), metrics, settings.server) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def typescript_client() -> Path:
+    """The TypeScript client package (client/ts), built from its current sources for the Node and browser tests."""
+    package = Path(__file__).resolve().parent.parent / "client" / "ts"
+    if shutil.which("npm") is None or not (package / "node_modules" / ".bin" / "tsc").exists():
+        pytest.skip("needs npm and `npm ci` in client/ts (make setup does it where npm exists)")
+    build = subprocess.run(["npm", "run", "--silent", "build"], cwd=package, capture_output=True, text=True,
+                           timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return package

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -47,3 +48,10 @@ async def serving(app: App, metrics: Metrics, settings: ServerSettings | None = 
 def script(name: str) -> str:
     """The path of a console script installed beside this interpreter."""
     return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on: calls to it fail at once with UNAVAILABLE."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -117,6 +117,8 @@ async def test_the_stream_is_a_playable_video_of_the_requested_shape(server: Grp
     frames = list(container.decode(video=0))
     assert len(frames) == 6 and {(f.width, f.height) for f in frames} == {(96, 64)}
     assert stream_info.average_rate == 5 and stream_info.codec_context.name == "h264"
+    # The header's RFC 6381 codecs string names the stream's own profile and level (the avcC bytes).
+    assert header.codecs == "avc1." + bytes(stream_info.codec_context.extradata)[1:4].hex()
 
     # The first bytes leave while later frames are still being decoded, well before the result.
     first_at = next(t for t, e in timed if isinstance(e, VideoChunk))
@@ -144,7 +146,7 @@ async def test_an_absent_seed_is_chosen_and_reported(server: GrpcServer) -> None
 async def test_webm_format_streams_vp9_with_every_frame(server: GrpcServer) -> None:
     stream = await events(server, seed=3, format=VideoFormat.WEBM_VP9, **SMALL)
     header = next(e for e in stream if isinstance(e, VideoHeader))
-    assert (header.mime_type, header.codec) == ("video/webm", "vp9")
+    assert (header.mime_type, header.codec, header.codecs) == ("video/webm", "vp9", "vp09.00.10.08")
     container = av.open(io.BytesIO(video_of(stream)))
     assert container.streams.video[0].codec_context.name == "vp9"
     assert len(list(container.decode(video=0))) == 6

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import io
 import math
-import socket
 import typing
 from pathlib import Path
 
@@ -41,16 +40,11 @@ from imagewire.client.animate_types import (
 )
 from imagewire.client.caption import Caption, CaptionModelList, caption_request
 
+from tests.support import free_port
+
 BAD_TIMEOUTS = [0, 0.0, -1, math.nan, math.inf, "5", True]
 # Every message a client returns; requests (built by the cores) and the stream's oneof envelope are not results.
 NOT_RESULTS = {"CaptionRequest", "AnimateRequest", "ListModelsRequest", "AnimateResponse"}
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on: calls to it fail at once with UNAVAILABLE."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- result types mirror the protos ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The committed stubs are exactly what `make protos` generates, and the client never needs torch."""
+"""Everything generated from protos/ is exactly what `make protos` generates (the Python stubs and result classes,
+the TypeScript package's modules, docs/api.md), and the client never needs torch."""
 
 from __future__ import annotations
 
@@ -6,14 +7,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from scripts.gen_protos import API_DOCS, PROTOC_GEN_ES, TS_PACKAGE
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "scripts.gen_protos", str(tmp_path)], cwd=ROOT, check=True)
-    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert generated, "protoc produced nothing"
-    stale = [str(p) for p in generated if (ROOT / "client" / p).read_bytes() != (tmp_path / p).read_bytes()]
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh `make protos` into an empty tree."""
+    out = tmp_path_factory.mktemp("generated")
+    subprocess.run([sys.executable, "-m", "scripts.gen_protos", str(out)], cwd=ROOT, check=True)
+    return out
+
+
+def stale_files(fresh: Path, committed: Path) -> list[str]:
+    """The files that differ between two trees, or exist in only one."""
+    names = {p.relative_to(tree) for tree in (fresh, committed) for p in tree.rglob("*") if p.is_file()}
+    return sorted(str(name) for name in names if not (fresh / name).is_file() or not (committed / name).is_file()
+                  or (fresh / name).read_bytes() != (committed / name).read_bytes())
+
+
+def test_committed_stubs_are_fresh(generated: Path) -> None:
+    out = generated / "client"
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and TS_PACKAGE.name not in p.parts)
+    assert files, "protoc produced nothing"
+    stale = [str(p) for p in files if (ROOT / "client" / p).read_bytes() != (out / p).read_bytes()]
     assert not stale, f"stale generated stubs (run `make protos`): {stale}"
     committed = sorted(
         p.relative_to(ROOT / "client")
@@ -21,7 +41,21 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
         for p in (ROOT / "client").rglob(pattern)
         if p.suffix in (".py", ".pyi") and "__pycache__" not in p.parts and "v1" in p.parts
     )
-    assert sorted(committed) == generated, "generated files without a proto (or protos without them)"
+    assert sorted(committed) == files, "generated files without a proto (or protos without them)"
+
+
+@pytest.mark.skipif(not PROTOC_GEN_ES.exists(), reason="needs `npm ci` in client/ts (make setup does it where npm "
+                                                       "exists)")
+def test_committed_typescript_is_fresh(generated: Path) -> None:
+    fresh, committed = generated / TS_PACKAGE / "src" / "gen", ROOT / TS_PACKAGE / "src" / "gen"
+    assert any(fresh.rglob("*_pb.ts")), "buf generate produced nothing"
+    assert not stale_files(fresh, committed), f"stale TypeScript (run `make protos`): {stale_files(fresh, committed)}"
+
+
+def test_api_docs_are_fresh(generated: Path) -> None:
+    fresh = (generated / API_DOCS).read_text()
+    assert "#### AnimateService.Animate" in fresh and "#### CaptionService.Caption" in fresh
+    assert (ROOT / API_DOCS).read_text() == fresh, "docs/api.md is stale (run `make protos`)"
 
 
 def test_client_imports_without_torch_or_server_code() -> None:

@@ -89,7 +89,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class VideoHeader(_message.Message):
-    __slots__ = ("mime_type", "container", "codec", "width", "height", "fps", "num_frames", "seed", "model_id")
+    __slots__ = ("mime_type", "container", "codec", "width", "height", "fps", "num_frames", "seed", "model_id", "codecs")
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class VideoHeader(_message.Message):
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CODECS_FIELD_NUMBER: _ClassVar[int]
     mime_type: str
     container: str
     codec: str
@@ -108,7 +109,8 @@ class VideoHeader(_message.Message):
     num_frames: int
     seed: int
     model_id: str
-    def __init__(self, mime_type: _Optional[str] = ..., container: _Optional[str] = ..., codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., num_frames: _Optional[int] = ..., seed: _Optional[int] = ..., model_id: _Optional[str] = ...) -> None: ...
+    codecs: str
+    def __init__(self, mime_type: _Optional[str] = ..., container: _Optional[str] = ..., codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., num_frames: _Optional[int] = ..., seed: _Optional[int] = ..., model_id: _Optional[str] = ..., codecs: _Optional[str] = ...) -> None: ...
 
 class VideoChunk(_message.Message):
     __slots__ = ("data", "offset")

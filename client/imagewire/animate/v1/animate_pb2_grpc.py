@@ -29,10 +29,10 @@ class AnimateServiceStub:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     def __init__(self, channel):
@@ -57,15 +57,38 @@ class AnimateServiceServicer:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     def Animate(self, request, context):
-        """Animate generates a video from one image. The stream carries progress events, then a header, the
-        video's bytes in order, and a final result.
+        """Animate generates a video from one image and streams it back while it is produced.
+
+        Event order: zero or more progress events with stage QUEUED while the request waits (one each time its
+        place in the queue changes); exactly one header when the generation starts; progress ENCODE_IMAGE, then
+        DENOISE after every denoising step; then, per decode chunk, progress DECODE, the chunk's video bytes as
+        chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one result,
+        and the stream ends with OK. Every chunk comes after the header and before the result, in file order.
+
+        Status codes, before any event: INVALID_ARGUMENT when the image is empty, not a decodable image, over
+        50 MiB or over the server's pixel limit, or a field is outside the bounds ListModels reports (all wrong
+        fields are named at once); NOT_FOUND when model_id names no loaded model (the message lists the loaded
+        ones); RESOURCE_EXHAUSTED when the server's queue is full, the server is at its limit of concurrent
+        calls, or the request message is over 50 MiB plus 64 KiB; UNAVAILABLE while the server is loading its
+        models or shutting down. After events have been sent: CANCELLED when the caller cancelled;
+        DEADLINE_EXCEEDED when the call's deadline passed, while queued or during the generation (which stops at
+        the next denoising step or decode chunk); UNAVAILABLE when the server shut down while the request was
+        queued.
+
+        Retries and resuming: the server keeps nothing of a call once it ends, so a retried Animate starts a new
+        generation from the beginning. Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with
+        exponential backoff is safe; INVALID_ARGUMENT, NOT_FOUND and UNAUTHENTICATED fail the same way again.
+        There is no resume RPC: to recover a stream broken after its header, repeat the request with the
+        header's seed. The same request and seed give the same bytes when the same model runs on the same kind
+        of device, so a client may skip the bytes it already has (by offset), but it must check the result's
+        total_bytes and sha256 against everything it kept and start over when they differ.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +96,9 @@ class AnimateServiceServicer:
 
     def ListModels(self, request, context):
         """ListModels lists the models this server has loaded, with their limits and defaults.
+
+        Status codes: UNAVAILABLE while the server is loading its models or shutting down. It has no side
+        effects: retrying any failure is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,10 +129,10 @@ class AnimateService:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     @staticmethod

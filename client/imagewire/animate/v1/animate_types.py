@@ -68,6 +68,14 @@ class VideoHeader(ProtoData):
     """The seed used."""
     model_id: str
     """The model generating the video."""
+    codecs: str
+    """The RFC 6381 "codecs" parameter of the video, read from the encoder once it is configured: for H.264,
+    "avc1." and the profile, constraint flags and level bytes of its sequence parameter set in hex (such as
+    "avc1.64001f": High profile, level 3.1); for VP9, "vp09." with the profile, the level (the lowest whose
+    picture size, width, height and sample rate limits the video fits; VP9 does not signal one) and the bit
+    depth (such as "vp09.00.31.08"). A browser can ask MediaSource.isTypeSupported(mime_type + '; codecs="' +
+    codecs + '"') before the first bytes arrive. Empty from servers older than this field.
+    """
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,9 @@ class VideoChunk(ProtoData):
     data: bytes
     """The bytes, at most 1 MiB."""
     offset: int
-    """The position of data's first byte in the file."""
+    """The position of data's first byte in the file, in bytes: 0 for the first chunk, then the previous chunk's
+    offset plus its length.
+    """
 
 
 @dataclass(frozen=True)
@@ -143,9 +153,9 @@ class ModelInfo(ProtoData):
     max_image_bytes: int
     """The largest accepted encoded image, in bytes."""
     default_width: int
-    """The default video width."""
+    """The default video width, in pixels."""
     default_height: int
-    """The default video height."""
+    """The default video height, in pixels."""
     default_num_frames: int
     """The default number of frames."""
     default_fps: int
@@ -153,7 +163,7 @@ class ModelInfo(ProtoData):
     default_num_inference_steps: int
     """The default number of denoising steps."""
     max_pixels_per_frame: int
-    """The largest accepted width times height."""
+    """The largest accepted width times height, in pixels."""
     max_num_frames: int
     """The largest accepted num_frames."""
     max_num_inference_steps: int

@@ -28,10 +28,10 @@ if _version_not_supported:
 class CaptionServiceStub:
     """CaptionService describes images in text with a BLIP-family image-to-text model.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or option (with
-    google.rpc.BadRequest field violations), NOT_FOUND for an unknown model_id, RESOURCE_EXHAUSTED when
-    the server's queue is full or the request is too large, UNAVAILABLE while the server is loading or
-    shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     def __init__(self, channel):
@@ -55,14 +55,26 @@ class CaptionServiceStub:
 class CaptionServiceServicer:
     """CaptionService describes images in text with a BLIP-family image-to-text model.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or option (with
-    google.rpc.BadRequest field violations), NOT_FOUND for an unknown model_id, RESOURCE_EXHAUSTED when
-    the server's queue is full or the request is too large, UNAVAILABLE while the server is loading or
-    shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     def Caption(self, request, context):
         """Caption describes one image. Concurrent calls are batched together by the server.
+
+        Status codes: INVALID_ARGUMENT when the image is empty, not a decodable image, over 50 MiB or over the
+        server's pixel limit, or a field is outside the bounds ListModels reports (all wrong fields are named at
+        once); NOT_FOUND when model_id names no loaded model (the message lists the loaded ones);
+        RESOURCE_EXHAUSTED when the model's queue is full, the server is at its limit of concurrent calls, or the
+        request message is over 50 MiB plus 64 KiB; DEADLINE_EXCEEDED when the call's deadline passed (a request
+        still queued then is dropped unrun); CANCELLED when the caller cancelled; UNAVAILABLE while the server is loading its models or
+        shutting down.
+
+        Retries: Caption has no side effects, so retrying UNAVAILABLE, RESOURCE_EXHAUSTED (except for an
+        oversized request, which fails again) and DEADLINE_EXCEEDED with exponential backoff is safe; another
+        replica may answer. INVALID_ARGUMENT, NOT_FOUND and UNAUTHENTICATED fail the same way again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,6 +82,9 @@ class CaptionServiceServicer:
 
     def ListModels(self, request, context):
         """ListModels lists the models this server has loaded, with their limits and defaults.
+
+        Status codes: UNAVAILABLE while the server is loading its models or shutting down. It has no side
+        effects: retrying any failure is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,10 +114,10 @@ def add_CaptionServiceServicer_to_server(servicer, server):
 class CaptionService:
     """CaptionService describes images in text with a BLIP-family image-to-text model.
 
-    Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or option (with
-    google.rpc.BadRequest field violations), NOT_FOUND for an unknown model_id, RESOURCE_EXHAUSTED when
-    the server's queue is full or the request is too large, UNAVAILABLE while the server is loading or
-    shutting down.
+    Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
+    google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
+    A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
+    "Bearer <token>". INTERNAL means a fault on the server's side (it logs the details), never a bad request.
     """
 
     @staticmethod
