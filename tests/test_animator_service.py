@@ -196,21 +196,22 @@ async def first_denoise(call: grpc.aio.UnaryStreamCall) -> None:
     raise AssertionError("the stream ended before denoising")
 
 
-async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
+async def test_a_cancelled_stream_with_no_grace_frees_the_worker(server: GrpcServer) -> None:
     engine = app_of(server).engine()
     stopped = engine.stats.runs_stopped
     before = engine.stats.steps
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
-        long = stub.Animate(animate_request(image(), seed=1, **LONG), timeout=120)
+        long = stub.Animate(animate_request(image(), seed=1, detach_grace_seconds=0, **LONG), timeout=120)
         await first_denoise(long)
-        long.cancel()
+        long.cancel()  # the connection's end, not a CancelAnimation: with no grace, the job stops at once
         cancelled_at = time.monotonic()
         steps_of_long = None
-        async for response in stub.Animate(animate_request(image(), seed=2, **SMALL), timeout=120):
+        request = animate_request(image(), seed=2, detach_grace_seconds=0, **SMALL)
+        async for response in stub.Animate(request, timeout=120):
             kind = response.WhichOneof("event")
-            if kind == "header":  # the worker is done with the cancelled generation
-                steps_of_long = engine.stats.steps - before
+            if kind == "progress" and response.progress.stage == animate_pb2.STAGE_ENCODE_IMAGE:
+                steps_of_long = engine.stats.steps - before  # the worker is done with the cancelled generation
             if kind == "progress" and response.progress.stage == animate_pb2.STAGE_DENOISE:
                 started_after = time.monotonic() - cancelled_at
                 break
@@ -220,12 +221,12 @@ async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
     await wait_until(lambda: engine.stats.runs_stopped == stopped + 2)
 
 
-async def test_an_expired_deadline_stops_the_generation(server: GrpcServer) -> None:
+async def test_an_expired_deadline_ends_the_call_and_with_no_grace_the_generation(server: GrpcServer) -> None:
     engine = app_of(server).engine()
     stopped = engine.stats.runs_stopped
     async with AsyncAnimateClient(server.address) as client:
         with pytest.raises(ImagewireError) as caught:
-            async for _ in client.animate(image(), timeout=0.5, **LONG):
+            async for _ in client.animate(image(), timeout=0.5, detach_grace_seconds=0, **LONG):
                 pass
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(await events(server, seed=1, **SMALL)) > 3  # the worker is free again
@@ -235,9 +236,11 @@ async def test_an_expired_deadline_stops_the_generation(server: GrpcServer) -> N
 async def test_a_full_queue_is_resource_exhausted(server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
-        running = stub.Animate(animate_request(image(), seed=1, **LONG), timeout=120)
+        running = stub.Animate(animate_request(image(), seed=1, detach_grace_seconds=0, **LONG), timeout=120)
         await first_denoise(running)
-        waiting = stub.Animate(animate_request(image(), seed=2, **LONG), timeout=120)
+        waiting = stub.Animate(animate_request(image(), seed=2, detach_grace_seconds=0, **LONG), timeout=120)
+        status = await waiting.read()
+        assert status.job.state == animate_pb2.JOB_STATE_QUEUED and status.job.queue_position == 1
         queued = await waiting.read()
         assert queued.progress.stage == animate_pb2.STAGE_QUEUED and queued.progress.step == 1
         with pytest.raises(grpc.aio.AioRpcError) as caught:

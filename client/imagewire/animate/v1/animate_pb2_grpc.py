@@ -29,10 +29,19 @@ class AnimateServiceStub:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
+
     Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id or job,
+    FAILED_PRECONDITION for a job id reused with different parameters, OUT_OF_RANGE for a watch offset
+    past the bytes produced, RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED when the job
+    was cancelled, DEADLINE_EXCEEDED when the call's deadline passed, UNAVAILABLE while loading or
+    shutting down.
     """
 
     def __init__(self, channel):
@@ -46,6 +55,16 @@ class AnimateServiceStub:
                 request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.SerializeToString,
                 response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.FromString,
                 _registered_method=True)
+        self.WatchAnimation = channel.unary_stream(
+                '/imagewire.animate.v1.AnimateService/WatchAnimation',
+                request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.SerializeToString,
+                response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.FromString,
+                _registered_method=True)
+        self.CancelAnimation = channel.unary_unary(
+                '/imagewire.animate.v1.AnimateService/CancelAnimation',
+                request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.SerializeToString,
+                response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/imagewire.animate.v1.AnimateService/ListModels',
                 request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.ListModelsRequest.SerializeToString,
@@ -57,15 +76,43 @@ class AnimateServiceServicer:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
+
     Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id or job,
+    FAILED_PRECONDITION for a job id reused with different parameters, OUT_OF_RANGE for a watch offset
+    past the bytes produced, RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED when the job
+    was cancelled, DEADLINE_EXCEEDED when the call's deadline passed, UNAVAILABLE while loading or
+    shutting down.
     """
 
     def Animate(self, request, context):
-        """Animate generates a video from one image. The stream carries progress events, then a header, the
-        video's bytes in order, and a final result.
+        """Animate generates a video from one image. The stream carries the job's status first, then progress
+        events (with previews while denoising), then a header, the video's bytes in order, and a final
+        result. Sent again with the job_id of an existing job, it attaches to that job (replaying it from
+        the start) instead of starting a second generation, so a blind retry is safe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAnimation(self, request, context):
+        """WatchAnimation follows an existing job from a byte offset: the job's status, then its latest
+        preview, header and progress, then the video's bytes from offset as they exist and as they are
+        produced, then the result. Any number of calls may watch one job; each gets the same bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAnimation(self, request, context):
+        """CancelAnimation stops a job at its next denoising step (or decoded chunk), whoever is watching it.
+        Cancelling a finished job changes nothing; either way the reply says the job's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +133,16 @@ def add_AnimateServiceServicer_to_server(servicer, server):
                     request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.FromString,
                     response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.SerializeToString,
             ),
+            'WatchAnimation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAnimation,
+                    request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.FromString,
+                    response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.SerializeToString,
+            ),
+            'CancelAnimation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAnimation,
+                    request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.FromString,
+                    response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.ListModelsRequest.FromString,
@@ -103,10 +160,19 @@ class AnimateService:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
+
     Errors use the standard gRPC status codes: INVALID_ARGUMENT for a bad image or parameter (with
-    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id,
-    RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED or DEADLINE_EXCEEDED when the caller
-    gave up (generation stops at the next denoising step), UNAVAILABLE while loading or shutting down.
+    google.rpc.BadRequest field violations naming the field), NOT_FOUND for an unknown model_id or job,
+    FAILED_PRECONDITION for a job id reused with different parameters, OUT_OF_RANGE for a watch offset
+    past the bytes produced, RESOURCE_EXHAUSTED when the server's queue is full, CANCELLED when the job
+    was cancelled, DEADLINE_EXCEEDED when the call's deadline passed, UNAVAILABLE while loading or
+    shutting down.
     """
 
     @staticmethod
@@ -126,6 +192,60 @@ class AnimateService:
             '/imagewire.animate.v1.AnimateService/Animate',
             imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.SerializeToString,
             imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAnimation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagewire.animate.v1.AnimateService/WatchAnimation',
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.SerializeToString,
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAnimation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagewire.animate.v1.AnimateService/CancelAnimation',
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.SerializeToString,
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.FromString,
             options,
             channel_credentials,
             insecure,
