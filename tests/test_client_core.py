@@ -43,7 +43,8 @@ from imagewire.client.caption import Caption, CaptionModelList, caption_request
 
 BAD_TIMEOUTS = [0, 0.0, -1, math.nan, math.inf, "5", True]
 # Every message a client returns; requests (built by the cores) and the stream's oneof envelope are not results.
-NOT_RESULTS = {"CaptionRequest", "AnimateRequest", "ListModelsRequest", "AnimateResponse"}
+NOT_RESULTS = {"CaptionRequest", "AnimateRequest", "ListModelsRequest", "AnimateResponse", "WatchAnimationRequest",
+               "WatchAnimationResponse", "CancelAnimationRequest"}
 
 
 def free_port() -> int:
