@@ -21,7 +21,6 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
-from tests.gates import wait_until
 from tests.support import png
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
