@@ -24,6 +24,7 @@ from animator.params import AnimateInput, GenerationParams, resolve
 from animator.safety import SafetyChecker
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
+from tests.animator_support import tiny_backend
 from tests.gates import wait_until
 from tests.support import png
 
@@ -43,7 +44,7 @@ def picture(size: tuple[int, int] = (120, 80)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def backend(one_torch_thread: None) -> SvdBackend:
-    return SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    return tiny_backend()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

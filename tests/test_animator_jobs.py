@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-import torch
 from PIL import Image
 
-from animator import tiny
 from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Chunk, Event, Header, JobState, JobStatus, Preview, Progress, Result, Stage
@@ -21,6 +19,7 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
+from tests.animator_support import tiny_backend
 from tests.support import png
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
@@ -34,7 +33,7 @@ def image() -> bytes:
 
 @pytest.fixture(scope="module")
 def backend(one_torch_thread: None) -> SvdBackend:
-    return SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    return tiny_backend()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
-import numpy as np
 import pytest
 import pytest_asyncio
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
@@ -26,41 +25,24 @@ from imagewire.client import (
     Stage,
     VideoChunk,
 )
-from PIL import Image
 
-from animator import tiny
-from animator.app import AnimatorApp
-from animator.engine import AnimateEngine
 from animator.limits import EngineLimits
-from animator.settings import AnimatorSettings
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
-from imagewire_serving.settings import ServerSettings
+from tests.animator_support import animator_server, engine_of, noise_png
 from tests.gates import wait_until
-from tests.support import png, serving
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
 LONG = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 60, "decode_chunk_size": 4}
 
 
 def image() -> bytes:
-    return png(Image.fromarray(np.random.default_rng(1).integers(0, 256, (80, 120, 3), dtype=np.uint8)))
+    return noise_png(1)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
-    settings = AnimatorSettings(
-        server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)),
-        limits=EngineLimits(max_num_frames=16, max_num_inference_steps=60),
-    )
-    metrics = Metrics()
-    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
+    async with animator_server(EngineLimits(max_num_frames=16, max_num_inference_steps=60)) as running:
         yield running
-
-
-def engine_of(server: GrpcServer) -> AnimateEngine:
-    assert isinstance(server.app, AnimatorApp)
-    return server.app.engine()
 
 
 def sample(server: GrpcServer, name: str, labels: dict[str, str]) -> float:

@@ -8,7 +8,6 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import numpy as np
 import pytest_asyncio
 from imagewire.client import (
     AnimateClient,
@@ -20,18 +19,12 @@ from imagewire.client import (
     Stage,
     VideoChunk,
 )
-from PIL import Image
 
-from animator import tiny
-from animator.app import AnimatorApp
 from animator.engine import AnimateEngine
 from animator.limits import EngineLimits
-from animator.settings import AnimatorSettings
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
-from imagewire_serving.settings import ServerSettings
+from tests.animator_support import animator_server, engine_of, noise_png
 from tests.gates import wait_until
-from tests.support import png, serving
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 # Several decode chunks, so that a drop after the first chunk falls in the middle of the video.
@@ -41,23 +34,13 @@ FAST = Resume(backoff_s=0.05, max_backoff_s=0.2, reconnect_timeout_s=20)
 
 
 def image() -> bytes:
-    return png(Image.fromarray(np.random.default_rng(7).integers(0, 256, (80, 120, 3), dtype=np.uint8)))
+    return noise_png(7)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
-    settings = AnimatorSettings(
-        server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)),
-        limits=EngineLimits(max_num_frames=16, max_num_inference_steps=60),
-    )
-    metrics = Metrics()
-    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
+    async with animator_server(EngineLimits(max_num_frames=16, max_num_inference_steps=60)) as running:
         yield running
-
-
-def engine_of(server: GrpcServer) -> AnimateEngine:
-    assert isinstance(server.app, AnimatorApp)
-    return server.app.engine()
 
 
 def resumes(server: GrpcServer) -> float:

@@ -8,10 +8,8 @@ import resource
 from collections.abc import AsyncIterator
 
 import pytest
-import torch
 from PIL import Image
 
-from animator import tiny
 from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Event, Result
@@ -19,6 +17,7 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
+from tests.animator_support import tiny_backend
 from tests.gates import wait_until
 from tests.support import png
 
@@ -28,7 +27,7 @@ BUDGET = 64 * 1024  # the smallest --retention-bytes
 
 @pytest.fixture(scope="module")
 def backend(one_torch_thread: None) -> SvdBackend:
-    return SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    return tiny_backend()
 
 
 @contextlib.asynccontextmanager

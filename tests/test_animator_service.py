@@ -31,17 +31,12 @@ from imagewire.client import (
     VideoHeader,
 )
 from imagewire.client.animate import animate_request
-from PIL import Image
 
 from animator import tiny
-from animator.app import AnimatorApp
 from animator.limits import EngineLimits
-from animator.settings import AnimatorSettings
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
-from imagewire_serving.settings import ServerSettings
+from tests.animator_support import animator_server, engine_of, noise_png
 from tests.gates import wait_until
-from tests.support import png, serving
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
 LONG = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 50, "decode_chunk_size": 4}
@@ -49,25 +44,14 @@ RATE = EngineLimits().usd_per_output_pixel
 
 
 def image() -> bytes:
-    rng = np.random.default_rng(0)
-    return png(Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)))
+    return noise_png(0)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
     """One animator on the tiny random SVD with a queue of one, shared by the tests in this module."""
-    settings = AnimatorSettings(
-        server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)),
-        limits=EngineLimits(max_queue=1, max_num_frames=16, max_num_inference_steps=60),
-    )
-    metrics = Metrics()
-    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
+    async with animator_server(EngineLimits(max_queue=1, max_num_frames=16, max_num_inference_steps=60)) as running:
         yield running
-
-
-def app_of(server: GrpcServer) -> AnimatorApp:
-    assert isinstance(server.app, AnimatorApp)
-    return server.app
 
 
 async def timed_events(server: GrpcServer, **params: object) -> list[tuple[float, AnimateEvent]]:
@@ -197,7 +181,7 @@ async def first_denoise(call: grpc.aio.UnaryStreamCall) -> None:
 
 
 async def test_a_cancelled_stream_with_no_grace_frees_the_worker(server: GrpcServer) -> None:
-    engine = app_of(server).engine()
+    engine = engine_of(server)
     stopped = engine.stats.runs_stopped
     before = engine.stats.steps
     async with grpc.aio.insecure_channel(server.address) as channel:
@@ -222,7 +206,7 @@ async def test_a_cancelled_stream_with_no_grace_frees_the_worker(server: GrpcSer
 
 
 async def test_an_expired_deadline_ends_the_call_and_with_no_grace_the_generation(server: GrpcServer) -> None:
-    engine = app_of(server).engine()
+    engine = engine_of(server)
     stopped = engine.stats.runs_stopped
     async with AsyncAnimateClient(server.address) as client:
         with pytest.raises(ImagewireError) as caught:
