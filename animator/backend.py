@@ -124,6 +124,7 @@ class SvdBackend:
                      ", cpu offload" if cpu_offload else "")
         defaults = read_defaults(source, num_frames=pipeline.unet.config.num_frames)
         projection = LatentProjection.fit(pipeline.vae, device, dtype)
+        pipeline.maybe_free_model_hooks()  # with CPU offload, the VAE goes back to the CPU after the fit
         return cls(model_id or source, pipeline, device, dtype, defaults, projection)
 
     def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:

@@ -110,3 +110,11 @@ def test_environment_variables_fill_in_flags_and_flags_win(monkeypatch: pytest.M
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "-1")
     with pytest.raises(ValueError, match="usd-per-output-pixel"):
         AnimatorSettings.from_args([])
+    monkeypatch.delenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL")
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_RETENTION_BYTES", "1000")
+    with pytest.raises(ValueError, match="--retention-bytes"):
+        AnimatorSettings.from_args([])
+    monkeypatch.delenv("IMAGEWIRE_ANIMATOR_RETENTION_BYTES")
+    with pytest.raises(ValueError, match="--detach-grace .* must not exceed --max-detach-grace"):
+        AnimatorSettings.from_args(["--detach-grace", "700"])
+    assert AnimatorSettings.from_args(["--detach-grace", "700", "--max-detach-grace", "900"]).limits.detach_grace == 700
