@@ -115,6 +115,6 @@ def test_environment_variables_fill_in_flags_and_flags_win(monkeypatch: pytest.M
     with pytest.raises(ValueError, match="--retention-bytes"):
         AnimatorSettings.from_args([])
     monkeypatch.delenv("IMAGEWIRE_ANIMATOR_RETENTION_BYTES")
-    with pytest.raises(ValueError, match="--detach-grace .* must not exceed --max-detach-grace"):
+    with pytest.raises(ValueError, match=r"--detach-grace .* must not exceed --max-detach-grace"):
         AnimatorSettings.from_args(["--detach-grace", "700"])
     assert AnimatorSettings.from_args(["--detach-grace", "700", "--max-detach-grace", "900"]).limits.detach_grace == 700
