@@ -4,7 +4,8 @@ The backend splits the pipeline call in two so that video can be encoded while i
 the pipeline itself with ``output_type="latent"`` (image encoding and the denoising loop, with a per-step
 callback), and ``decode`` turns the latents into uint8 frames ``decode_chunk_size`` frames at a time with the same
 arithmetic as the pipeline's ``decode_latents`` and ``postprocess_video``, so the frames equal those of a plain
-``pipeline(...)`` call with the same seed.
+``pipeline(...)`` call with the same seed. Each step reports the scheduler's current estimate of the clean latents,
+from which :mod:`animator.preview` draws a preview at a fraction of a step's cost.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
 from animator.params import GenerationParams, ModelDefaults
+from animator.preview import LatentProjection
 from imagewire_serving.device import dtype_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -28,8 +31,20 @@ _LOGGER = logging.getLogger(__name__)
 # A model directory may carry request defaults suited to it (see read_defaults); the tiny and bench builds do.
 DEFAULTS_FILE = "imagewire_animate.json"
 
-# Called after each denoising step with (steps done, steps in all); it may raise to stop the loop.
-StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A finished denoising step."""
+
+    done: int
+    total: int
+    # The scheduler's current estimate of the clean latents, (frames, channels, h, w); None when it gives none.
+    denoised: torch.Tensor | None = None
+
+
+# Called after each denoising step; it may raise to stop the loop.
+StepCallback = Callable[[Step], None]
 
 
 class VideoBackend(Protocol):
@@ -49,6 +64,11 @@ class VideoBackend(Protocol):
         """Decode latents to frames, yielding uint8 RGB arrays of shape (n, height, width, 3) chunk by chunk."""
         ...
 
+    def preview_frames(self, denoised: torch.Tensor) -> np.ndarray:
+        """A few frames of a step's ``denoised`` latents, approximated cheaply: uint8 RGB (n, h, w, 3) at the latent
+        resolution."""
+        ...
+
 
 def read_defaults(source: str, num_frames: int) -> ModelDefaults:
     """The defaults of a model: the SVD-XT values with the UNet's frame count, overridden by an
@@ -66,12 +86,13 @@ class SvdBackend:
     family = "svd"
 
     def __init__(self, model_id: str, pipeline: object, device: torch.device, dtype: torch.dtype,
-                 defaults: ModelDefaults) -> None:
+                 defaults: ModelDefaults, projection: LatentProjection) -> None:
         self.model_id = model_id
         self.pipeline = pipeline
         self.device = device
         self.dtype = dtype
         self.defaults = defaults
+        self.projection = projection
 
     @classmethod
     def load(cls, source: str, device: torch.device, dtype: torch.dtype, *, model_id: str | None = None,
@@ -102,15 +123,36 @@ class SvdBackend:
         _LOGGER.info("loaded video model %s on %s (%s%s)", source, device, dtype_name(dtype),
                      ", cpu offload" if cpu_offload else "")
         defaults = read_defaults(source, num_frames=pipeline.unet.config.num_frames)
-        return cls(model_id or source, pipeline, device, dtype, defaults)
+        projection = LatentProjection.fit(pipeline.vae, device, dtype)
+        pipeline.maybe_free_model_hooks()  # with CPU offload, the VAE goes back to the CPU after the fit
+        return cls(model_id or source, pipeline, device, dtype, defaults, projection)
 
     def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
         total = params.num_inference_steps
+        scheduler = self.pipeline.scheduler  # type: ignore[attr-defined]
+        scheduler_step = scheduler.step
+        denoised: list[torch.Tensor | None] = [None]
 
-        def step_end(_pipeline: object, step: int, _timestep: object, _tensors: dict[str, object]) -> dict[str, object]:
-            on_step(step + 1, total)
+        def step(*args: object, **kwargs: object) -> object:
+            # The pipeline keeps only prev_sample; the scheduler's pred_original_sample is the clean estimate
+            # diffusers documents for previews.
+            output = scheduler_step(*args, **kwargs)
+            denoised[0] = getattr(output, "pred_original_sample", None)
+            return output
+
+        def step_end(_pipeline: object, index: int, _timestep: object, _tensors: dict[str, Any]) -> dict[str, Any]:
+            estimate = denoised[0]
+            on_step(Step(index + 1, total, None if estimate is None else estimate[0]))
             return {}
 
+        scheduler.step = step  # for this call only: an instance attribute shadowing the method
+        try:
+            return self._run_pipeline(image, params, step_end)
+        finally:
+            del scheduler.step
+
+    def _run_pipeline(self, image: Image.Image, params: GenerationParams, step_end: Callable[..., object]
+                      ) -> torch.Tensor:
         output = self.pipeline(  # type: ignore[operator]
             _at_least_two_pixels(image),
             height=params.height,
@@ -129,6 +171,9 @@ class SvdBackend:
             callback_on_step_end_tensor_inputs=[],
         )
         return output.frames
+
+    def preview_frames(self, denoised: torch.Tensor) -> np.ndarray:
+        return self.projection.frames(denoised)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:

@@ -1,14 +1,15 @@
-"""The animate engine: validation, one device worker with a bounded queue, streaming events, cancellation.
+"""The animate engine: video jobs, one device worker with a bounded queue, and the streams that read the jobs.
 
-Pure typed Python: no grpc, no protobuf. Callers pass an :class:`AnimateInput` to :meth:`AnimateEngine.animate`
-and iterate the events it yields: :class:`Progress` repeatedly, a :class:`Header` before the first
-:class:`Chunk` of video bytes, and one :class:`Result` last. Errors are the domain errors of
-:mod:`imagewire_serving.errors`.
+Pure typed Python: no grpc, no protobuf. Every generation is a :class:`~animator.jobs.Job` in the engine's
+:class:`~animator.job_table.JobTable`. :meth:`AnimateEngine.animate` starts one (or attaches to the job its id
+names), :meth:`AnimateEngine.watch` follows one from a byte offset, :meth:`AnimateEngine.cancel` stops one; each
+stream is a reader of its job (:mod:`animator.watch`) and yields :class:`JobStatus` first, then
+:class:`Progress` (and :class:`Preview` while denoising), a :class:`Header` before the first :class:`Chunk` of
+video bytes, and one :class:`Result` last. Errors are the domain errors of :mod:`imagewire_serving.errors`.
 
-One generation runs at a time on the device, in the worker thread (:mod:`animator.generation`). Its events cross
-to the event loop through a per-request :class:`~animator.channel.EventChannel`. A reader that goes away
-(cancelled call) or a deadline that passes stops the generation at the next denoising step or decoded chunk, and
-the worker takes the next request.
+One generation runs at a time on the device, in the worker thread (:mod:`animator.generation`), writing into its
+job. A job goes on when its callers leave: it stops at the next step when cancelled, or when nobody has watched
+it for its detach grace period.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import collections
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -25,13 +27,13 @@ from PIL import Image
 
 from animator import generation
 from animator.backend import VideoBackend
-from animator.channel import End, EventChannel, Stop
-from animator.events import Chunk, Event, Progress, Stage
-from animator.generation import Job
+from animator.events import Chunk, Event, JobState, JobStatus, Progress, Stage
+from animator.job_table import JobTable
+from animator.jobs import Job, JobHooks, Stop
 from animator.limits import MIN_SIDE, EngineLimits
-from animator.params import AnimateInput, GenerationParams, request_fields, resolve
+from animator.params import AnimateInput, GenerationParams, JobSpec, job_id_violation, request_fields, resolve
 from animator.safety import SafetyChecker
-from animator.video import VideoFormat
+from animator.watch import follow
 from imagewire_serving import errors
 from imagewire_serving.calls import current_call
 from imagewire_serving.engine import DeviceEngine
@@ -60,9 +62,9 @@ class ModelCard(BaseCard):
 
 
 class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
-    """Generates videos with one or more loaded models that share one device worker thread.
+    """Generates videos as jobs with one or more loaded models that share one device worker thread.
 
-    Requests wait in a queue of at most ``limits.max_queue``; past that, :meth:`animate` raises Overloaded at once.
+    Jobs wait in a queue of at most ``limits.max_queue``; past that, :meth:`animate` raises Overloaded at once.
     """
 
     def __init__(
@@ -76,7 +78,9 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         super().__init__(backends, device_thread="animate-device")
         self.limits = limits
         self.safety_checker = safety_checker
+        self.jobs = JobTable(limits, metrics)
         self._metrics = metrics
+        self._hooks = JobHooks(grew=self.jobs.grew, finished=self.jobs.finished, abandoned=self._stop_job)
         self._waiting: collections.deque[Job] = collections.deque()
         self._arrived = asyncio.Event()
         self._running: Job | None = None
@@ -88,57 +92,106 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name="animate-worker")
+        self.jobs.start()
 
     async def _stop(self) -> None:
-        """Queued requests fail with Unavailable; the running one stops at its next step."""
+        """Queued jobs fail with Unavailable; the running one stops at its next step."""
+        shutting_down = errors.Unavailable("the server is shutting down")
         running = self._running  # read first: cancelling the worker task clears it
         if running is not None:
-            running.channel.cancel()
+            running.request_stop(shutting_down)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if running is not None and not running.state.finished:
+            running.finish(shutting_down)
         while self._waiting:
-            self._waiting.popleft().channel.fail_nowait(errors.Unavailable("the server is shutting down"))
+            self._waiting.popleft().finish(shutting_down)
+        await self.jobs.close()
 
     async def animate(self, request: AnimateInput, *, deadline: float | None = None) -> AsyncIterator[Event]:
-        """Generate one video, yielding its events as they happen.
+        """Start a job (or attach to the existing job ``request.job_id`` names) and yield its events.
 
-        ``deadline`` is a time.monotonic() instant; past it the generation stops and DeadlineExceeded is raised.
-        Leaving the iteration early (closing the generator, a cancelled task) stops the generation.
+        ``deadline`` is a time.monotonic() instant; past it this stream raises DeadlineExceeded. Leaving the
+        iteration (closing the generator, a cancelled task, the deadline) does not stop the job: it goes on for
+        its detach grace period, waiting for a watcher.
         """
-        submitted = time.monotonic()
         backend = self.model(request.model_id)
-        params, fmt, image = await self._validate(request, backend)
-        job = self._submit(Job(backend, image, params, fmt, request.safety_check, deadline,
-                               EventChannel(asyncio.get_running_loop(), self.limits.max_pending_bytes)))
-        first_byte = True
-        try:
-            while True:
-                item = await job.channel.get()
-                if isinstance(item, End):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                if isinstance(item, Chunk):
+        spec, image = await self._validate(request, backend)
+        job, created = self._job_for(request.job_id, spec, backend, image)
+        current_call().annotate(job_id=job.id, job_created=created)
+        async with contextlib.aclosing(self._read(job, job.status(created=created), 0, deadline)) as events:
+            async for event in events:
+                yield event
+
+    async def watch(self, job_id: str, offset: int = 0, *, deadline: float | None = None) -> AsyncIterator[Event]:
+        """Follow an existing job from byte ``offset``: NotFound for an unknown job, OutOfRange for an offset past
+        the bytes it has produced."""
+        job = self._job(job_id)
+        current_call().annotate(job_id=job.id, offset=offset)
+        async with contextlib.aclosing(self._read(job, job.status(created=False), offset, deadline)) as events:
+            first = await anext(events)  # raises OutOfRange before the call counts as a resume
+            self._metrics.job_resumes.labels("watch").inc()
+            yield first
+            async for event in events:
+                yield event
+
+    async def cancel(self, job_id: str, *, deadline: float | None = None) -> JobStatus:
+        """Stop a job at its next step (NotFound for an unknown job); returns its status once it has stopped."""
+        job = self._job(job_id)
+        current_call().annotate(job_id=job.id)
+        self._stop_job(job, errors.Cancelled(f"job {errors.shown(job.id)} was cancelled"))
+        while not job.state.finished:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                await asyncio.wait_for(job.updated.wait(), remaining)
+            except TimeoutError:
+                raise errors.DeadlineExceeded("the deadline passed before the job stopped") from None
+        return job.status(created=False)
+
+    def _job(self, job_id: str) -> Job:
+        violation = job_id_violation(job_id, required=True)
+        errors.collect([violation] if violation else [])
+        return self.jobs.get(job_id)
+
+    def _job_for(self, job_id: str, spec: JobSpec, backend: VideoBackend, image: Image.Image) -> tuple[Job, bool]:
+        """The job this request names, if it exists and may be attached to; else a new one, queued."""
+        existing = self.jobs.find(job_id) if job_id else None
+        if existing is not None:
+            differences = existing.spec.differences(spec)
+            if differences:
+                raise errors.FailedPrecondition(
+                    f"job {errors.shown(job_id)} exists with different parameters: {', '.join(differences)}")
+            # A job that ended without its video is started afresh: there is nothing a retry would pay twice for.
+            if existing.state not in (JobState.FAILED, JobState.CANCELLED):
+                self._metrics.job_resumes.labels("animate").inc()
+                return existing, False
+        job = Job(job_id or uuid.uuid4().hex, spec, backend, image, self._hooks)
+        self._submit(job)
+        self.jobs.add(job)
+        self._metrics.jobs_created.labels(backend.model_id).inc()
+        return job, True
+
+    async def _read(self, job: Job, status: JobStatus, offset: int, deadline: float | None) -> AsyncIterator[Event]:
+        """One stream of a job, with its metrics: time to the first byte (for the call that created the job) and
+        bytes streamed."""
+        model_id = job.backend.model_id
+        first_byte = status.created
+        async with contextlib.aclosing(follow(job, status, offset=offset, deadline=deadline)) as events:
+            async for event in events:
+                if isinstance(event, Chunk):
                     if first_byte:
                         first_byte = False
-                        self._observe_first_byte(backend.model_id, time.monotonic() - submitted)
-                    self._metrics.streamed_bytes.labels(backend.model_id).inc(len(item.data))
-                yield item
-        finally:
-            job.channel.cancel()  # a no-op once the generation finished; stops it when the caller left early
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(job)
-                self._queue_changed()
+                        self._observe_first_byte(model_id, time.monotonic() - job.enqueued)
+                    self._metrics.streamed_bytes.labels(model_id).inc(len(event.data))
+                yield event
 
-    async def _validate(
-        self, request: AnimateInput, backend: VideoBackend
-    ) -> tuple[GenerationParams, VideoFormat, Image.Image]:
+    async def _validate(self, request: AnimateInput, backend: VideoBackend) -> tuple[JobSpec, Image.Image]:
         """Resolve the parameters and decode the image off the event loop, naming every bad field at once."""
         violations: list[FieldViolation] = []
-        resolved = image = None
+        spec = image = None
         try:
-            resolved = resolve(request, backend.defaults, self.limits)
+            spec = resolve(request, backend.model_id, backend.defaults, self.limits)
         except errors.InvalidArgument as error:
             violations += error.violations
         try:
@@ -146,26 +199,36 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         except errors.InvalidArgument as error:
             violations[:0] = error.violations
         errors.collect(violations)
-        assert resolved is not None and image is not None
-        return (*resolved, image)
+        assert spec is not None and image is not None
+        return spec, image
 
     def _observe_first_byte(self, model_id: str, seconds: float) -> None:
         self._metrics.first_byte.labels(model_id).observe(seconds)
         current_call().annotate(first_byte_ms=round(seconds * 1000, 3))
 
-    def _submit(self, job: Job) -> Job:
+    def _submit(self, job: Job) -> None:
         if len(self._waiting) >= self.limits.max_queue:
             raise errors.Overloaded(f"the generation queue is full ({self.limits.max_queue} waiting); retry later")
         self._waiting.append(job)
         self._queue_changed()
         self._arrived.set()
-        return job
+
+    def _stop_job(self, job: Job, error: errors.ServingError) -> None:
+        """Stop a job: a waiting one ends at once, a running one at its next step."""
+        if job in self._waiting:
+            self._waiting.remove(job)
+            job.finish(error)
+            self._queue_changed()
+        else:
+            job.request_stop(error)
 
     def _queue_changed(self) -> None:
-        """Tell every waiting request its position (1 = next) and update the queue-depth gauge."""
+        """Tell every waiting job its position (1 = next) and update the queue-depth gauge."""
         total = len(self._waiting)
         for position, job in enumerate(self._waiting, start=1):
-            job.channel.put_nowait(Progress(Stage.QUEUED, position, total))
+            if job.queue_position != position:
+                job.queue_position = position
+                job.append(Progress(Stage.QUEUED, position, total))
         for model_id in self._models:
             waiting = sum(1 for job in self._waiting if job.backend.model_id == model_id)
             self._metrics.queue_depth.labels(model_id).set(waiting)
@@ -177,43 +240,40 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
                 await self._arrived.wait()
             job = self._waiting.popleft()
             self._queue_changed()
-            if job.channel.cancelled.is_set():
-                continue
-            if job.deadline is not None and time.monotonic() >= job.deadline:
-                job.channel.fail_nowait(errors.DeadlineExceeded("the deadline passed while the request was queued"))
-                continue
+            job.start()
             self._running = job
             try:
-                await self.run_on_device(self._run, job)
+                error = await self.run_on_device(self._run, job)
             finally:
                 self._running = None
+            job.finish(error)
 
-    def _run(self, job: Job) -> None:
-        """Worker thread: one generation from start to its last event."""
+    def _run(self, job: Job) -> BaseException | None:
+        """Worker thread: one generation from start to its last event; returns the error it ended with, if any.
+
+        The one place where a generation's failures are told apart (stopped, a client error, anything else)."""
         model_id = job.backend.model_id
         started = time.monotonic()
         self._metrics.queue_duration.labels(model_id).observe(started - job.enqueued)
         self.stats.runs_started += 1
-        error: BaseException | None = None
         try:
             generation.generate(job, self.safety_checker, self.limits.usd_per_output_pixel, self.stats)
         except Stop as stop:
             self.stats.runs_stopped += 1
-            _LOGGER.info("generation stopped: %s", stop.error.message)
-            error = stop.error
+            _LOGGER.info("job %s stopped: %s", job.id, stop.error.message)
+            return stop.error
         except errors.ServingError as failure:
             self.stats.runs_failed += 1
-            error = failure
-        except Exception as failure:  # a model failure fails this request, not the worker
-            _LOGGER.exception("generation failed on %s", model_id)
+            return failure
+        except Exception as failure:  # a model failure fails this job, not the worker
+            _LOGGER.exception("job %s failed on %s", job.id, model_id)
             self.stats.runs_failed += 1
-            error = failure
-        else:
-            self.stats.runs_completed += 1
-            self.stats.requests_completed += 1
+            return failure
         finally:
             self._metrics.compute_duration.labels(model_id).observe(time.monotonic() - started)
-        job.channel.close(error)
+        self.stats.runs_completed += 1
+        self.stats.requests_completed += 1
+        return None
 
     async def warm_up(self) -> None:
         """One minimal generation per model (and the safety checker) so the first client pays no set-up."""

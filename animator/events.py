@@ -1,4 +1,5 @@
-"""The events of an animate stream, in plain values: progress, the header, video chunks and the result."""
+"""The events of an animate stream, in plain values: the job's status, progress, previews, the header, video chunks
+and the result."""
 
 from __future__ import annotations
 
@@ -14,6 +15,47 @@ class Stage(enum.IntEnum):
     DENOISE = 3
     DECODE = 4
     ENCODE_VIDEO = 5
+
+
+class JobState(enum.IntEnum):
+    """Where a job is in its life (named as the contract's JobState values, less the prefix)."""
+
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def finished(self) -> bool:
+        return self >= JobState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's id and state, as one call sees it: the first event of every stream."""
+
+    job_id: str
+    state: JobState
+    # 1 = next; 0 when not waiting.
+    queue_position: int
+    # Whether this call started the job (False: it attached to an existing one).
+    created: bool
+    # The video bytes produced so far.
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A small encoded image of a few frames, approximated from the latents after ``step`` of ``total`` steps."""
+
+    image: bytes
+    mime_type: str
+    width: int
+    height: int
+    num_frames: int
+    step: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -70,4 +112,4 @@ class Result:
     usage: Usage
 
 
-Event = Progress | Header | Chunk | Result
+Event = JobStatus | Progress | Preview | Header | Chunk | Result

@@ -1,10 +1,14 @@
 """Animate request parameters: the request in plain values, a model's defaults, and their resolution into the
-validated parameters one generation runs with."""
+validated :class:`JobSpec` one job runs with (and which its id stands for)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from animator.limits import MIN_SIDE, EngineLimits
 from animator.video import CONTRACT_PREFIX, VideoFormat
@@ -14,6 +18,9 @@ from imagewire_serving.fields import RequestField, check_fields
 
 MAX_MOTION_BUCKET_ID = 1023
 MAX_GUIDANCE_SCALE = 20.0
+# Job ids travel in metadata (x-imagewire-job-id) and logs: short, and safe in any header or URL.
+MAX_JOB_ID_CHARS = 128
+_JOB_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,10 @@ class AnimateInput:
     format: VideoFormat | None = None
     min_guidance_scale: float | None = None
     max_guidance_scale: float | None = None
+    # "" lets the server assign one.
+    job_id: str = ""
+    preview_every: int | None = None
+    detach_grace_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class ModelDefaults:
     decode_chunk_size: int = 8
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
+    # Five previews over SVD-XT's 25 steps.
+    preview_every: int = 5
 
 
 @dataclass(frozen=True)
@@ -100,28 +113,82 @@ def request_fields(defaults: ModelDefaults, limits: EngineLimits) -> dict[str, R
         RequestField("format", CONTRACT_PREFIX + VideoFormat.MP4_H264.name),
         RequestField("min_guidance_scale", defaults.min_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
         RequestField("max_guidance_scale", defaults.max_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
+        RequestField("job_id", None, 0, MAX_JOB_ID_CHARS),
+        RequestField("preview_every", defaults.preview_every, 0, limits.max_num_inference_steps),
+        RequestField("detach_grace_seconds", limits.detach_grace, 0.0, limits.max_detach_grace),
     )
     return {field.name: field for field in fields}
 
 
-def resolve(request: AnimateInput, defaults: ModelDefaults, limits: EngineLimits) -> tuple[GenerationParams,
-                                                                                        VideoFormat]:
-    """Apply the model's defaults and check every field against its bounds; one InvalidArgument names every
-    violated field."""
+def job_id_violation(job_id: str, *, required: bool) -> FieldViolation | None:
+    """Why ``job_id`` is not a valid job id (1 to 128 of A-Z a-z 0-9 - _ .), or None; "" is valid unless
+    ``required``."""
+    if not job_id:
+        return FieldViolation("job_id", "job_id is required") if required else None
+    if len(job_id) > MAX_JOB_ID_CHARS or not _JOB_ID.fullmatch(job_id):
+        return FieldViolation("job_id", f"job_id must be 1 to {MAX_JOB_ID_CHARS} characters from A-Z, a-z, 0-9, "
+                                        f"'-', '_' and '.', not {errors.shown(job_id)}")
+    return None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A request resolved and validated: what one job generates and how it runs.
+
+    A job id stands for exactly one spec: :meth:`differences` compares every resolved value (defaults applied,
+    so leaving a field out and sending its default agree), the image by digest and the seed as requested.
+    """
+
+    model_id: str
+    image_sha256: str
+    params: GenerationParams
+    format: VideoFormat
+    safety_check: bool
+    preview_every: int
+    detach_grace_seconds: float
+    # False when the server chose the seed: a retry without one is then the same request.
+    seed_given: bool
+
+    def differences(self, other: JobSpec) -> list[str]:
+        """The request fields on which two specs disagree, by name; empty when they are the same job."""
+        mine, theirs = self._identity(), other._identity()
+        return [name for name, value in mine.items() if theirs.get(name) != value]
+
+    def _identity(self) -> dict[str, Any]:
+        # Generic over the fields, so a field added to GenerationParams or to the spec is compared too.
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values.update(dataclasses.asdict(values.pop("params")))
+        values["image"] = values.pop("image_sha256")
+        if not values.pop("seed_given"):
+            values["seed"] = None
+        return values
+
+
+def resolve(request: AnimateInput, model_id: str, defaults: ModelDefaults, limits: EngineLimits) -> JobSpec:
+    """Apply the model's and the server's defaults and check every field against its bounds; one InvalidArgument
+    names every violated field (the image is checked when it is decoded)."""
     fields = request_fields(defaults, limits)
     values = {name: getattr(defaults, name) if getattr(request, name) is None else getattr(request, name)
               for name in ModelDefaults.__dataclass_fields__}
-    violations = check_fields(fields, [*values.items(), ("seed", request.seed)])
+    grace = limits.detach_grace if request.detach_grace_seconds is None else request.detach_grace_seconds
+    violations = check_fields(fields, [*values.items(), ("seed", request.seed), ("detach_grace_seconds", grace)])
     if values["width"] * values["height"] > limits.max_pixels_per_frame and not violations:
         too_many = (f"width x height = {values['width'] * values['height']} pixels; the limit is "
                     f"{limits.max_pixels_per_frame}")
         violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
     if not any(violation.field.endswith("_guidance_scale") for violation in violations):
         violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"])
-    errors.collect(violations)
+    bad_id = job_id_violation(request.job_id, required=False)
+    errors.collect([*violations, *([bad_id] if bad_id else [])])
+    preview_every = values.pop("preview_every")
     values["decode_chunk_size"] = min(values["decode_chunk_size"], values["num_frames"])
     seed = secrets.randbits(63) if request.seed is None else request.seed
-    return GenerationParams(seed=seed, **values), request.format or VideoFormat.MP4_H264
+    return JobSpec(
+        model_id=model_id, image_sha256=hashlib.sha256(request.image).hexdigest(),
+        params=GenerationParams(seed=seed, **values), format=request.format or VideoFormat.MP4_H264,
+        safety_check=request.safety_check, preview_every=preview_every, detach_grace_seconds=grace,
+        seed_given=request.seed is not None,
+    )
 
 
 def _check_guidance(low: float, high: float) -> list[FieldViolation]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc.aio
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 
 from animator.engine import AnimateEngine
-from animator.events import Chunk, Event, Header, Progress, Result
+from animator.events import Chunk, Event, Header, JobStatus, Preview, Progress, Result
 from animator.params import AnimateInput
 from animator.video import CONTRACT_PREFIX, VideoFormat
 from imagewire_serving import errors
@@ -37,20 +38,31 @@ def to_input(request: animate_pb2.AnimateRequest) -> AnimateInput:
     """The request in plain values; absent optional fields become None (the model's default)."""
     optional = {name: getattr(request, name) if request.HasField(name) else None for name in _OPTIONAL}
     return AnimateInput(image=request.image, model_id=request.model_id, safety_check=request.safety_check,
-                        format=to_format(request.format), **optional)
+                        format=to_format(request.format), job_id=request.job_id, **optional)
 
 
-def to_response(event: Event) -> animate_pb2.AnimateResponse:
-    """One engine event as one stream response."""
+def to_status(status: JobStatus) -> animate_pb2.JobStatus:
+    return animate_pb2.JobStatus(**{**dataclasses.asdict(status), "state": f"JOB_STATE_{status.state.name}"})
+
+
+# The oneof member and message of each event; AnimateResponse and WatchAnimationResponse share them.
+_MEMBERS: dict[type, tuple[str, Any]] = {
+    Chunk: ("chunk", animate_pb2.VideoChunk),
+    Header: ("header", animate_pb2.VideoHeader),
+    Preview: ("preview", animate_pb2.Preview),
+    Result: ("result", animate_pb2.AnimateResult),
+}
+
+
+def to_response(event: Event, response_type: Any = animate_pb2.AnimateResponse) -> Any:
+    """One engine event as one stream response (an AnimateResponse or a WatchAnimationResponse)."""
     if isinstance(event, Progress):
         stage = animate_pb2.Stage.Value(f"STAGE_{event.stage.name}")
-        return animate_pb2.AnimateResponse(progress=animate_pb2.Progress(stage=stage, step=event.step,
-                                                                          total=event.total))
-    if isinstance(event, Chunk):
-        return animate_pb2.AnimateResponse(chunk=animate_pb2.VideoChunk(**dataclasses.asdict(event)))
-    if isinstance(event, Header):
-        return animate_pb2.AnimateResponse(header=animate_pb2.VideoHeader(**dataclasses.asdict(event)))
-    return animate_pb2.AnimateResponse(result=animate_pb2.AnimateResult(**dataclasses.asdict(event)))
+        return response_type(progress=animate_pb2.Progress(stage=stage, step=event.step, total=event.total))
+    if isinstance(event, JobStatus):
+        return response_type(job=to_status(event))
+    member, message = _MEMBERS[type(event)]
+    return response_type(**{member: message(**dataclasses.asdict(event))})
 
 
 def _annotate(event: Event) -> None:
@@ -63,6 +75,15 @@ def _annotate(event: Event) -> None:
                                 price_usd=event.usage.price_usd, nsfw=event.nsfw)
 
 
+async def _responses(stream: AsyncIterator[Event], response_type: Any) -> AsyncIterator[Any]:
+    # aclosing: when the call ends early, the engine's stream is closed at once (detaching from the job) rather
+    # than whenever it is garbage-collected.
+    async with contextlib.aclosing(stream) as events:
+        async for event in events:
+            _annotate(event)
+            yield to_response(event, response_type)
+
+
 class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
     def __init__(self, engine: Callable[[], AnimateEngine]) -> None:
         # A provider, not the engine itself: it raises Unavailable until the models are loaded.
@@ -73,12 +94,21 @@ class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
     ) -> AsyncIterator[animate_pb2.AnimateResponse]:
         current_call().annotate(image_bytes=len(request.image))
         stream = self._engine().animate(to_input(request), deadline=deadline_of(context))
-        # aclosing: when the call ends early, the engine's generator is closed at once (stopping the generation)
-        # rather than whenever it is garbage-collected.
-        async with contextlib.aclosing(stream) as events:
-            async for event in events:
-                _annotate(event)
-                yield to_response(event)
+        async for response in _responses(stream, animate_pb2.AnimateResponse):
+            yield response
+
+    async def WatchAnimation(  # noqa: N802 - gRPC method name
+        self, request: animate_pb2.WatchAnimationRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[animate_pb2.WatchAnimationResponse]:
+        stream = self._engine().watch(request.job_id, request.offset, deadline=deadline_of(context))
+        async for response in _responses(stream, animate_pb2.WatchAnimationResponse):
+            yield response
+
+    async def CancelAnimation(  # noqa: N802 - gRPC method name
+        self, request: animate_pb2.CancelAnimationRequest, context: grpc.aio.ServicerContext
+    ) -> animate_pb2.CancelAnimationResponse:
+        status = await self._engine().cancel(request.job_id, deadline=deadline_of(context))
+        return animate_pb2.CancelAnimationResponse(job=to_status(status))
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: animate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -46,6 +46,8 @@ class SvdPreset:
     default_steps: int
     default_decode_chunk_size: int
     seed: int = 0
+    # A preview every other step: the few steps of these models would otherwise show none.
+    default_preview_every: int = 2
 
 
 PRESETS: dict[str, SvdPreset] = {
@@ -95,6 +97,7 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
         "num_frames": preset.num_frames,
         "num_inference_steps": preset.default_steps,
         "decode_chunk_size": preset.default_decode_chunk_size,
+        "preview_every": preset.default_preview_every,
     }
     (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
     return out
@@ -172,7 +175,7 @@ def _scheduler() -> Any:
 
 
 # Part of the cache key: bump it when build_svd changes what it writes, so cached builds are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MODELS = LocalModels("svd", PRESETS, build_svd, version=BUILD_VERSION, marker="model_index.json")
 ensure_model = MODELS.ensure
 

@@ -32,7 +32,15 @@ class InvalidArgument(ServingError):
 
 
 class NotFound(ServingError):
-    """The request names something (a model) the server does not have."""
+    """The request names something (a model, a job) the server does not have."""
+
+
+class FailedPrecondition(ServingError):
+    """The request conflicts with the state of what it names (a job id reused with different parameters)."""
+
+
+class OutOfRange(ServingError):
+    """A position in the request lies past the end of what exists (an offset past the bytes produced)."""
 
 
 class Overloaded(ServingError):

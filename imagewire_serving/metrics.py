@@ -45,6 +45,24 @@ class Metrics:
         self.streamed_bytes = Counter(
             "imagewire_streamed_bytes", "Video bytes streamed to clients.", ["model"], registry=r
         )
+        self.jobs = Gauge(
+            "imagewire_jobs", "Video jobs: active (queued or running, watched), detached (queued or running, not "
+            "watched), retained (finished, still readable).", ["state"], registry=r,
+        )
+        self.jobs_created = Counter("imagewire_jobs_created", "Video jobs started (generations).", ["model"],
+                                    registry=r)
+        self.job_bytes = Gauge(
+            "imagewire_job_retained_bytes", "Memory the video jobs hold (videos, latest previews, bookkeeping), "
+            "bounded by --retention-bytes.", registry=r,
+        )
+        self.job_resumes = Counter(
+            "imagewire_job_resumes", "Calls that attached to an existing job: WatchAnimation, or Animate sent again "
+            "with the id of a job that exists.", ["rpc"], registry=r,
+        )
+        self.job_evictions = Counter(
+            "imagewire_job_evictions", "Finished video jobs dropped: expired (older than --retention) or budget "
+            "(to stay within --retention-bytes).", ["reason"], registry=r,
+        )
         self.model_load = Gauge(
             "imagewire_model_load_seconds", "How long loading and warming the model took.", ["model"], registry=r
         )

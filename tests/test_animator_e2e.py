@@ -57,7 +57,37 @@ def test_animator_process_serves_health_reflection_and_the_cli(tmp_path: Path) -
         assert done.returncode == 1
         assert "INVALID_ARGUMENT" in done.stderr and "width:" in done.stderr
 
+        check_job_commands(server.target, command, tmp_path, first)
         assert server.terminate() == 0
+
+
+def check_job_commands(target: str, animate: list[str], tmp_path: Path, digest: bytes) -> None:
+    """animate --job-id --preview-dir, then watch (whole, and from an offset into a partial file), then cancel."""
+    previews = tmp_path / "previews"
+    done = subprocess.run([*animate, "--job-id", "e2e-job", "--preview-dir", str(previews)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "job e2e-job" in done.stderr
+    assert sorted(path.name for path in previews.iterdir()) == ["preview-0002.webp"]  # 2 steps, one every 2
+    video = Path(animate[animate.index("-o") + 1]).read_bytes()
+
+    watched = tmp_path / "watched.mp4"
+    done = subprocess.run([script("imagewire"), "watch", "e2e-job", "-o", str(watched), "--target", target,
+                           "--quiet"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(watched.read_bytes()).digest() == digest
+    watched.write_bytes(video[:1000])  # a download cut short: continue it from its 1000 bytes
+    done = subprocess.run([script("imagewire"), "watch", "e2e-job", "-o", str(watched), "--offset", "1000",
+                           "--target", target, "--quiet"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert watched.read_bytes() == video
+
+    done = subprocess.run([script("imagewire"), "cancel", "e2e-job", "--target", target], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "job e2e-job: succeeded" in done.stdout, done.stderr
+    done = subprocess.run([script("imagewire"), "watch", "no-such-job", "-o", str(tmp_path / "x.mp4"),
+                           "--target", target], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "NOT_FOUND" in done.stderr and "'no-such-job'" in done.stderr
 
 
 def test_bad_settings_fail_fast() -> None:
@@ -80,3 +110,11 @@ def test_environment_variables_fill_in_flags_and_flags_win(monkeypatch: pytest.M
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL", "-1")
     with pytest.raises(ValueError, match="usd-per-output-pixel"):
         AnimatorSettings.from_args([])
+    monkeypatch.delenv("IMAGEWIRE_ANIMATOR_USD_PER_OUTPUT_PIXEL")
+    monkeypatch.setenv("IMAGEWIRE_ANIMATOR_RETENTION_BYTES", "1000")
+    with pytest.raises(ValueError, match="--retention-bytes"):
+        AnimatorSettings.from_args([])
+    monkeypatch.delenv("IMAGEWIRE_ANIMATOR_RETENTION_BYTES")
+    with pytest.raises(ValueError, match=r"--detach-grace .* must not exceed --max-detach-grace"):
+        AnimatorSettings.from_args(["--detach-grace", "700"])
+    assert AnimatorSettings.from_args(["--detach-grace", "700", "--max-detach-grace", "900"]).limits.detach_grace == 700

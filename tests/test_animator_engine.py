@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import time
@@ -19,12 +18,14 @@ from PIL import Image
 from animator import generation, tiny, video
 from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
-from animator.events import Chunk, Event, Header, Progress, Result, Stage
+from animator.events import Chunk, Event, Header, JobState, JobStatus, Progress, Result, Stage
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.safety import SafetyChecker
 from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
+from tests.animator_support import tiny_backend
+from tests.gates import wait_until
 from tests.support import png
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
@@ -43,7 +44,7 @@ def picture(size: tuple[int, int] = (120, 80)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def backend(one_torch_thread: None) -> SvdBackend:
-    return SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    return tiny_backend()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -72,7 +73,7 @@ def test_streamed_frames_equal_the_plain_pipeline_call(backend: SvdBackend) -> N
     # Chunks of 2 over 5 frames: the last chunk is short, as in the pipeline's own decode loop.
     p = params()
     image = picture()
-    latents = backend.denoise(image, p, lambda done, total: None)
+    latents = backend.denoise(image, p, lambda step: None)
     chunks = list(backend.decode(latents, p))
     assert [len(c) for c in chunks] == [2, 2, 1]
     streamed = np.concatenate(chunks)
@@ -118,7 +119,7 @@ def test_the_requested_fps_is_what_the_unet_sees(backend: SvdBackend) -> None:
 
     handle = backend.pipeline.unet.register_forward_pre_hook(spy, with_kwargs=True)  # type: ignore[attr-defined]
     try:
-        backend.denoise(picture(), params(fps=9, motion_bucket_id=40, num_inference_steps=1), lambda d, t: None)
+        backend.denoise(picture(), params(fps=9, motion_bucket_id=40, num_inference_steps=1), lambda step: None)
     finally:
         handle.remove()
     fps, motion, noise = seen[0][0].tolist()
@@ -129,6 +130,9 @@ async def test_events_are_ordered_and_the_bytes_are_the_video(engine: AnimateEng
     events = await collect(engine, seed=5, fps=5, **SMALL)
     kinds = [type(event) for event in events]
     first_chunk = kinds.index(Chunk)
+    status = events[0]
+    assert isinstance(status, JobStatus) and status.created and status.state is JobState.QUEUED
+    assert kinds.count(JobStatus) == 1 and status.queue_position == 1
     assert kinds.index(Header) < first_chunk and kinds.count(Header) == 1
     assert kinds[-1] is Result and kinds.count(Result) == 1
     stages = [e.stage for e in events if isinstance(e, Progress)]
@@ -161,17 +165,19 @@ def test_validation_names_every_bad_field(engine: AnimateEngine, backend: SvdBac
         num_inference_steps=1000, decode_chunk_size=0, min_guidance_scale=-1.0, max_guidance_scale=99.0,
     )
     with pytest.raises(errors.InvalidArgument) as caught:
-        resolve(bad, backend.defaults, engine.limits)
+        resolve(bad, "tiny", backend.defaults, engine.limits)
     assert {v.field for v in caught.value.violations} == {
         "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps",
         "decode_chunk_size", "min_guidance_scale", "max_guidance_scale",
     }
     with pytest.raises(errors.InvalidArgument) as caught:
-        resolve(AnimateInput(image=b"", width=1024, height=1032), backend.defaults, engine.limits)
+        resolve(AnimateInput(image=b"", width=1024, height=1032), "tiny", backend.defaults, engine.limits)
     assert {v.field for v in caught.value.violations} == {"width", "height"}
-    resolved, fmt = resolve(AnimateInput(image=b"", seed=2**64 - 1), backend.defaults, engine.limits)
-    assert resolved.width == backend.defaults.width and resolved.seed == 2**64 - 1
-    assert fmt is video.VideoFormat.MP4_H264
+    spec = resolve(AnimateInput(image=b"", seed=2**64 - 1), "tiny", backend.defaults, engine.limits)
+    assert spec.params.width == backend.defaults.width and spec.params.seed == 2**64 - 1
+    assert spec.format is video.VideoFormat.MP4_H264
+    assert spec.preview_every == backend.defaults.preview_every
+    assert spec.detach_grace_seconds == engine.limits.detach_grace
 
 
 async def test_bad_image_and_fields_are_reported_together(engine: AnimateEngine) -> None:
@@ -191,10 +197,10 @@ async def first_of(stream: AsyncIterator[Event], stage: Stage) -> float:
     raise AssertionError(f"no {stage.name} progress")
 
 
-async def test_cancelling_stops_at_the_next_step_and_frees_the_worker(engine: AnimateEngine) -> None:
+async def test_leaving_with_no_grace_stops_at_the_next_step_and_frees_the_worker(engine: AnimateEngine) -> None:
     before = engine.stats.steps
     stopped = engine.stats.runs_stopped
-    long = engine.animate(AnimateInput(image=png(picture()), seed=1, **LONG))  # type: ignore[arg-type]
+    long = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
     await first_of(long, Stage.DENOISE)
     await long.aclose()  # what a cancelled call does to the servicer's generator
     cancelled_at = time.monotonic()
@@ -202,7 +208,7 @@ async def test_cancelling_stops_at_the_next_step_and_frees_the_worker(engine: An
     steps_of_long: list[int] = []
     started_after: list[float] = []
     async for event in engine.animate(AnimateInput(image=png(picture()), seed=2, **SMALL)):  # type: ignore[arg-type]
-        if isinstance(event, Header):  # the worker has finished with the cancelled generation
+        if isinstance(event, Progress) and event.stage is Stage.ENCODE_IMAGE:  # the worker left the stopped job
             steps_of_long.append(engine.stats.steps - before)
         if isinstance(event, Progress) and event.stage is Stage.DENOISE and not started_after:
             started_after.append(time.monotonic() - cancelled_at)
@@ -211,22 +217,23 @@ async def test_cancelling_stops_at_the_next_step_and_frees_the_worker(engine: An
     assert started_after[0] < 30
 
 
-async def test_a_passed_deadline_stops_the_generation(engine: AnimateEngine) -> None:
+async def test_a_passed_deadline_ends_the_call_and_with_no_grace_the_generation(engine: AnimateEngine) -> None:
     stopped = engine.stats.runs_stopped
     with pytest.raises(errors.DeadlineExceeded):
-        async for _ in engine.animate(AnimateInput(image=png(picture()), **LONG),  # type: ignore[arg-type]
+        async for _ in engine.animate(AnimateInput(image=png(picture()), detach_grace_seconds=0, **LONG),  # type: ignore[arg-type]
                                       deadline=time.monotonic() + 0.3):
             pass
-    assert engine.stats.runs_stopped == stopped + 1
     assert (await collect(engine, seed=3, **SMALL))[-1]  # the worker is free again
+    assert engine.stats.runs_stopped == stopped + 1
 
 
 async def test_a_full_queue_is_overloaded_at_once(engine: AnimateEngine) -> None:
-    running = engine.animate(AnimateInput(image=png(picture()), seed=1, **LONG))  # type: ignore[arg-type]
+    running = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
     await first_of(running, Stage.DENOISE)
-    waiting = engine.animate(AnimateInput(image=png(picture()), seed=2, **LONG))  # type: ignore[arg-type]
-    first = await anext(waiting)
-    assert first == Progress(Stage.QUEUED, 1, 1)
+    waiting = engine.animate(AnimateInput(image=png(picture()), seed=2, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
+    status = await anext(waiting)
+    assert isinstance(status, JobStatus) and (status.state, status.queue_position) == (JobState.QUEUED, 1)
+    assert await anext(waiting) == Progress(Stage.QUEUED, 1, 1)
     asked = time.monotonic()
     with pytest.raises(errors.Overloaded):
         await anext(engine.animate(AnimateInput(image=png(picture()), **SMALL)))  # type: ignore[arg-type]
@@ -234,23 +241,23 @@ async def test_a_full_queue_is_overloaded_at_once(engine: AnimateEngine) -> None
     await waiting.aclose()
     await running.aclose()
     assert engine.queue_depth == 0
+    await wait_until(lambda: engine.jobs.find(status.job_id).state is JobState.CANCELLED)  # type: ignore[union-attr]
 
 
-async def test_a_slow_reader_pauses_the_generation_without_losing_bytes(backend: SvdBackend) -> None:
-    # A budget smaller than one frame's fragment: the worker waits for the reader at every chunk.
-    engine = AnimateEngine([backend], EngineLimits(max_pending_bytes=1), Metrics())
-    engine.start()
-    try:
-        data = b""
-        async for event in engine.animate(AnimateInput(image=png(picture()), seed=77, **SMALL)):  # type: ignore[arg-type]
-            if isinstance(event, Chunk):
-                assert event.offset == len(data)
-                data += event.data
-                await asyncio.sleep(0.01)
-            elif isinstance(event, Result):
-                assert event.total_bytes == len(data)
-    finally:
-        await engine.close()
+async def test_a_reader_that_stops_reading_never_pauses_the_generation(engine: AnimateEngine) -> None:
+    stream = engine.animate(AnimateInput(image=png(picture()), seed=77, **SMALL))  # type: ignore[arg-type]
+    status = await anext(stream)
+    assert isinstance(status, JobStatus)
+    job = engine.jobs.get(status.job_id)
+    # Nobody reads past the status: the generation still runs to its end, holding every byte.
+    await wait_until(lambda: job.state is JobState.SUCCEEDED)
+    data = b""
+    async for event in stream:
+        if isinstance(event, Chunk):
+            assert event.offset == len(data)
+            data += event.data
+        elif isinstance(event, Result):
+            assert event.total_bytes == len(data) == job.available_bytes
 
 
 @pytest.mark.parametrize("flag_everything", [True, False])

@@ -34,14 +34,11 @@ from imagewire.client.animate import animate_request
 from PIL import Image
 
 from animator import tiny
-from animator.app import AnimatorApp
 from animator.limits import EngineLimits
-from animator.settings import AnimatorSettings
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
-from imagewire_serving.settings import ServerSettings
+from tests.animator_support import animator_server, engine_of, noise_png
 from tests.gates import wait_until
-from tests.support import png, serving
+from tests.support import png
 
 SMALL = {"width": 96, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
 LONG = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 50, "decode_chunk_size": 4}
@@ -49,25 +46,14 @@ RATE = EngineLimits().usd_per_output_pixel
 
 
 def image() -> bytes:
-    rng = np.random.default_rng(0)
-    return png(Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)))
+    return noise_png(0)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
     """One animator on the tiny random SVD with a queue of one, shared by the tests in this module."""
-    settings = AnimatorSettings(
-        server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)),
-        limits=EngineLimits(max_queue=1, max_num_frames=16, max_num_inference_steps=60),
-    )
-    metrics = Metrics()
-    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
+    async with animator_server(EngineLimits(max_queue=1, max_num_frames=16, max_num_inference_steps=60)) as running:
         yield running
-
-
-def app_of(server: GrpcServer) -> AnimatorApp:
-    assert isinstance(server.app, AnimatorApp)
-    return server.app
 
 
 async def timed_events(
@@ -213,21 +199,22 @@ async def first_denoise(call: grpc.aio.UnaryStreamCall) -> None:
     raise AssertionError("the stream ended before denoising")
 
 
-async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
-    engine = app_of(server).engine()
+async def test_a_cancelled_stream_with_no_grace_frees_the_worker(server: GrpcServer) -> None:
+    engine = engine_of(server)
     stopped = engine.stats.runs_stopped
     before = engine.stats.steps
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
-        long = stub.Animate(animate_request(image(), seed=1, **LONG), timeout=120)
+        long = stub.Animate(animate_request(image(), seed=1, detach_grace_seconds=0, **LONG), timeout=120)
         await first_denoise(long)
-        long.cancel()
+        long.cancel()  # the connection's end, not a CancelAnimation: with no grace, the job stops at once
         cancelled_at = time.monotonic()
         steps_of_long = None
-        async for response in stub.Animate(animate_request(image(), seed=2, **SMALL), timeout=120):
+        request = animate_request(image(), seed=2, detach_grace_seconds=0, **SMALL)
+        async for response in stub.Animate(request, timeout=120):
             kind = response.WhichOneof("event")
-            if kind == "header":  # the worker is done with the cancelled generation
-                steps_of_long = engine.stats.steps - before
+            if kind == "progress" and response.progress.stage == animate_pb2.STAGE_ENCODE_IMAGE:
+                steps_of_long = engine.stats.steps - before  # the worker is done with the cancelled generation
             if kind == "progress" and response.progress.stage == animate_pb2.STAGE_DENOISE:
                 started_after = time.monotonic() - cancelled_at
                 break
@@ -237,12 +224,12 @@ async def test_a_cancelled_stream_frees_the_worker(server: GrpcServer) -> None:
     await wait_until(lambda: engine.stats.runs_stopped == stopped + 2)
 
 
-async def test_an_expired_deadline_stops_the_generation(server: GrpcServer) -> None:
-    engine = app_of(server).engine()
+async def test_an_expired_deadline_ends_the_call_and_with_no_grace_the_generation(server: GrpcServer) -> None:
+    engine = engine_of(server)
     stopped = engine.stats.runs_stopped
     async with AsyncAnimateClient(server.address) as client:
         with pytest.raises(ImagewireError) as caught:
-            async for _ in client.animate(image(), timeout=0.5, **LONG):
+            async for _ in client.animate(image(), timeout=0.5, detach_grace_seconds=0, **LONG):
                 pass
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(await events(server, seed=1, **SMALL)) > 3  # the worker is free again
@@ -252,9 +239,11 @@ async def test_an_expired_deadline_stops_the_generation(server: GrpcServer) -> N
 async def test_a_full_queue_is_resource_exhausted(server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
-        running = stub.Animate(animate_request(image(), seed=1, **LONG), timeout=120)
+        running = stub.Animate(animate_request(image(), seed=1, detach_grace_seconds=0, **LONG), timeout=120)
         await first_denoise(running)
-        waiting = stub.Animate(animate_request(image(), seed=2, **LONG), timeout=120)
+        waiting = stub.Animate(animate_request(image(), seed=2, detach_grace_seconds=0, **LONG), timeout=120)
+        status = await waiting.read()
+        assert status.job.state == animate_pb2.JOB_STATE_QUEUED and status.job.queue_position == 1
         queued = await waiting.read()
         assert queued.progress.stage == animate_pb2.STAGE_QUEUED and queued.progress.step == 1
         with pytest.raises(grpc.aio.AioRpcError) as caught:

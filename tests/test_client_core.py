@@ -44,7 +44,8 @@ from tests.support import free_port
 
 BAD_TIMEOUTS = [0, 0.0, -1, math.nan, math.inf, "5", True]
 # Every message a client returns; requests (built by the cores) and the stream's oneof envelope are not results.
-NOT_RESULTS = {"CaptionRequest", "AnimateRequest", "ListModelsRequest", "AnimateResponse"}
+NOT_RESULTS = {"CaptionRequest", "AnimateRequest", "ListModelsRequest", "AnimateResponse", "WatchAnimationRequest",
+               "WatchAnimationResponse", "CancelAnimationRequest"}
 
 
 # --- result types mirror the protos ---------------------------------------------------------------------------

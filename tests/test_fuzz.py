@@ -24,7 +24,7 @@ from PIL import Image
 from imagewire_serving.launcher import ServerProcess, launch
 from tests.support import encode, script
 
-CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def seeds() -> list[bytes]:
@@ -226,10 +226,15 @@ def test_fuzz_animate_fields(animator_process: ServerProcess) -> None:
             video_format=st.integers(0, 6),
             model_id=st.one_of(st.just(""), st.text(max_size=20)),
             safety_check=st.booleans(),
+            preview_every=st.one_of(anything, st.integers(0, 3)),
+            detach_grace_seconds=floats,
+            # Ids from a small alphabet, so that some repeat with other parameters (FAILED_PRECONDITION).
+            job_id=st.one_of(st.just(""), st.text(alphabet="ab/é ", max_size=3), st.text(max_size=200)),
         )
-        def run(video_format: int, model_id: str, safety_check: bool, **fields: float | int | None) -> None:
+        def run(video_format: int, model_id: str, safety_check: bool, job_id: str,
+                **fields: float | int | None) -> None:
             request = animate_pb2.AnimateRequest(image=image, model_id=model_id, safety_check=safety_check,
-                                                 format=video_format)  # type: ignore[arg-type]
+                                                 format=video_format, job_id=job_id)  # type: ignore[arg-type]
             for name, value in fields.items():
                 if value is not None:
                     setattr(request, name, value)

@@ -42,6 +42,10 @@ def test_learns_the_bound_address_and_stops_cleanly() -> None:
         assert host == "127.0.0.1" and int(port) > 0
         socket.create_connection((host, int(port)), timeout=5).close()
         assert server.ready_line == "fake ready in 0.1s"
+        # stderr is a separate pipe, read by its own thread: it may trail the ready line on stdout.
+        deadline = time.monotonic() + 10
+        while server.stderr_tail() != "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.stderr_tail() == "loading"
         assert server.terminate() == 0
     assert server.terminate() == 0  # stopping again only reports the code

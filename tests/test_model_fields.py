@@ -26,7 +26,7 @@ from tests.support import serving, solid
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Fields whose bounds are not a simple range of the field's own value, or that are not numbers.
-NOT_RANGED = {"image", "prompt", "format", "safety_check", "seed"}
+NOT_RANGED = {"image", "prompt", "format", "safety_check", "seed", "job_id"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -105,6 +105,8 @@ async def test_animate_fields_are_what_the_server_enforces(animator_server: Grpc
                         return
 
                 assert await rejected(first, request) == [name], (name, value)
+        too_long = animate_pb2.AnimateRequest(image=solid(), job_id="a" * (int(fields["job_id"].maximum) + 1))
+        assert await rejected(first, too_long) == ["job_id"]
 
 
 async def test_a_huge_unknown_model_id_is_not_found_with_a_short_message(

@@ -81,8 +81,10 @@ def test_animate_streams_a_verified_video_of_the_requested_frames(tmp_path: Path
     assert int(result["totalBytes"]) == len(data) and summary["sha256"] == hashlib.sha256(data).hexdigest()
     assert base64.b64decode(result["sha256"]) == hashlib.sha256(data).digest()
     assert header["seed"] == result["seed"] == "3" and header["numFrames"] == 5
-    # Progress first, one header before any chunk, chunks interleaved with progress, the result last.
-    assert summary["order"][0] == "progress" and summary["order"][-1] == "result"
+    # The job's status first, then progress, one header before any chunk, chunks interleaved with progress, the
+    # result last.
+    assert summary["order"][:2] == ["job", "progress"] and summary["order"][-1] == "result"
+    assert summary["events"]["job"] == 1
     assert summary["order"].index("header") < summary["order"].index("chunk")
     assert summary["events"]["header"] == 1 and summary["events"]["result"] == 1 and summary["events"]["chunk"] >= 3
     with av.open(io.BytesIO(data)) as container:

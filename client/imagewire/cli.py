@@ -1,7 +1,9 @@
 """The ``imagewire`` command: caption images and animate them through the imagewire servers.
 
     imagewire caption IMAGE... --target HOST:PORT [--prompt TEXT] [--model-id ID]
-    imagewire animate IMAGE -o OUT.mp4 --target HOST:PORT [--num-frames N --seed S ...]
+    imagewire animate IMAGE -o OUT.mp4 --target HOST:PORT [--num-frames N --seed S ... --job-id ID --preview-dir D]
+    imagewire watch JOB_ID -o OUT.mp4 --target HOST:PORT [--offset N] [--preview-dir D]
+    imagewire cancel JOB_ID --target HOST:PORT
     imagewire models --target HOST:PORT [--service caption|animate]
     imagewire demo [--caption-target T] [--animate-target T] [-o demo.mp4]
 
@@ -19,13 +21,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
+from imagewire._display import PreviewSaver, ProgressBar
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
 from imagewire.client import (
@@ -35,9 +38,7 @@ from imagewire.client import (
     Caption,
     CaptionClient,
     ImagewireError,
-    Progress,
     TlsConfig,
-    VideoChunk,
 )
 from imagewire.client._messages import enum_members, optional_fields, python_type
 
@@ -58,41 +59,6 @@ def video_formats() -> dict[str, int]:
     containers = collections.Counter(name.split("_")[0] for name in formats)
     aliases = {name.split("_")[0]: number for name, number in formats.items() if containers[name.split("_")[0]] == 1}
     return {**formats, **aliases}
-
-
-class ProgressBar:
-    """A one-line progress display on a terminal; one line per stage when output is not a terminal."""
-
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self._stream = stream
-        self._width = width
-        self._tty = stream.isatty()
-        self._last_stage: int | None = None
-        self._bytes = 0
-
-    def __call__(self, event: AnimateEvent) -> None:
-        if isinstance(event, Progress):
-            self._progress(event)
-        elif isinstance(event, VideoChunk):
-            self._bytes += len(event.data)
-        elif isinstance(event, AnimateResult):
-            self._finish()
-
-    def _progress(self, event: Progress) -> None:
-        name = event.stage.name.lower().replace("_", " ")
-        if self._tty:
-            done = int(self._width * event.step / event.total) if event.total else 0
-            bar = "#" * done + "." * (self._width - done)
-            self._stream.write(f"\r{name:>12} [{bar}] {event.step}/{event.total}  {self._bytes / 1024:.0f} KiB sent ")
-            self._stream.flush()
-        elif event.stage != self._last_stage:
-            self._stream.write(f"{name}...\n")
-        self._last_stage = event.stage
-
-    def _finish(self) -> None:
-        if self._tty:
-            self._stream.write("\n")
-        self._stream.flush()
 
 
 def _add_optional_flags(parser: argparse.ArgumentParser, request: Descriptor) -> None:
@@ -128,6 +94,17 @@ def _add_security_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-server-name", help="expected name in the server certificate")
 
 
+def _add_video_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preview-dir", type=Path, help="save each preview image into this directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_connection_flags(parser, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
+
+
+def _on_event(args: argparse.Namespace) -> Callable[[AnimateEvent], None] | None:
+    display = None if args.quiet else ProgressBar()
+    return display if args.preview_dir is None else PreviewSaver(args.preview_dir, display)
+
+
 def _tls(args: argparse.Namespace) -> TlsConfig | None:
     if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
         return None
@@ -159,8 +136,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_optional_flags(animate, animate_pb2.AnimateRequest.DESCRIPTOR)
     animate.add_argument("--safety-check", action="store_true", help="run the server's safety checker")
     animate.add_argument("--format", choices=sorted(video_formats()), help="container and codec (default: mp4)")
-    animate.add_argument("--quiet", action="store_true", help="no progress display")
-    _add_connection_flags(animate, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
+    animate.add_argument("--job-id", help="the job's id (an idempotency key; default: a new one)")
+    _add_video_flags(animate)
+
+    watch = commands.add_parser("watch", help="write a job's video to a file, from where it is")
+    watch.add_argument("job_id", help="the job's id, as animate printed it")
+    watch.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
+    watch.add_argument("--offset", type=int, default=0,
+                       help="bytes of the video the output file already has: continue it from there")
+    _add_video_flags(watch)
+
+    cancel = commands.add_parser("cancel", help="stop a job at its next step")
+    cancel.add_argument("job_id", help="the job's id")
+    _add_connection_flags(cancel, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
 
     models = commands.add_parser("models", help="list a server's models, limits and defaults")
     models.add_argument("--service", choices=("caption", "animate"), default="caption")
@@ -211,15 +199,33 @@ def _animate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with AnimateClient(args.target, **_client_kwargs(args)) as client:
         result = client.animate_to_file(
-            args.image, args.output, on_event=None if args.quiet else ProgressBar(),
-            model_id=args.model_id, safety_check=args.safety_check,
-            format=video_formats()[args.format] if args.format else None,
+            args.image, args.output, on_event=_on_event(args), model_id=args.model_id, job_id=args.job_id,
+            safety_check=args.safety_check, format=video_formats()[args.format] if args.format else None,
             **_optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
         )
-    safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
-    print(f"wrote {args.output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
-          f"${result.usage.price_usd:.6f}) in {time.perf_counter() - started:.1f}s")
+    _print_result(args.output, result, time.perf_counter() - started)
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    with AnimateClient(args.target, **_client_kwargs(args)) as client:
+        result = client.watch_to_file(args.job_id, args.output, offset=args.offset, on_event=_on_event(args))
+    _print_result(args.output, result, time.perf_counter() - started)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with AnimateClient(args.target, **_client_kwargs(args)) as client:
+        status = client.cancel(args.job_id)
+    print(f"job {status.job_id}: {status.state.name.lower()}")
+    return 0
+
+
+def _print_result(output: Path, result: AnimateResult, seconds: float) -> None:
+    safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
+    print(f"wrote {output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
+          f"${result.usage.price_usd:.6f}) in {seconds:.1f}s")
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -252,7 +258,8 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``imagewire`` command; returns its exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"caption": _caption, "animate": _animate, "models": _models, "demo": _demo}
+    handlers = {"caption": _caption, "animate": _animate, "watch": _watch, "cancel": _cancel, "models": _models,
+                "demo": _demo}
     try:
         return handlers[args.command](args)
     except ImagewireError as error:

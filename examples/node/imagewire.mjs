@@ -38,7 +38,7 @@ async function animateCommand(image, out, target, pairs) {
   const request = { ...fromJson(animate.AnimateRequestSchema, fields(pairs)), image: await readFile(image) };
   const file = await open(out, "w");
   const sink = new VideoSink(async (bytes) => void (await file.write(bytes)));
-  const seen = { progress: 0, header: 0, chunk: 0, result: 0 };
+  const seen = { job: 0, progress: 0, preview: 0, header: 0, chunk: 0, result: 0 };
   const order = [];
   try {
     for await (const event of animateEvents(api.animate.animate(request, { timeoutMs: ANIMATE_TIMEOUT_MS }))) {

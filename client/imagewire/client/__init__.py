@@ -7,15 +7,20 @@ the protos' messages; failed calls raise :class:`ImagewireError`.
 
 from imagewire.client._channel import TlsConfig
 from imagewire.client._core import CallOptions, PreparedCall, ServiceCore
+from imagewire.client._resume import Resume
 from imagewire.client._shell import AsyncShell, BlockingShell
+from imagewire.client.animate import JOB_ID_KEY, AnimateCore
 from imagewire.client.animate import PARAMETERS as ANIMATE_PARAMETERS
-from imagewire.client.animate import AnimateClient, AnimateCore, AsyncAnimateClient, VideoSink
+from imagewire.client.animate_clients import AnimateClient, AsyncAnimateClient
 from imagewire.client.animate_types import (
     AnimateEvent,
     AnimateModelInfo,
     AnimateModelList,
     AnimateResult,
     AnimateUsage,
+    JobState,
+    JobStatus,
+    Preview,
     Progress,
     Stage,
     VideoChunk,
@@ -32,9 +37,11 @@ from imagewire.client.caption import (
     CaptionUsage,
 )
 from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.client.video_sink import VideoSink
 
 __all__ = [
     "ANIMATE_PARAMETERS",
+    "JOB_ID_KEY",
     "AnimateClient",
     "AnimateCore",
     "AnimateEvent",
@@ -55,8 +62,12 @@ __all__ = [
     "CaptionUsage",
     "FieldViolation",
     "ImagewireError",
+    "JobState",
+    "JobStatus",
     "PreparedCall",
+    "Preview",
     "Progress",
+    "Resume",
     "ServiceCore",
     "Stage",
     "TlsConfig",

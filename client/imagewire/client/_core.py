@@ -106,12 +106,14 @@ class ServiceCore:
         self._auth_token = auth_token
         self._extra_metadata = tuple(metadata)
 
-    def options(self, timeout: float | None, request_id: str | None, *, control: bool = False) -> CallOptions:
-        """The options of one call: its deadline (None: the default), metadata and request id."""
+    def options(self, timeout: float | None, request_id: str | None, *, control: bool = False,
+                metadata: Metadata = ()) -> CallOptions:
+        """The options of one call: its deadline (None: the default), metadata (the client's, then ``metadata``)
+        and request id."""
         if timeout is None:
             timeout = self.control_timeout if control else self.timeout
         request_id = request_id or uuid.uuid4().hex
-        return CallOptions(self.metadata(request_id), check_timeout(timeout), request_id)
+        return CallOptions(self.metadata(request_id) + tuple(metadata), check_timeout(timeout), request_id)
 
     def metadata(self, request_id: str) -> Metadata:
         """Per-call metadata: the request id, the bearer token and the client's extra pairs."""
@@ -129,6 +131,7 @@ class ServiceCore:
         request_id: str | None,
         *,
         control: bool = False,
+        metadata: Metadata = (),
     ) -> PreparedCall[ResultT]:
         """A call of ``request``: the options are built (and the deadline checked) before anything is sent."""
-        return PreparedCall(request, self.options(timeout, request_id, control=control), decode)
+        return PreparedCall(request, self.options(timeout, request_id, control=control, metadata=metadata), decode)

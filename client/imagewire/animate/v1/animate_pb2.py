@@ -25,39 +25,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagewire/animate/v1/animate.proto\x12\x14imagewire.animate.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xe2\x04\n\x0e\x41nimateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\x05width\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06height\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x17\n\nnum_frames\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x10\n\x03\x66ps\x18\x06 \x01(\rH\x03\x88\x01\x01\x12\x1d\n\x10motion_bucket_id\x18\x07 \x01(\rH\x04\x88\x01\x01\x12\x1f\n\x12noise_aug_strength\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12 \n\x13num_inference_steps\x18\t \x01(\rH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x04H\x07\x88\x01\x01\x12\x1e\n\x11\x64\x65\x63ode_chunk_size\x18\x0b \x01(\rH\x08\x88\x01\x01\x12\x14\n\x0csafety_check\x18\x0c \x01(\x08\x12\x31\n\x06\x66ormat\x18\r \x01(\x0e\x32!.imagewire.animate.v1.VideoFormat\x12\x1f\n\x12min_guidance_scale\x18\x0e \x01(\x02H\t\x88\x01\x01\x12\x1f\n\x12max_guidance_scale\x18\x0f \x01(\x02H\n\x88\x01\x01\x42\x08\n\x06_widthB\t\n\x07_heightB\r\n\x0b_num_framesB\x06\n\x04_fpsB\x13\n\x11_motion_bucket_idB\x15\n\x13_noise_aug_strengthB\x16\n\x14_num_inference_stepsB\x07\n\x05_seedB\x14\n\x12_decode_chunk_sizeB\x15\n\x13_min_guidance_scaleB\x15\n\x13_max_guidance_scale\"\xed\x01\n\x0f\x41nimateResponse\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.imagewire.animate.v1.ProgressH\x00\x12\x33\n\x06header\x18\x02 \x01(\x0b\x32!.imagewire.animate.v1.VideoHeaderH\x00\x12\x31\n\x05\x63hunk\x18\x03 \x01(\x0b\x32 .imagewire.animate.v1.VideoChunkH\x00\x12\x35\n\x06result\x18\x04 \x01(\x0b\x32#.imagewire.animate.v1.AnimateResultH\x00\x42\x07\n\x05\x65vent\"S\n\x08Progress\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagewire.animate.v1.Stage\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\"\xb2\x01\n\x0bVideoHeader\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x11\n\tcontainer\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0b\n\x03\x66ps\x18\x06 \x01(\r\x12\x12\n\nnum_frames\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x10\n\x08model_id\x18\t \x01(\t\x12\x0e\n\x06\x63odecs\x18\n \x01(\t\"*\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x94\x01\n\rAnimateResult\x12\x13\n\x0btotal_bytes\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x16\n\x0esafety_checked\x18\x04 \x01(\x08\x12\x0c\n\x04nsfw\x18\x05 \x01(\x08\x12*\n\x05usage\x18\x06 \x01(\x0b\x32\x1b.imagewire.animate.v1.Usage\"O\n\x05Usage\x12\x15\n\routput_pixels\x18\x01 \x01(\x04\x12\x1c\n\x14usd_per_output_pixel\x18\x02 \x01(\x01\x12\x11\n\tprice_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.imagewire.animate.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"\xa8\x03\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x17\n\x0fmax_image_bytes\x18\x04 \x01(\x04\x12\x15\n\rdefault_width\x18\x05 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_num_frames\x18\x07 \x01(\r\x12\x13\n\x0b\x64\x65\x66\x61ult_fps\x18\x08 \x01(\r\x12#\n\x1b\x64\x65\x66\x61ult_num_inference_steps\x18\t \x01(\r\x12\x1c\n\x14max_pixels_per_frame\x18\n \x01(\x04\x12\x16\n\x0emax_num_frames\x18\x0b \x01(\r\x12\x1f\n\x17max_num_inference_steps\x18\x0c \x01(\r\x12\x16\n\x0esafety_checker\x18\r \x01(\x08\x12\x1c\n\x14usd_per_output_pixel\x18\x0e \x01(\x01\x12\x0e\n\x06\x66\x61mily\x18\x0f \x01(\t\x12/\n\x06\x66ields\x18\x10 \x03(\x0b\x32\x1f.imagewire.animate.v1.FieldInfo\"\xa1\x01\n\tFieldInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\rdefault_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0bmultiple_of\x18\x05 \x01(\rB\n\n\x08_minimumB\n\n\x08_maximum*a\n\x0bVideoFormat\x12\x1c\n\x18VIDEO_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15VIDEO_FORMAT_MP4_H264\x10\x01\x12\x19\n\x15VIDEO_FORMAT_WEBM_VP9\x10\x02*\x85\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_QUEUED\x10\x01\x12\x16\n\x12STAGE_ENCODE_IMAGE\x10\x02\x12\x11\n\rSTAGE_DENOISE\x10\x03\x12\x10\n\x0cSTAGE_DECODE\x10\x04\x12\x16\n\x12STAGE_ENCODE_VIDEO\x10\x05\x32\xcb\x01\n\x0e\x41nimateService\x12X\n\x07\x41nimate\x12$.imagewire.animate.v1.AnimateRequest\x1a%.imagewire.animate.v1.AnimateResponse0\x01\x12_\n\nListModels\x12\'.imagewire.animate.v1.ListModelsRequest\x1a(.imagewire.animate.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagewire/animate/v1/animate.proto\x12\x14imagewire.animate.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xdc\x05\n\x0e\x41nimateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\x05width\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06height\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x17\n\nnum_frames\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x10\n\x03\x66ps\x18\x06 \x01(\rH\x03\x88\x01\x01\x12\x1d\n\x10motion_bucket_id\x18\x07 \x01(\rH\x04\x88\x01\x01\x12\x1f\n\x12noise_aug_strength\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12 \n\x13num_inference_steps\x18\t \x01(\rH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x04H\x07\x88\x01\x01\x12\x1e\n\x11\x64\x65\x63ode_chunk_size\x18\x0b \x01(\rH\x08\x88\x01\x01\x12\x14\n\x0csafety_check\x18\x0c \x01(\x08\x12\x31\n\x06\x66ormat\x18\r \x01(\x0e\x32!.imagewire.animate.v1.VideoFormat\x12\x1f\n\x12min_guidance_scale\x18\x0e \x01(\x02H\t\x88\x01\x01\x12\x1f\n\x12max_guidance_scale\x18\x0f \x01(\x02H\n\x88\x01\x01\x12\x0e\n\x06job_id\x18\x10 \x01(\t\x12\x1a\n\rpreview_every\x18\x11 \x01(\rH\x0b\x88\x01\x01\x12!\n\x14\x64\x65tach_grace_seconds\x18\x12 \x01(\x02H\x0c\x88\x01\x01\x42\x08\n\x06_widthB\t\n\x07_heightB\r\n\x0b_num_framesB\x06\n\x04_fpsB\x13\n\x11_motion_bucket_idB\x15\n\x13_noise_aug_strengthB\x16\n\x14_num_inference_stepsB\x07\n\x05_seedB\x14\n\x12_decode_chunk_sizeB\x15\n\x13_min_guidance_scaleB\x15\n\x13_max_guidance_scaleB\x10\n\x0e_preview_everyB\x17\n\x15_detach_grace_seconds\"7\n\x15WatchAnimationRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\xd6\x02\n\x16WatchAnimationResponse\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.imagewire.animate.v1.ProgressH\x00\x12\x33\n\x06header\x18\x02 \x01(\x0b\x32!.imagewire.animate.v1.VideoHeaderH\x00\x12\x31\n\x05\x63hunk\x18\x03 \x01(\x0b\x32 .imagewire.animate.v1.VideoChunkH\x00\x12\x35\n\x06result\x18\x04 \x01(\x0b\x32#.imagewire.animate.v1.AnimateResultH\x00\x12.\n\x03job\x18\x05 \x01(\x0b\x32\x1f.imagewire.animate.v1.JobStatusH\x00\x12\x30\n\x07preview\x18\x06 \x01(\x0b\x32\x1d.imagewire.animate.v1.PreviewH\x00\x42\x07\n\x05\x65vent\"(\n\x16\x43\x61ncelAnimationRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x17\x43\x61ncelAnimationResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.imagewire.animate.v1.JobStatus\"\xcf\x02\n\x0f\x41nimateResponse\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.imagewire.animate.v1.ProgressH\x00\x12\x33\n\x06header\x18\x02 \x01(\x0b\x32!.imagewire.animate.v1.VideoHeaderH\x00\x12\x31\n\x05\x63hunk\x18\x03 \x01(\x0b\x32 .imagewire.animate.v1.VideoChunkH\x00\x12\x35\n\x06result\x18\x04 \x01(\x0b\x32#.imagewire.animate.v1.AnimateResultH\x00\x12.\n\x03job\x18\x05 \x01(\x0b\x32\x1f.imagewire.animate.v1.JobStatusH\x00\x12\x30\n\x07preview\x18\x06 \x01(\x0b\x32\x1d.imagewire.animate.v1.PreviewH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.imagewire.animate.v1.JobState\x12\x16\n\x0equeue_position\x18\x03 \x01(\r\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12\x17\n\x0f\x61vailable_bytes\x18\x05 \x01(\x04\"{\n\x07Preview\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nnum_frames\x18\x05 \x01(\r\x12\x0c\n\x04step\x18\x06 \x01(\r\x12\r\n\x05total\x18\x07 \x01(\r\"S\n\x08Progress\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagewire.animate.v1.Stage\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\"\xb2\x01\n\x0bVideoHeader\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x11\n\tcontainer\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0b\n\x03\x66ps\x18\x06 \x01(\r\x12\x12\n\nnum_frames\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x10\n\x08model_id\x18\t \x01(\t\x12\x0e\n\x06\x63odecs\x18\n \x01(\t\"*\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x94\x01\n\rAnimateResult\x12\x13\n\x0btotal_bytes\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x16\n\x0esafety_checked\x18\x04 \x01(\x08\x12\x0c\n\x04nsfw\x18\x05 \x01(\x08\x12*\n\x05usage\x18\x06 \x01(\x0b\x32\x1b.imagewire.animate.v1.Usage\"O\n\x05Usage\x12\x15\n\routput_pixels\x18\x01 \x01(\x04\x12\x1c\n\x14usd_per_output_pixel\x18\x02 \x01(\x01\x12\x11\n\tprice_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.imagewire.animate.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"\xa8\x03\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x17\n\x0fmax_image_bytes\x18\x04 \x01(\x04\x12\x15\n\rdefault_width\x18\x05 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_num_frames\x18\x07 \x01(\r\x12\x13\n\x0b\x64\x65\x66\x61ult_fps\x18\x08 \x01(\r\x12#\n\x1b\x64\x65\x66\x61ult_num_inference_steps\x18\t \x01(\r\x12\x1c\n\x14max_pixels_per_frame\x18\n \x01(\x04\x12\x16\n\x0emax_num_frames\x18\x0b \x01(\r\x12\x1f\n\x17max_num_inference_steps\x18\x0c \x01(\r\x12\x16\n\x0esafety_checker\x18\r \x01(\x08\x12\x1c\n\x14usd_per_output_pixel\x18\x0e \x01(\x01\x12\x0e\n\x06\x66\x61mily\x18\x0f \x01(\t\x12/\n\x06\x66ields\x18\x10 \x03(\x0b\x32\x1f.imagewire.animate.v1.FieldInfo\"\xa1\x01\n\tFieldInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\rdefault_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0bmultiple_of\x18\x05 \x01(\rB\n\n\x08_minimumB\n\n\x08_maximum*a\n\x0bVideoFormat\x12\x1c\n\x18VIDEO_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15VIDEO_FORMAT_MP4_H264\x10\x01\x12\x19\n\x15VIDEO_FORMAT_WEBM_VP9\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\x85\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_QUEUED\x10\x01\x12\x16\n\x12STAGE_ENCODE_IMAGE\x10\x02\x12\x11\n\rSTAGE_DENOISE\x10\x03\x12\x10\n\x0cSTAGE_DECODE\x10\x04\x12\x16\n\x12STAGE_ENCODE_VIDEO\x10\x05\x32\xaa\x03\n\x0e\x41nimateService\x12X\n\x07\x41nimate\x12$.imagewire.animate.v1.AnimateRequest\x1a%.imagewire.animate.v1.AnimateResponse0\x01\x12m\n\x0eWatchAnimation\x12+.imagewire.animate.v1.WatchAnimationRequest\x1a,.imagewire.animate.v1.WatchAnimationResponse0\x01\x12n\n\x0f\x43\x61ncelAnimation\x12,.imagewire.animate.v1.CancelAnimationRequest\x1a-.imagewire.animate.v1.CancelAnimationResponse\x12_\n\nListModels\x12\'.imagewire.animate.v1.ListModelsRequest\x1a(.imagewire.animate.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagewire.animate.v1.animate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VIDEOFORMAT']._serialized_start=2194
-  _globals['_VIDEOFORMAT']._serialized_end=2291
-  _globals['_STAGE']._serialized_start=2294
-  _globals['_STAGE']._serialized_end=2427
+  _globals['_VIDEOFORMAT']._serialized_start=3199
+  _globals['_VIDEOFORMAT']._serialized_end=3296
+  _globals['_JOBSTATE']._serialized_start=3299
+  _globals['_JOBSTATE']._serialized_end=3453
+  _globals['_STAGE']._serialized_start=3456
+  _globals['_STAGE']._serialized_end=3589
   _globals['_ANIMATEREQUEST']._serialized_start=91
-  _globals['_ANIMATEREQUEST']._serialized_end=701
-  _globals['_ANIMATERESPONSE']._serialized_start=704
-  _globals['_ANIMATERESPONSE']._serialized_end=941
-  _globals['_PROGRESS']._serialized_start=943
-  _globals['_PROGRESS']._serialized_end=1026
-  _globals['_VIDEOHEADER']._serialized_start=1029
-  _globals['_VIDEOHEADER']._serialized_end=1207
-  _globals['_VIDEOCHUNK']._serialized_start=1209
-  _globals['_VIDEOCHUNK']._serialized_end=1251
-  _globals['_ANIMATERESULT']._serialized_start=1254
-  _globals['_ANIMATERESULT']._serialized_end=1402
-  _globals['_USAGE']._serialized_start=1404
-  _globals['_USAGE']._serialized_end=1483
-  _globals['_LISTMODELSREQUEST']._serialized_start=1485
-  _globals['_LISTMODELSREQUEST']._serialized_end=1504
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1506
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1601
-  _globals['_MODELINFO']._serialized_start=1604
-  _globals['_MODELINFO']._serialized_end=2028
-  _globals['_FIELDINFO']._serialized_start=2031
-  _globals['_FIELDINFO']._serialized_end=2192
-  _globals['_ANIMATESERVICE']._serialized_start=2430
-  _globals['_ANIMATESERVICE']._serialized_end=2633
+  _globals['_ANIMATEREQUEST']._serialized_end=823
+  _globals['_WATCHANIMATIONREQUEST']._serialized_start=825
+  _globals['_WATCHANIMATIONREQUEST']._serialized_end=880
+  _globals['_WATCHANIMATIONRESPONSE']._serialized_start=883
+  _globals['_WATCHANIMATIONRESPONSE']._serialized_end=1225
+  _globals['_CANCELANIMATIONREQUEST']._serialized_start=1227
+  _globals['_CANCELANIMATIONREQUEST']._serialized_end=1267
+  _globals['_CANCELANIMATIONRESPONSE']._serialized_start=1269
+  _globals['_CANCELANIMATIONRESPONSE']._serialized_end=1340
+  _globals['_ANIMATERESPONSE']._serialized_start=1343
+  _globals['_ANIMATERESPONSE']._serialized_end=1678
+  _globals['_JOBSTATUS']._serialized_start=1681
+  _globals['_JOBSTATUS']._serialized_end=1821
+  _globals['_PREVIEW']._serialized_start=1823
+  _globals['_PREVIEW']._serialized_end=1946
+  _globals['_PROGRESS']._serialized_start=1948
+  _globals['_PROGRESS']._serialized_end=2031
+  _globals['_VIDEOHEADER']._serialized_start=2034
+  _globals['_VIDEOHEADER']._serialized_end=2212
+  _globals['_VIDEOCHUNK']._serialized_start=2214
+  _globals['_VIDEOCHUNK']._serialized_end=2256
+  _globals['_ANIMATERESULT']._serialized_start=2259
+  _globals['_ANIMATERESULT']._serialized_end=2407
+  _globals['_USAGE']._serialized_start=2409
+  _globals['_USAGE']._serialized_end=2488
+  _globals['_LISTMODELSREQUEST']._serialized_start=2490
+  _globals['_LISTMODELSREQUEST']._serialized_end=2509
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2511
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2606
+  _globals['_MODELINFO']._serialized_start=2609
+  _globals['_MODELINFO']._serialized_end=3033
+  _globals['_FIELDINFO']._serialized_start=3036
+  _globals['_FIELDINFO']._serialized_end=3197
+  _globals['_ANIMATESERVICE']._serialized_start=3592
+  _globals['_ANIMATESERVICE']._serialized_end=4018
 # @@protoc_insertion_point(module_scope)

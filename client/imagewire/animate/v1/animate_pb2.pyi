@@ -14,6 +14,15 @@ class VideoFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VIDEO_FORMAT_MP4_H264: _ClassVar[VideoFormat]
     VIDEO_FORMAT_WEBM_VP9: _ClassVar[VideoFormat]
 
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
@@ -25,6 +34,12 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 VIDEO_FORMAT_UNSPECIFIED: VideoFormat
 VIDEO_FORMAT_MP4_H264: VideoFormat
 VIDEO_FORMAT_WEBM_VP9: VideoFormat
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
 STAGE_UNSPECIFIED: Stage
 STAGE_QUEUED: Stage
 STAGE_ENCODE_IMAGE: Stage
@@ -33,7 +48,7 @@ STAGE_DECODE: Stage
 STAGE_ENCODE_VIDEO: Stage
 
 class AnimateRequest(_message.Message):
-    __slots__ = ("image", "model_id", "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps", "seed", "decode_chunk_size", "safety_check", "format", "min_guidance_scale", "max_guidance_scale")
+    __slots__ = ("image", "model_id", "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps", "seed", "decode_chunk_size", "safety_check", "format", "min_guidance_scale", "max_guidance_scale", "job_id", "preview_every", "detach_grace_seconds")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +64,9 @@ class AnimateRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MIN_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     MAX_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    DETACH_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     model_id: str
     width: int
@@ -64,19 +82,94 @@ class AnimateRequest(_message.Message):
     format: VideoFormat
     min_guidance_scale: float
     max_guidance_scale: float
-    def __init__(self, image: _Optional[bytes] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., motion_bucket_id: _Optional[int] = ..., noise_aug_strength: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., decode_chunk_size: _Optional[int] = ..., safety_check: _Optional[bool] = ..., format: _Optional[_Union[VideoFormat, str]] = ..., min_guidance_scale: _Optional[float] = ..., max_guidance_scale: _Optional[float] = ...) -> None: ...
+    job_id: str
+    preview_every: int
+    detach_grace_seconds: float
+    def __init__(self, image: _Optional[bytes] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., motion_bucket_id: _Optional[int] = ..., noise_aug_strength: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., decode_chunk_size: _Optional[int] = ..., safety_check: _Optional[bool] = ..., format: _Optional[_Union[VideoFormat, str]] = ..., min_guidance_scale: _Optional[float] = ..., max_guidance_scale: _Optional[float] = ..., job_id: _Optional[str] = ..., preview_every: _Optional[int] = ..., detach_grace_seconds: _Optional[float] = ...) -> None: ...
 
-class AnimateResponse(_message.Message):
-    __slots__ = ("progress", "header", "chunk", "result")
+class WatchAnimationRequest(_message.Message):
+    __slots__ = ("job_id", "offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    offset: int
+    def __init__(self, job_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class WatchAnimationResponse(_message.Message):
+    __slots__ = ("progress", "header", "chunk", "result", "job", "preview")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     header: VideoHeader
     chunk: VideoChunk
     result: AnimateResult
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[VideoHeader, _Mapping]] = ..., chunk: _Optional[_Union[VideoChunk, _Mapping]] = ..., result: _Optional[_Union[AnimateResult, _Mapping]] = ...) -> None: ...
+    job: JobStatus
+    preview: Preview
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[VideoHeader, _Mapping]] = ..., chunk: _Optional[_Union[VideoChunk, _Mapping]] = ..., result: _Optional[_Union[AnimateResult, _Mapping]] = ..., job: _Optional[_Union[JobStatus, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
+
+class CancelAnimationRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelAnimationResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobStatus
+    def __init__(self, job: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+
+class AnimateResponse(_message.Message):
+    __slots__ = ("progress", "header", "chunk", "result", "job", "preview")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    header: VideoHeader
+    chunk: VideoChunk
+    result: AnimateResult
+    job: JobStatus
+    preview: Preview
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., header: _Optional[_Union[VideoHeader, _Mapping]] = ..., chunk: _Optional[_Union[VideoChunk, _Mapping]] = ..., result: _Optional[_Union[AnimateResult, _Mapping]] = ..., job: _Optional[_Union[JobStatus, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
+
+class JobStatus(_message.Message):
+    __slots__ = ("job_id", "state", "queue_position", "created", "available_bytes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    queue_position: int
+    created: bool
+    available_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., queue_position: _Optional[int] = ..., created: _Optional[bool] = ..., available_bytes: _Optional[int] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("image", "mime_type", "width", "height", "num_frames", "step", "total")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    mime_type: str
+    width: int
+    height: int
+    num_frames: int
+    step: int
+    total: int
+    def __init__(self, image: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., step: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "step", "total")

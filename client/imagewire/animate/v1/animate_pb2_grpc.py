@@ -29,6 +29,13 @@ class AnimateServiceStub:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
+
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
     A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
@@ -46,6 +53,16 @@ class AnimateServiceStub:
                 request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.SerializeToString,
                 response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.FromString,
                 _registered_method=True)
+        self.WatchAnimation = channel.unary_stream(
+                '/imagewire.animate.v1.AnimateService/WatchAnimation',
+                request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.SerializeToString,
+                response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.FromString,
+                _registered_method=True)
+        self.CancelAnimation = channel.unary_unary(
+                '/imagewire.animate.v1.AnimateService/CancelAnimation',
+                request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.SerializeToString,
+                response_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/imagewire.animate.v1.AnimateService/ListModels',
                 request_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.ListModelsRequest.SerializeToString,
@@ -57,6 +74,13 @@ class AnimateServiceServicer:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
 
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
+
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
     A server started with an auth token answers UNAUTHENTICATED to a call whose "authorization" metadata is not
@@ -66,29 +90,56 @@ class AnimateServiceServicer:
     def Animate(self, request, context):
         """Animate generates a video from one image and streams it back while it is produced.
 
-        Event order: zero or more progress events with stage QUEUED while the request waits (one each time its
-        place in the queue changes); exactly one header when the generation starts; progress ENCODE_IMAGE, then
-        DENOISE after every denoising step; then, per decode chunk, progress DECODE, the chunk's video bytes as
-        chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one result,
-        and the stream ends with OK. Every chunk comes after the header and before the result, in file order.
+        Event order: exactly one job status first (the job's id and its place in the queue); zero or more
+        progress events with stage QUEUED while the job waits (one each time its place changes); progress
+        ENCODE_IMAGE, then DENOISE after every denoising step, with a preview every preview_every steps; exactly
+        one header when the denoising is done; then, per decode chunk, progress DECODE, the chunk's video bytes
+        as chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one
+        result, and the stream ends with OK. Every chunk comes after the header and before the result, in file
+        order.
 
         Status codes, before any event: INVALID_ARGUMENT when the image is empty, not a decodable image, over
         50 MiB or over the server's pixel limit, or a field is outside the bounds ListModels reports (all wrong
         fields are named at once); NOT_FOUND when model_id names no loaded model (the message lists the loaded
-        ones); RESOURCE_EXHAUSTED when the server's queue is full, the server is at its limit of concurrent
-        calls, or the request message is over 50 MiB plus 64 KiB; UNAVAILABLE while the server is loading its
-        models or shutting down. After events have been sent: CANCELLED when the caller cancelled;
-        DEADLINE_EXCEEDED when the call's deadline passed, while queued or during the generation (which stops at
-        the next denoising step or decode chunk); UNAVAILABLE when the server shut down while the request was
-        queued.
+        ones); FAILED_PRECONDITION when job_id names an existing job with different parameters (the message
+        names them); RESOURCE_EXHAUSTED when the server's queue is full, the server is at its limit of
+        concurrent calls, or the request message is over 50 MiB plus 64 KiB; UNAVAILABLE while the server is
+        loading its models or shutting down. After events have been sent: CANCELLED when the job was cancelled
+        (by CancelAnimation, or by the caller leaving with a detach grace of 0); DEADLINE_EXCEEDED when the
+        call's deadline passed; RESOURCE_EXHAUSTED when the video outgrew the server's retention budget;
+        UNAVAILABLE when the server shut down. A call that ends early (cancelled by its caller, deadline, broken
+        connection) only detaches from its job: the job runs on for the detach grace, waiting for a watcher.
 
-        Retries and resuming: the server keeps nothing of a call once it ends, so a retried Animate starts a new
-        generation from the beginning. Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with
-        exponential backoff is safe; INVALID_ARGUMENT, NOT_FOUND and UNAUTHENTICATED fail the same way again.
-        There is no resume RPC: to recover a stream broken after its header, repeat the request with the
-        header's seed. The same request and seed give the same bytes when the same model runs on the same kind
-        of device, so a client may skip the bytes it already has (by offset), but it must check the result's
-        total_bytes and sha256 against everything it kept and start over when they differ.
+        Retries and resuming: sent again with the job_id of an existing job, Animate attaches to that job
+        (replaying it from the start) instead of starting a second generation, so a blind retry with the same
+        job_id is safe; a caller that has part of the video continues with WatchAnimation from its byte count.
+        Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with exponential backoff is safe;
+        INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION and UNAUTHENTICATED fail the same way again. After a
+        download, check the result's total_bytes and sha256 against every byte kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAnimation(self, request, context):
+        """WatchAnimation follows an existing job from a byte offset: the job's status, then its latest
+        preview, header and progress, then the video's bytes from offset as they exist and as they are
+        produced, then the result. Any number of calls may watch one job; each gets the same bytes.
+
+        Status codes: INVALID_ARGUMENT for a malformed job_id; NOT_FOUND when no job has that id (never
+        created here, or evicted after its retention); OUT_OF_RANGE when offset is past the bytes produced so
+        far; then as Animate's after events were sent. Resuming with the byte count received is always safe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAnimation(self, request, context):
+        """CancelAnimation stops a job at its next denoising step (or decoded chunk), whoever is watching it.
+        Cancelling a finished job changes nothing; either way the reply says the job's state.
+
+        Status codes: INVALID_ARGUMENT for a malformed job_id; NOT_FOUND when no job has that id. Retrying
+        any failure is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +163,16 @@ def add_AnimateServiceServicer_to_server(servicer, server):
                     request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.FromString,
                     response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.SerializeToString,
             ),
+            'WatchAnimation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAnimation,
+                    request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.FromString,
+                    response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.SerializeToString,
+            ),
+            'CancelAnimation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAnimation,
+                    request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.FromString,
+                    response_serializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=imagewire_dot_animate_dot_v1_dot_animate__pb2.ListModelsRequest.FromString,
@@ -128,6 +189,13 @@ def add_AnimateServiceServicer_to_server(servicer, server):
 class AnimateService:
     """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
     the encoded video back in chunks while it is being produced.
+
+    Every generation is a job with an id that outlives the call which started it: a caller whose
+    connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+    callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+    callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+    Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+    server.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -152,6 +220,60 @@ class AnimateService:
             '/imagewire.animate.v1.AnimateService/Animate',
             imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateRequest.SerializeToString,
             imagewire_dot_animate_dot_v1_dot_animate__pb2.AnimateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAnimation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagewire.animate.v1.AnimateService/WatchAnimation',
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationRequest.SerializeToString,
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.WatchAnimationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAnimation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagewire.animate.v1.AnimateService/CancelAnimation',
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationRequest.SerializeToString,
+            imagewire_dot_animate_dot_v1_dot_animate__pb2.CancelAnimationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,17 @@ class VideoFormat(ProtoEnum):
     WEBM_VP9 = 2
 
 
+class JobState(ProtoEnum):
+    """JobState is where a job is in its life."""
+
+    UNSPECIFIED = 0
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+
 class Stage(ProtoEnum):
     """Stage is a phase of a generation."""
 
@@ -28,6 +39,59 @@ class Stage(ProtoEnum):
     DENOISE = 3
     DECODE = 4
     ENCODE_VIDEO = 5
+
+
+@dataclass(frozen=True)
+class CancelAnimationResponse(ProtoData):
+    """CancelAnimationResponse says what became of the job."""
+
+    PROTO = animate_pb2.CancelAnimationResponse
+
+    job: JobStatus
+    """The job's status after the request: CANCELLED, or the state it had already ended in."""
+
+
+@dataclass(frozen=True)
+class JobStatus(ProtoData):
+    """JobStatus identifies a job and says where it is."""
+
+    PROTO = animate_pb2.JobStatus
+
+    job_id: str
+    """The job's id: pass it to WatchAnimation and CancelAnimation."""
+    state: JobState
+    """The job's state."""
+    queue_position: int
+    """The job's place in the queue, 1 being next; 0 when it is not waiting."""
+    created: bool
+    """Whether this call started the job; false when it attached to an existing one."""
+    available_bytes: int
+    """The bytes of the video produced so far: the largest offset WatchAnimation accepts now."""
+
+
+@dataclass(frozen=True)
+class Preview(ProtoData):
+    """Preview is a small approximate picture of the video while it is being denoised: a few of its frames,
+    projected linearly from the current estimate of the clean latents (no VAE decode), in the video's
+    aspect ratio.
+    """
+
+    PROTO = animate_pb2.Preview
+
+    image: bytes
+    """The encoded image: an animated WebP of num_frames frames."""
+    mime_type: str
+    """The image's MIME type, "image/webp"."""
+    width: int
+    """The image's width in pixels."""
+    height: int
+    """The image's height in pixels."""
+    num_frames: int
+    """The number of frames in the image, spread evenly over the video."""
+    step: int
+    """The denoising steps done when it was made."""
+    total: int
+    """The denoising steps in all."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +270,13 @@ class FieldInfo(ProtoData):
 
 __all__ = [
     "AnimateResult",
+    "CancelAnimationResponse",
     "FieldInfo",
+    "JobState",
+    "JobStatus",
     "ListModelsResponse",
     "ModelInfo",
+    "Preview",
     "Progress",
     "Stage",
     "Usage",

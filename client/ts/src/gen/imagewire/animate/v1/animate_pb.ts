@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/animate/v1/animate.proto.
  */
 export const file_imagewire_animate_v1_animate: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLiBAoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQFCCAoGX3dpZHRoQgkKB19oZWlnaHRCDQoLX251bV9mcmFtZXNCBgoEX2Zwc0ITChFfbW90aW9uX2J1Y2tldF9pZEIVChNfbm9pc2VfYXVnX3N0cmVuZ3RoQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzQgcKBV9zZWVkQhQKEl9kZWNvZGVfY2h1bmtfc2l6ZUIVChNfbWluX2d1aWRhbmNlX3NjYWxlQhUKE19tYXhfZ3VpZGFuY2Vfc2NhbGUi7QEKD0FuaW1hdGVSZXNwb25zZRIyCghwcm9ncmVzcxgBIAEoCzIeLmltYWdld2lyZS5hbmltYXRlLnYxLlByb2dyZXNzSAASMwoGaGVhZGVyGAIgASgLMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9IZWFkZXJIABIxCgVjaHVuaxgDIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvQ2h1bmtIABI1CgZyZXN1bHQYBCABKAsyIy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzdWx0SABCBwoFZXZlbnQiUwoIUHJvZ3Jlc3MSKgoFc3RhZ2UYASABKA4yGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5TdGFnZRIMCgRzdGVwGAIgASgNEg0KBXRvdGFsGAMgASgNIrIBCgtWaWRlb0hlYWRlchIRCgltaW1lX3R5cGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWNvZGVjGAMgASgJEg0KBXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRILCgNmcHMYBiABKA0SEgoKbnVtX2ZyYW1lcxgHIAEoDRIMCgRzZWVkGAggASgEEhAKCG1vZGVsX2lkGAkgASgJEg4KBmNvZGVjcxgKIAEoCSIqCgpWaWRlb0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEIpQBCg1BbmltYXRlUmVzdWx0EhMKC3RvdGFsX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoDBIMCgRzZWVkGAMgASgEEhYKDnNhZmV0eV9jaGVja2VkGAQgASgIEgwKBG5zZncYBSABKAgSKgoFdXNhZ2UYBiABKAsyGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Vc2FnZSJPCgVVc2FnZRIVCg1vdXRwdXRfcGl4ZWxzGAEgASgEEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAkiqAMKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhUKDWRlZmF1bHRfd2lkdGgYBSABKA0SFgoOZGVmYXVsdF9oZWlnaHQYBiABKA0SGgoSZGVmYXVsdF9udW1fZnJhbWVzGAcgASgNEhMKC2RlZmF1bHRfZnBzGAggASgNEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgJIAEoDRIcChRtYXhfcGl4ZWxzX3Blcl9mcmFtZRgKIAEoBBIWCg5tYXhfbnVtX2ZyYW1lcxgLIAEoDRIfChdtYXhfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoDRIWCg5zYWZldHlfY2hlY2tlchgNIAEoCBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgOIAEoARIOCgZmYW1pbHkYDyABKAkSLwoGZmllbGRzGBAgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuRmllbGRJbmZvIqEBCglGaWVsZEluZm8SDAoEbmFtZRgBIAEoCRItCg1kZWZhdWx0X3ZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhQKB21pbmltdW0YAyABKAFIAIgBARIUCgdtYXhpbXVtGAQgASgBSAGIAQESEwoLbXVsdGlwbGVfb2YYBSABKA1CCgoIX21pbmltdW1CCgoIX21heGltdW0qYQoLVmlkZW9Gb3JtYXQSHAoYVklERU9fRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVVklERU9fRk9STUFUX01QNF9IMjY0EAESGQoVVklERU9fRk9STUFUX1dFQk1fVlA5EAIqhQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEAoMU1RBR0VfUVVFVUVEEAESFgoSU1RBR0VfRU5DT0RFX0lNQUdFEAISEQoNU1RBR0VfREVOT0lTRRADEhAKDFNUQUdFX0RFQ09ERRAEEhYKElNUQUdFX0VOQ09ERV9WSURFTxAFMssBCg5BbmltYXRlU2VydmljZRJYCgdBbmltYXRlEiQuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlcXVlc3QaJS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzcG9uc2UwARJfCgpMaXN0TW9kZWxzEicuaW1hZ2V3aXJlLmFuaW1hdGUudjEuTGlzdE1vZGVsc1JlcXVlc3QaKC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLcBQoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBQggKBl93aWR0aEIJCgdfaGVpZ2h0Qg0KC19udW1fZnJhbWVzQgYKBF9mcHNCEwoRX21vdGlvbl9idWNrZXRfaWRCFQoTX25vaXNlX2F1Z19zdHJlbmd0aEIWChRfbnVtX2luZmVyZW5jZV9zdGVwc0IHCgVfc2VlZEIUChJfZGVjb2RlX2NodW5rX3NpemVCFQoTX21pbl9ndWlkYW5jZV9zY2FsZUIVChNfbWF4X2d1aWRhbmNlX3NjYWxlQhAKDl9wcmV2aWV3X2V2ZXJ5QhcKFV9kZXRhY2hfZ3JhY2Vfc2Vjb25kcyI3ChVXYXRjaEFuaW1hdGlvblJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoBCLWAgoWV2F0Y2hBbmltYXRpb25SZXNwb25zZRIyCghwcm9ncmVzcxgBIAEoCzIeLmltYWdld2lyZS5hbmltYXRlLnYxLlByb2dyZXNzSAASMwoGaGVhZGVyGAIgASgLMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9IZWFkZXJIABIxCgVjaHVuaxgDIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvQ2h1bmtIABI1CgZyZXN1bHQYBCABKAsyIy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzdWx0SAASLgoDam9iGAUgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzSAASMAoHcHJldmlldxgGIAEoCzIdLmltYWdld2lyZS5hbmltYXRlLnYxLlByZXZpZXdIAEIHCgVldmVudCIoChZDYW5jZWxBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSJHChdDYW5jZWxBbmltYXRpb25SZXNwb25zZRIsCgNqb2IYASABKAsyHy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0dXMizwIKD0FuaW1hdGVSZXNwb25zZRIyCghwcm9ncmVzcxgBIAEoCzIeLmltYWdld2lyZS5hbmltYXRlLnYxLlByb2dyZXNzSAASMwoGaGVhZGVyGAIgASgLMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9IZWFkZXJIABIxCgVjaHVuaxgDIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvQ2h1bmtIABI1CgZyZXN1bHQYBCABKAsyIy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzdWx0SAASLgoDam9iGAUgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzSAASMAoHcHJldmlldxgGIAEoCzIdLmltYWdld2lyZS5hbmltYXRlLnYxLlByZXZpZXdIAEIHCgVldmVudCKMAQoJSm9iU3RhdHVzEg4KBmpvYl9pZBgBIAEoCRItCgVzdGF0ZRgCIAEoDjIeLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXRlEhYKDnF1ZXVlX3Bvc2l0aW9uGAMgASgNEg8KB2NyZWF0ZWQYBCABKAgSFwoPYXZhaWxhYmxlX2J5dGVzGAUgASgEInsKB1ByZXZpZXcSDQoFaW1hZ2UYASABKAwSEQoJbWltZV90eXBlGAIgASgJEg0KBXdpZHRoGAMgASgNEg4KBmhlaWdodBgEIAEoDRISCgpudW1fZnJhbWVzGAUgASgNEgwKBHN0ZXAYBiABKA0SDQoFdG90YWwYByABKA0iUwoIUHJvZ3Jlc3MSKgoFc3RhZ2UYASABKA4yGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5TdGFnZRIMCgRzdGVwGAIgASgNEg0KBXRvdGFsGAMgASgNIrIBCgtWaWRlb0hlYWRlchIRCgltaW1lX3R5cGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWNvZGVjGAMgASgJEg0KBXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRILCgNmcHMYBiABKA0SEgoKbnVtX2ZyYW1lcxgHIAEoDRIMCgRzZWVkGAggASgEEhAKCG1vZGVsX2lkGAkgASgJEg4KBmNvZGVjcxgKIAEoCSIqCgpWaWRlb0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEIpQBCg1BbmltYXRlUmVzdWx0EhMKC3RvdGFsX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoDBIMCgRzZWVkGAMgASgEEhYKDnNhZmV0eV9jaGVja2VkGAQgASgIEgwKBG5zZncYBSABKAgSKgoFdXNhZ2UYBiABKAsyGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Vc2FnZSJPCgVVc2FnZRIVCg1vdXRwdXRfcGl4ZWxzGAEgASgEEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAkiqAMKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhUKDWRlZmF1bHRfd2lkdGgYBSABKA0SFgoOZGVmYXVsdF9oZWlnaHQYBiABKA0SGgoSZGVmYXVsdF9udW1fZnJhbWVzGAcgASgNEhMKC2RlZmF1bHRfZnBzGAggASgNEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgJIAEoDRIcChRtYXhfcGl4ZWxzX3Blcl9mcmFtZRgKIAEoBBIWCg5tYXhfbnVtX2ZyYW1lcxgLIAEoDRIfChdtYXhfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoDRIWCg5zYWZldHlfY2hlY2tlchgNIAEoCBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgOIAEoARIOCgZmYW1pbHkYDyABKAkSLwoGZmllbGRzGBAgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuRmllbGRJbmZvIqEBCglGaWVsZEluZm8SDAoEbmFtZRgBIAEoCRItCg1kZWZhdWx0X3ZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhQKB21pbmltdW0YAyABKAFIAIgBARIUCgdtYXhpbXVtGAQgASgBSAGIAQESEwoLbXVsdGlwbGVfb2YYBSABKA1CCgoIX21pbmltdW1CCgoIX21heGltdW0qYQoLVmlkZW9Gb3JtYXQSHAoYVklERU9fRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVVklERU9fRk9STUFUX01QNF9IMjY0EAESGQoVVklERU9fRk9STUFUX1dFQk1fVlA5EAIqmgEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFKoUBCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1FVRVVFRBABEhYKElNUQUdFX0VOQ09ERV9JTUFHRRACEhEKDVNUQUdFX0RFTk9JU0UQAxIQCgxTVEFHRV9ERUNPREUQBBIWChJTVEFHRV9FTkNPREVfVklERU8QBTKqAwoOQW5pbWF0ZVNlcnZpY2USWAoHQW5pbWF0ZRIkLmltYWdld2lyZS5hbmltYXRlLnYxLkFuaW1hdGVSZXF1ZXN0GiUuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3BvbnNlMAESbQoOV2F0Y2hBbmltYXRpb24SKy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlcXVlc3QaLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlc3BvbnNlMAESbgoPQ2FuY2VsQW5pbWF0aW9uEiwuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBotLmltYWdld2lyZS5hbmltYXRlLnYxLkNhbmNlbEFuaW1hdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * AnimateRequest asks for a video generated from one image. Absent optional fields take the model's
@@ -132,6 +132,31 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
    * @generated from field: optional float max_guidance_scale = 15;
    */
   maxGuidanceScale?: number | undefined;
+
+  /**
+   * The job's id, chosen by the caller as an idempotency key; empty lets the server assign one (the
+   * stream's first event says it). 1 to 128 characters from A-Z, a-z, 0-9, "-", "_" and ".". If a job
+   * with this id exists on the server, the call attaches to it; with different parameters it fails
+   * with FAILED_PRECONDITION naming them.
+   *
+   * @generated from field: string job_id = 16;
+   */
+  jobId: string;
+
+  /**
+   * Send a Preview every this many denoising steps; 0 sends none (default: the model's, 5 for SVD-XT).
+   *
+   * @generated from field: optional uint32 preview_every = 17;
+   */
+  previewEvery?: number | undefined;
+
+  /**
+   * Seconds the job keeps running once no call is watching it, waiting for a watcher to come back,
+   * before it stops; 0 stops it at the next step (default: the server's --detach-grace).
+   *
+   * @generated from field: optional float detach_grace_seconds = 18;
+   */
+  detachGraceSeconds?: number | undefined;
 };
 
 /**
@@ -140,6 +165,147 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
  */
 export const AnimateRequestSchema: GenMessage<AnimateRequest> = /*@__PURE__*/
   messageDesc(file_imagewire_animate_v1_animate, 0);
+
+/**
+ * WatchAnimationRequest names the job to follow and where in its video to start.
+ *
+ * @generated from message imagewire.animate.v1.WatchAnimationRequest
+ */
+export type WatchAnimationRequest = Message<"imagewire.animate.v1.WatchAnimationRequest"> & {
+  /**
+   * The job's id, as in AnimateRequest.job_id or the first event of its Animate stream.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The first byte of the video to send: the number of bytes the caller already has (0 for all of it).
+   * An offset past the bytes produced so far is OUT_OF_RANGE.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.WatchAnimationRequest.
+ * Use `create(WatchAnimationRequestSchema)` to create a new message.
+ */
+export const WatchAnimationRequestSchema: GenMessage<WatchAnimationRequest> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 1);
+
+/**
+ * WatchAnimationResponse is one event of the WatchAnimation stream: the same events as AnimateResponse,
+ * under the same field numbers.
+ *
+ * @generated from message imagewire.animate.v1.WatchAnimationResponse
+ */
+export type WatchAnimationResponse = Message<"imagewire.animate.v1.WatchAnimationResponse"> & {
+  /**
+   * The event.
+   *
+   * @generated from oneof imagewire.animate.v1.WatchAnimationResponse.event
+   */
+  event: {
+    /**
+     * The job's progress; the latest one first, then as it changes.
+     *
+     * @generated from field: imagewire.animate.v1.Progress progress = 1;
+     */
+    value: Progress;
+    case: "progress";
+  } | {
+    /**
+     * Describes the video; sent once, before the first chunk.
+     *
+     * @generated from field: imagewire.animate.v1.VideoHeader header = 2;
+     */
+    value: VideoHeader;
+    case: "header";
+  } | {
+    /**
+     * The next bytes of the video, from the requested offset on.
+     *
+     * @generated from field: imagewire.animate.v1.VideoChunk chunk = 3;
+     */
+    value: VideoChunk;
+    case: "chunk";
+  } | {
+    /**
+     * The summary; sent once, last.
+     *
+     * @generated from field: imagewire.animate.v1.AnimateResult result = 4;
+     */
+    value: AnimateResult;
+    case: "result";
+  } | {
+    /**
+     * The job's status; sent once, first.
+     *
+     * @generated from field: imagewire.animate.v1.JobStatus job = 5;
+     */
+    value: JobStatus;
+    case: "job";
+  } | {
+    /**
+     * An approximate picture of the video while it is denoised; the latest one is replayed first.
+     *
+     * @generated from field: imagewire.animate.v1.Preview preview = 6;
+     */
+    value: Preview;
+    case: "preview";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message imagewire.animate.v1.WatchAnimationResponse.
+ * Use `create(WatchAnimationResponseSchema)` to create a new message.
+ */
+export const WatchAnimationResponseSchema: GenMessage<WatchAnimationResponse> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 2);
+
+/**
+ * CancelAnimationRequest names the job to stop.
+ *
+ * @generated from message imagewire.animate.v1.CancelAnimationRequest
+ */
+export type CancelAnimationRequest = Message<"imagewire.animate.v1.CancelAnimationRequest"> & {
+  /**
+   * The job's id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.CancelAnimationRequest.
+ * Use `create(CancelAnimationRequestSchema)` to create a new message.
+ */
+export const CancelAnimationRequestSchema: GenMessage<CancelAnimationRequest> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 3);
+
+/**
+ * CancelAnimationResponse says what became of the job.
+ *
+ * @generated from message imagewire.animate.v1.CancelAnimationResponse
+ */
+export type CancelAnimationResponse = Message<"imagewire.animate.v1.CancelAnimationResponse"> & {
+  /**
+   * The job's status after the request: CANCELLED, or the state it had already ended in.
+   *
+   * @generated from field: imagewire.animate.v1.JobStatus job = 1;
+   */
+  job?: JobStatus | undefined;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.CancelAnimationResponse.
+ * Use `create(CancelAnimationResponseSchema)` to create a new message.
+ */
+export const CancelAnimationResponseSchema: GenMessage<CancelAnimationResponse> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 4);
 
 /**
  * AnimateResponse is one event of the Animate stream.
@@ -184,6 +350,22 @@ export type AnimateResponse = Message<"imagewire.animate.v1.AnimateResponse"> & 
      */
     value: AnimateResult;
     case: "result";
+  } | {
+    /**
+     * The job's id and status; sent once, first.
+     *
+     * @generated from field: imagewire.animate.v1.JobStatus job = 5;
+     */
+    value: JobStatus;
+    case: "job";
+  } | {
+    /**
+     * An approximate picture of the video while it is denoised, every preview_every steps.
+     *
+     * @generated from field: imagewire.animate.v1.Preview preview = 6;
+     */
+    value: Preview;
+    case: "preview";
   } | { case: undefined; value?: undefined };
 };
 
@@ -192,7 +374,121 @@ export type AnimateResponse = Message<"imagewire.animate.v1.AnimateResponse"> & 
  * Use `create(AnimateResponseSchema)` to create a new message.
  */
 export const AnimateResponseSchema: GenMessage<AnimateResponse> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 1);
+  messageDesc(file_imagewire_animate_v1_animate, 5);
+
+/**
+ * JobStatus identifies a job and says where it is.
+ *
+ * @generated from message imagewire.animate.v1.JobStatus
+ */
+export type JobStatus = Message<"imagewire.animate.v1.JobStatus"> & {
+  /**
+   * The job's id: pass it to WatchAnimation and CancelAnimation.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The job's state.
+   *
+   * @generated from field: imagewire.animate.v1.JobState state = 2;
+   */
+  state: JobState;
+
+  /**
+   * The job's place in the queue, 1 being next; 0 when it is not waiting.
+   *
+   * @generated from field: uint32 queue_position = 3;
+   */
+  queuePosition: number;
+
+  /**
+   * Whether this call started the job; false when it attached to an existing one.
+   *
+   * @generated from field: bool created = 4;
+   */
+  created: boolean;
+
+  /**
+   * The bytes of the video produced so far: the largest offset WatchAnimation accepts now.
+   *
+   * @generated from field: uint64 available_bytes = 5;
+   */
+  availableBytes: bigint;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.JobStatus.
+ * Use `create(JobStatusSchema)` to create a new message.
+ */
+export const JobStatusSchema: GenMessage<JobStatus> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 6);
+
+/**
+ * Preview is a small approximate picture of the video while it is being denoised: a few of its frames,
+ * projected linearly from the current estimate of the clean latents (no VAE decode), in the video's
+ * aspect ratio.
+ *
+ * @generated from message imagewire.animate.v1.Preview
+ */
+export type Preview = Message<"imagewire.animate.v1.Preview"> & {
+  /**
+   * The encoded image: an animated WebP of num_frames frames.
+   *
+   * @generated from field: bytes image = 1;
+   */
+  image: Uint8Array;
+
+  /**
+   * The image's MIME type, "image/webp".
+   *
+   * @generated from field: string mime_type = 2;
+   */
+  mimeType: string;
+
+  /**
+   * The image's width in pixels.
+   *
+   * @generated from field: uint32 width = 3;
+   */
+  width: number;
+
+  /**
+   * The image's height in pixels.
+   *
+   * @generated from field: uint32 height = 4;
+   */
+  height: number;
+
+  /**
+   * The number of frames in the image, spread evenly over the video.
+   *
+   * @generated from field: uint32 num_frames = 5;
+   */
+  numFrames: number;
+
+  /**
+   * The denoising steps done when it was made.
+   *
+   * @generated from field: uint32 step = 6;
+   */
+  step: number;
+
+  /**
+   * The denoising steps in all.
+   *
+   * @generated from field: uint32 total = 7;
+   */
+  total: number;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.Preview.
+ * Use `create(PreviewSchema)` to create a new message.
+ */
+export const PreviewSchema: GenMessage<Preview> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 7);
 
 /**
  * Progress reports how far a generation has come.
@@ -227,7 +523,7 @@ export type Progress = Message<"imagewire.animate.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 2);
+  messageDesc(file_imagewire_animate_v1_animate, 8);
 
 /**
  * VideoHeader describes the video whose bytes follow.
@@ -316,7 +612,7 @@ export type VideoHeader = Message<"imagewire.animate.v1.VideoHeader"> & {
  * Use `create(VideoHeaderSchema)` to create a new message.
  */
 export const VideoHeaderSchema: GenMessage<VideoHeader> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 3);
+  messageDesc(file_imagewire_animate_v1_animate, 9);
 
 /**
  * VideoChunk is a piece of the encoded video. Chunks arrive in order; their concatenation is the file.
@@ -345,7 +641,7 @@ export type VideoChunk = Message<"imagewire.animate.v1.VideoChunk"> & {
  * Use `create(VideoChunkSchema)` to create a new message.
  */
 export const VideoChunkSchema: GenMessage<VideoChunk> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 4);
+  messageDesc(file_imagewire_animate_v1_animate, 10);
 
 /**
  * AnimateResult summarises a finished generation.
@@ -401,7 +697,7 @@ export type AnimateResult = Message<"imagewire.animate.v1.AnimateResult"> & {
  * Use `create(AnimateResultSchema)` to create a new message.
  */
 export const AnimateResultSchema: GenMessage<AnimateResult> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 5);
+  messageDesc(file_imagewire_animate_v1_animate, 11);
 
 /**
  * Usage is what a request consumed and its price.
@@ -436,7 +732,7 @@ export type Usage = Message<"imagewire.animate.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 6);
+  messageDesc(file_imagewire_animate_v1_animate, 12);
 
 /**
  * ListModelsRequest asks for the models a server has loaded.
@@ -451,7 +747,7 @@ export type ListModelsRequest = Message<"imagewire.animate.v1.ListModelsRequest"
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 7);
+  messageDesc(file_imagewire_animate_v1_animate, 13);
 
 /**
  * ListModelsResponse lists the loaded models.
@@ -479,7 +775,7 @@ export type ListModelsResponse = Message<"imagewire.animate.v1.ListModelsRespons
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 8);
+  messageDesc(file_imagewire_animate_v1_animate, 14);
 
 /**
  * ModelInfo describes one loaded model, its limits and defaults.
@@ -606,7 +902,7 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 9);
+  messageDesc(file_imagewire_animate_v1_animate, 15);
 
 /**
  * FieldInfo describes how one model treats one request field: its default and its bounds. The server
@@ -658,7 +954,7 @@ export type FieldInfo = Message<"imagewire.animate.v1.FieldInfo"> & {
  * Use `create(FieldInfoSchema)` to create a new message.
  */
 export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 10);
+  messageDesc(file_imagewire_animate_v1_animate, 16);
 
 /**
  * VideoFormat is the container and codec of the streamed video.
@@ -694,6 +990,61 @@ export enum VideoFormat {
  */
 export const VideoFormatSchema: GenEnum<VideoFormat> = /*@__PURE__*/
   enumDesc(file_imagewire_animate_v1_animate, 0);
+
+/**
+ * JobState is where a job is in its life.
+ *
+ * @generated from enum imagewire.animate.v1.JobState
+ */
+export enum JobState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: JOB_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for the device.
+   *
+   * @generated from enum value: JOB_STATE_QUEUED = 1;
+   */
+  QUEUED = 1,
+
+  /**
+   * Being generated.
+   *
+   * @generated from enum value: JOB_STATE_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * Finished: the whole video exists.
+   *
+   * @generated from enum value: JOB_STATE_SUCCEEDED = 3;
+   */
+  SUCCEEDED = 3,
+
+  /**
+   * Ended by an error.
+   *
+   * @generated from enum value: JOB_STATE_FAILED = 4;
+   */
+  FAILED = 4,
+
+  /**
+   * Stopped by CancelAnimation, or because no call watched it for its detach grace period.
+   *
+   * @generated from enum value: JOB_STATE_CANCELLED = 5;
+   */
+  CANCELLED = 5,
+}
+
+/**
+ * Describes the enum imagewire.animate.v1.JobState.
+ */
+export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
+  enumDesc(file_imagewire_animate_v1_animate, 1);
 
 /**
  * Stage is a phase of a generation.
@@ -748,11 +1099,18 @@ export enum Stage {
  * Describes the enum imagewire.animate.v1.Stage.
  */
 export const StageSchema: GenEnum<Stage> = /*@__PURE__*/
-  enumDesc(file_imagewire_animate_v1_animate, 1);
+  enumDesc(file_imagewire_animate_v1_animate, 2);
 
 /**
  * AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
  * the encoded video back in chunks while it is being produced.
+ *
+ * Every generation is a job with an id that outlives the call which started it: a caller whose
+ * connection drops picks the stream up again with WatchAnimation from the last byte it received, several
+ * callers may watch one job, and CancelAnimation stops it. A job lives on the one server that runs it;
+ * callers reaching several servers send the job id in the "x-imagewire-job-id" metadata key with every
+ * Animate, WatchAnimation and CancelAnimation call so that a front door hashing on it routes them to that
+ * server.
  *
  * Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
  * google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -765,29 +1123,32 @@ export const AnimateService: GenService<{
   /**
    * Animate generates a video from one image and streams it back while it is produced.
    *
-   * Event order: zero or more progress events with stage QUEUED while the request waits (one each time its
-   * place in the queue changes); exactly one header when the generation starts; progress ENCODE_IMAGE, then
-   * DENOISE after every denoising step; then, per decode chunk, progress DECODE, the chunk's video bytes as
-   * chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one result,
-   * and the stream ends with OK. Every chunk comes after the header and before the result, in file order.
+   * Event order: exactly one job status first (the job's id and its place in the queue); zero or more
+   * progress events with stage QUEUED while the job waits (one each time its place changes); progress
+   * ENCODE_IMAGE, then DENOISE after every denoising step, with a preview every preview_every steps; exactly
+   * one header when the denoising is done; then, per decode chunk, progress DECODE, the chunk's video bytes
+   * as chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one
+   * result, and the stream ends with OK. Every chunk comes after the header and before the result, in file
+   * order.
    *
    * Status codes, before any event: INVALID_ARGUMENT when the image is empty, not a decodable image, over
    * 50 MiB or over the server's pixel limit, or a field is outside the bounds ListModels reports (all wrong
    * fields are named at once); NOT_FOUND when model_id names no loaded model (the message lists the loaded
-   * ones); RESOURCE_EXHAUSTED when the server's queue is full, the server is at its limit of concurrent
-   * calls, or the request message is over 50 MiB plus 64 KiB; UNAVAILABLE while the server is loading its
-   * models or shutting down. After events have been sent: CANCELLED when the caller cancelled;
-   * DEADLINE_EXCEEDED when the call's deadline passed, while queued or during the generation (which stops at
-   * the next denoising step or decode chunk); UNAVAILABLE when the server shut down while the request was
-   * queued.
+   * ones); FAILED_PRECONDITION when job_id names an existing job with different parameters (the message
+   * names them); RESOURCE_EXHAUSTED when the server's queue is full, the server is at its limit of
+   * concurrent calls, or the request message is over 50 MiB plus 64 KiB; UNAVAILABLE while the server is
+   * loading its models or shutting down. After events have been sent: CANCELLED when the job was cancelled
+   * (by CancelAnimation, or by the caller leaving with a detach grace of 0); DEADLINE_EXCEEDED when the
+   * call's deadline passed; RESOURCE_EXHAUSTED when the video outgrew the server's retention budget;
+   * UNAVAILABLE when the server shut down. A call that ends early (cancelled by its caller, deadline, broken
+   * connection) only detaches from its job: the job runs on for the detach grace, waiting for a watcher.
    *
-   * Retries and resuming: the server keeps nothing of a call once it ends, so a retried Animate starts a new
-   * generation from the beginning. Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with
-   * exponential backoff is safe; INVALID_ARGUMENT, NOT_FOUND and UNAUTHENTICATED fail the same way again.
-   * There is no resume RPC: to recover a stream broken after its header, repeat the request with the
-   * header's seed. The same request and seed give the same bytes when the same model runs on the same kind
-   * of device, so a client may skip the bytes it already has (by offset), but it must check the result's
-   * total_bytes and sha256 against everything it kept and start over when they differ.
+   * Retries and resuming: sent again with the job_id of an existing job, Animate attaches to that job
+   * (replaying it from the start) instead of starting a second generation, so a blind retry with the same
+   * job_id is safe; a caller that has part of the video continues with WatchAnimation from its byte count.
+   * Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with exponential backoff is safe;
+   * INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION and UNAUTHENTICATED fail the same way again. After a
+   * download, check the result's total_bytes and sha256 against every byte kept.
    *
    * @generated from rpc imagewire.animate.v1.AnimateService.Animate
    */
@@ -795,6 +1156,36 @@ export const AnimateService: GenService<{
     methodKind: "server_streaming";
     input: typeof AnimateRequestSchema;
     output: typeof AnimateResponseSchema;
+  },
+  /**
+   * WatchAnimation follows an existing job from a byte offset: the job's status, then its latest
+   * preview, header and progress, then the video's bytes from offset as they exist and as they are
+   * produced, then the result. Any number of calls may watch one job; each gets the same bytes.
+   *
+   * Status codes: INVALID_ARGUMENT for a malformed job_id; NOT_FOUND when no job has that id (never
+   * created here, or evicted after its retention); OUT_OF_RANGE when offset is past the bytes produced so
+   * far; then as Animate's after events were sent. Resuming with the byte count received is always safe.
+   *
+   * @generated from rpc imagewire.animate.v1.AnimateService.WatchAnimation
+   */
+  watchAnimation: {
+    methodKind: "server_streaming";
+    input: typeof WatchAnimationRequestSchema;
+    output: typeof WatchAnimationResponseSchema;
+  },
+  /**
+   * CancelAnimation stops a job at its next denoising step (or decoded chunk), whoever is watching it.
+   * Cancelling a finished job changes nothing; either way the reply says the job's state.
+   *
+   * Status codes: INVALID_ARGUMENT for a malformed job_id; NOT_FOUND when no job has that id. Retrying
+   * any failure is safe.
+   *
+   * @generated from rpc imagewire.animate.v1.AnimateService.CancelAnimation
+   */
+  cancelAnimation: {
+    methodKind: "unary";
+    input: typeof CancelAnimationRequestSchema;
+    output: typeof CancelAnimationResponseSchema;
   },
   /**
    * ListModels lists the models this server has loaded, with their limits and defaults.

@@ -1,0 +1,100 @@
+"""Downloading a job's video across dropped connections, free of I/O: which call comes next and when.
+
+A download starts with one call (Animate, or WatchAnimation from an offset). When the connection drops
+(UNAVAILABLE), it goes on with WatchAnimation from the bytes the file already has, after a growing pause, a
+bounded number of times, all within the first call's deadline. If the server no longer knows the job (NOT_FOUND:
+it restarted, or the call reached another replica) and the download began with Animate, it sends Animate again
+with the same job id and starts the file over. The shells do the sleeping, the waiting for the channel and the
+calls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from imagewire.client._core import PreparedCall
+from imagewire.client.animate_types import AnimateEvent
+from imagewire.client.errors import ImagewireError
+from imagewire.client.video_sink import VideoSink
+
+# The statuses of a connection that failed while the job may well go on.
+DROPPED = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How a download survives dropped connections: at most ``attempts`` reconnections in all, the first after
+    ``backoff_s``, each later one after twice the pause before it (at most ``max_backoff_s``), each waiting at
+    most ``reconnect_timeout_s`` for the channel to connect. ``Resume(attempts=0)`` never resumes."""
+
+    attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    reconnect_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0:
+            raise ValueError(f"attempts must be >= 0, got {self.attempts}")
+        for name in ("backoff_s", "max_backoff_s", "reconnect_timeout_s"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+
+    def pause(self, attempt: int) -> float:
+        """The pause before reconnection number ``attempt`` (0 first)."""
+        return min(self.backoff_s * 2**attempt, self.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One call of a download: the RPC's name, the call, and the pause before it (0: send at once)."""
+
+    method: str
+    call: PreparedCall[AnimateEvent]
+    pause: float = 0.0
+
+
+# (offset, timeout) -> a WatchAnimation call; timeout -> an Animate call.
+WatchCall = Callable[[int, float], PreparedCall[AnimateEvent]]
+AnimateCall = Callable[[float], PreparedCall[AnimateEvent]]
+
+
+class Download:
+    """The calls of one download into ``sink``, from ``first`` on; see the module docstring.
+
+    ``restart`` makes the Animate call again (None when the download began with WatchAnimation).
+    """
+
+    def __init__(self, first: Attempt, sink: VideoSink, resume: Resume, *, watch: WatchCall,
+                 restart: AnimateCall | None = None) -> None:
+        self.first = first
+        self.job_id: str = first.call.request.job_id  # type: ignore[attr-defined]
+        self.reconnect_timeout_s = resume.reconnect_timeout_s
+        self.resumes = 0
+        self._sink = sink
+        self._resume = resume
+        self._watch = watch
+        self._restart = restart
+        self._deadline = time.monotonic() + first.call.options.timeout
+
+    def after(self, error: ImagewireError, attempt: Attempt) -> Attempt:
+        """The next call after ``attempt`` failed with ``error``; raises ``error`` when the download is over."""
+        remaining = self._deadline - time.monotonic()
+        lost_job = error.code is grpc.StatusCode.NOT_FOUND and attempt.method == "WatchAnimation" and self.resumes
+        if error.code not in DROPPED and not (lost_job and self._restart is not None):
+            raise error
+        if self.resumes >= self._resume.attempts:
+            raise error
+        pause = self._resume.pause(self.resumes)
+        if remaining <= pause:
+            raise error
+        self.resumes += 1
+        if lost_job and self._restart is not None:
+            self._sink.restart()
+            return Attempt("Animate", self._restart(remaining - pause), pause)
+        return Attempt("WatchAnimation", self._watch(self._sink.written, remaining - pause), pause)

@@ -1,0 +1,202 @@
+"""The blocking and asyncio animate clients: the I/O of :mod:`imagewire.client.animate`'s calls.
+
+Both have the same methods. The downloads to a file resume after dropped connections as
+:class:`~imagewire.client.Resume` says; a job this client started is cancelled when the caller leaves it (closing
+``animate``'s iterator, Ctrl-C, a cancelled task), never when only the connection failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Unpack
+
+import grpc
+
+from imagewire.animate.v1 import animate_pb2_grpc
+from imagewire.client._core import CallArgs, ImageInput, PreparedCall
+from imagewire.client._resume import Download, Resume
+from imagewire.client._shell import AsyncShell, BlockingShell
+from imagewire.client.animate import AnimateCore, FieldValue
+from imagewire.client.animate_types import AnimateEvent, AnimateModelList, AnimateResult, JobStatus
+from imagewire.client.errors import ImagewireError
+from imagewire.client.video_sink import VideoSink
+
+# A cancel sent because the caller is leaving: it must not keep them long.
+CANCEL_TIMEOUT_S = 10.0
+
+EventCallback = Callable[[AnimateEvent], None]
+#: Five reconnections after 0.5, 1, 2, 4 and 8 s, each waiting up to 30 s for the channel.
+DEFAULT_RESUME = Resume()
+
+
+def _reconnect_failed(timeout: float) -> ImagewireError:
+    return ImagewireError(grpc.StatusCode.UNAVAILABLE, f"the channel did not reconnect within {timeout:g} s")
+
+
+class AnimateClient(BlockingShell[AnimateCore]):
+    """Blocking client for the animate service: default deadline 900 s per stream, 30 s for ListModels and
+    CancelAnimation. See :class:`imagewire.client.BlockingShell` for the options."""
+
+    _core_type = AnimateCore
+    _stub_type = animate_pb2_grpc.AnimateServiceStub
+
+    def animate(self, image: ImageInput, **args: FieldValue) -> Iterator[AnimateEvent]:
+        """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
+        the job.
+
+        ``args``: AnimateRequest fields (``model_id``, ``format``, ``job_id``, any of :data:`PARAMETERS`...) and
+        the call's ``timeout`` and ``request_id``. They are checked here, before the call starts.
+        """
+        call = self._core.animate(image, **args)  # type: ignore[arg-type]
+        return self._owned(call, self._stream(self._stub.Animate, call))
+
+    def watch(self, job_id: str, *, offset: int = 0, **args: Unpack[CallArgs]) -> Iterator[AnimateEvent]:
+        """Follow job ``job_id``: its status, latest preview, header and progress, its video from byte ``offset``,
+        then live to the result. Leaving early stops watching; the job goes on."""
+        return self._stream(self._stub.WatchAnimation, self._core.watch(job_id, offset=offset, **args))
+
+    def cancel(self, job_id: str, **args: Unpack[CallArgs]) -> JobStatus:
+        """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
+        return self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
+
+    def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
+                        resume: Resume = DEFAULT_RESUME, **args: FieldValue) -> AnimateResult:
+        """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
+        verified result. Interrupting it (Ctrl-C) cancels the job."""
+        sink = VideoSink(path, on_event)
+        return self._download(self._core.animate_download(image, sink, resume, **args), sink, owned=True)  # type: ignore[arg-type]
+
+    def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
+                      on_event: EventCallback | None = None, resume: Resume = DEFAULT_RESUME,
+                      **args: Unpack[CallArgs]) -> AnimateResult:
+        """Write job ``job_id``'s video into ``path`` (keeping its first ``offset`` bytes, already there), resuming
+        after dropped connections; returns the verified result."""
+        sink = VideoSink(path, on_event, offset=offset)
+        return self._download(self._core.watch_download(job_id, sink, resume, **args), sink, owned=False)
+
+    def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
+        """The server's loaded models with their limits and defaults."""
+        return self._unary(self._stub.ListModels, self._core.list_models(**args))
+
+    def _download(self, download: Download, sink: VideoSink, *, owned: bool) -> AnimateResult:
+        attempt = download.first
+        with sink, self._cancel_on_exit(download.job_id if owned else None):
+            while True:
+                try:
+                    if attempt.pause:
+                        time.sleep(attempt.pause)
+                        self._wait_ready(download.reconnect_timeout_s)
+                    # Read to the end of the stream, not just to the result: leaving early would cancel the call.
+                    for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
+                        sink.feed(event)
+                    return sink.finish()
+                except ImagewireError as error:
+                    attempt = download.after(error, attempt)
+
+    def _wait_ready(self, timeout: float) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise _reconnect_failed(timeout) from None
+
+    def _owned(self, call: PreparedCall[AnimateEvent], events: Iterator[AnimateEvent]) -> Iterator[AnimateEvent]:
+        with self._cancel_on_exit(call.request.job_id):  # type: ignore[attr-defined]
+            yield from events
+
+    @contextlib.contextmanager
+    def _cancel_on_exit(self, job_id: str | None) -> Iterator[None]:
+        """Cancel the job when the block is left other than by its end or a failed call."""
+        try:
+            yield
+        except ImagewireError:
+            raise  # the call failed (or the server ended the job): nothing of ours to cancel
+        except BaseException:  # Ctrl-C, or GeneratorExit from an iterator closed early
+            if job_id is not None:
+                with contextlib.suppress(ImagewireError):
+                    self.cancel(job_id, timeout=CANCEL_TIMEOUT_S)
+            raise
+
+
+class AsyncAnimateClient(AsyncShell[AnimateCore]):
+    """Asyncio client for the animate service; the same options and methods as :class:`AnimateClient`."""
+
+    _core_type = AnimateCore
+    _stub_type = animate_pb2_grpc.AnimateServiceStub
+
+    def animate(self, image: ImageInput, **args: FieldValue) -> AsyncIterator[AnimateEvent]:
+        """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
+        the job."""
+        call = self._core.animate(image, **args)  # type: ignore[arg-type]
+        return self._owned(call, self._stream(self._stub.Animate, call))
+
+    def watch(self, job_id: str, *, offset: int = 0, **args: Unpack[CallArgs]) -> AsyncIterator[AnimateEvent]:
+        """Follow job ``job_id`` from byte ``offset`` of its video; leaving early stops watching."""
+        return self._stream(self._stub.WatchAnimation, self._core.watch(job_id, offset=offset, **args))
+
+    async def cancel(self, job_id: str, **args: Unpack[CallArgs]) -> JobStatus:
+        """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
+        return await self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
+
+    async def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
+                              resume: Resume = DEFAULT_RESUME, **args: FieldValue) -> AnimateResult:
+        """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
+        verified result. Cancelling the task cancels the job."""
+        sink = VideoSink(path, on_event)
+        download = self._core.animate_download(image, sink, resume, **args)  # type: ignore[arg-type]
+        return await self._download(download, sink, owned=True)
+
+    async def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
+                            on_event: EventCallback | None = None, resume: Resume = DEFAULT_RESUME,
+                            **args: Unpack[CallArgs]) -> AnimateResult:
+        """Write job ``job_id``'s video into ``path`` from byte ``offset``, resuming after dropped connections."""
+        sink = VideoSink(path, on_event, offset=offset)
+        return await self._download(self._core.watch_download(job_id, sink, resume, **args), sink, owned=False)
+
+    async def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
+        """The server's loaded models with their limits and defaults."""
+        return await self._unary(self._stub.ListModels, self._core.list_models(**args))
+
+    async def _download(self, download: Download, sink: VideoSink, *, owned: bool) -> AnimateResult:
+        attempt = download.first
+        with sink:
+            async with self._cancel_on_exit(download.job_id if owned else None):
+                while True:
+                    try:
+                        if attempt.pause:
+                            await asyncio.sleep(attempt.pause)
+                            await self._wait_ready(download.reconnect_timeout_s)
+                        async for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
+                            sink.feed(event)
+                        return sink.finish()
+                    except ImagewireError as error:
+                        attempt = download.after(error, attempt)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError:
+            raise _reconnect_failed(timeout) from None
+
+    async def _owned(self, call: PreparedCall[AnimateEvent],
+                     events: AsyncIterator[AnimateEvent]) -> AsyncIterator[AnimateEvent]:
+        job_id = call.request.job_id  # type: ignore[attr-defined]
+        async with self._cancel_on_exit(job_id), contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def _cancel_on_exit(self, job_id: str | None) -> AsyncIterator[None]:
+        """Cancel the job when the block is left other than by its end or a failed call."""
+        try:
+            yield
+        except ImagewireError:
+            raise
+        except BaseException:  # a cancelled task, or GeneratorExit from an iterator closed early
+            if job_id is not None:
+                with contextlib.suppress(ImagewireError, asyncio.CancelledError):
+                    await self.cancel(job_id, timeout=CANCEL_TIMEOUT_S)
+            raise

@@ -1,0 +1,107 @@
+"""Writing an animate stream's video to a file, across resumed streams, and verifying it at the end."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Self
+
+import grpc
+
+from imagewire.client.animate_types import AnimateEvent, AnimateResult, VideoChunk, VideoHeader
+from imagewire.client.errors import ImagewireError
+
+# Reading back the part of a file a resumed download keeps, to hash it.
+_READ_BYTES = 1024 * 1024
+
+
+class VideoSink:
+    """Writes a stream's chunks to a file in order and verifies the result's length and SHA-256.
+
+    ``offset`` keeps the first ``offset`` bytes of an existing file (a download picked up where it stopped);
+    the stream must then continue from there. ``on_event`` sees every event first. Used as a context manager,
+    it removes the file when the block fails, unless it was resuming one.
+    """
+
+    def __init__(self, path: str | Path, on_event: Callable[[AnimateEvent], None] | None = None, *,
+                 offset: int = 0) -> None:
+        self.path = Path(path)
+        self._on_event = on_event
+        self._digest = hashlib.sha256()
+        self._keep = offset > 0
+        if offset:
+            self._file = self.path.open("r+b")
+            self._hash_existing(offset)
+        else:
+            self._file = self.path.open("wb")
+        self._written = offset
+        self.header: VideoHeader | None = None
+        self.result: AnimateResult | None = None
+
+    @property
+    def written(self) -> int:
+        """The bytes of the video in the file so far: where a resumed stream must continue."""
+        return self._written
+
+    def _hash_existing(self, offset: int) -> None:
+        remaining = offset
+        while remaining:
+            data = self._file.read(min(remaining, _READ_BYTES))
+            if not data:
+                self._file.close()
+                raise ValueError(f"{self.path} has {offset - remaining} bytes, fewer than the offset {offset}")
+            self._digest.update(data)
+            remaining -= len(data)
+        self._file.truncate(offset)
+
+    def feed(self, event: AnimateEvent) -> AnimateResult | None:
+        """Consume one event; returns the result once the stream's final event arrives."""
+        if self._on_event is not None:
+            self._on_event(event)
+        if isinstance(event, VideoHeader):
+            self.header = event
+        elif isinstance(event, VideoChunk):
+            if event.offset != self._written:
+                raise ImagewireError(
+                    grpc.StatusCode.DATA_LOSS, f"chunk at offset {event.offset}, expected {self._written}"
+                )
+            self._file.write(event.data)
+            self._digest.update(event.data)
+            self._written += len(event.data)
+        elif isinstance(event, AnimateResult):
+            self._file.close()
+            if event.total_bytes != self._written or event.sha256 != self._digest.digest():
+                raise ImagewireError(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"received {self._written} bytes that do not match the result "
+                    f"({event.total_bytes} bytes, sha256 {event.sha256.hex()})",
+                )
+            self.result = event
+        return self.result
+
+    def restart(self) -> None:
+        """Empty the file: the video will be streamed again from its first byte."""
+        self._file.seek(0)
+        self._file.truncate(0)
+        self._digest = hashlib.sha256()
+        self._written = 0
+
+    def finish(self) -> AnimateResult:
+        """The verified result, once the stream has ended."""
+        if self.result is None:
+            raise ImagewireError(grpc.StatusCode.DATA_LOSS, "stream ended without a result")
+        return self.result
+
+    def abort(self) -> None:
+        """Close the file; remove it unless it was resuming an existing one."""
+        self._file.close()
+        if not self._keep:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,41 @@
+"""Jobs and previews on a CUDA device in float16 (skipped without a GPU): the projection is fitted and applied to
+fp16 latents on the device, and a job streams a whole video with its previews."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from animator import tiny
+from animator.backend import SvdBackend
+from animator.engine import AnimateEngine
+from animator.events import Chunk, Preview, Result
+from animator.limits import EngineLimits
+from animator.params import AnimateInput
+from imagewire_serving.metrics import Metrics
+from tests.animator_support import noise_png
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+async def test_a_job_with_previews_on_cuda_in_float16() -> None:
+    backend = SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cuda:0"), torch.float16, model_id="tiny")
+    assert backend.projection.weights.shape == (5, 3)
+    engine = AnimateEngine([backend], EngineLimits(), Metrics())
+    engine.start()
+    try:
+        request = AnimateInput(image=noise_png(3), seed=1, preview_every=1, width=96, height=64, num_frames=6,
+                               num_inference_steps=3, job_id="cuda-job")
+        events = [event async for event in engine.animate(request)]
+        again = [event async for event in engine.watch("cuda-job")]
+    finally:
+        await engine.close()
+    previews = [event for event in events if isinstance(event, Preview)]
+    assert [preview.step for preview in previews] == [1, 2, 3]
+    assert Image.open(io.BytesIO(previews[-1].image)).size == (previews[-1].width, previews[-1].height)
+    data = b"".join(event.data for event in events if isinstance(event, Chunk))
+    assert isinstance(events[-1], Result) and events[-1].total_bytes == len(data) > 0
+    assert b"".join(event.data for event in again if isinstance(event, Chunk)) == data

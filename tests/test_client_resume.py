@@ -1,0 +1,119 @@
+"""The client's jobs without a server: job ids and their metadata, the resume plan of a download, and a sink that
+continues a file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import grpc
+import pytest
+from imagewire import cli
+from imagewire.animate.v1 import animate_pb2
+from imagewire.client import JOB_ID_KEY, AnimateCore, ImagewireError, Resume, VideoChunk, VideoSink
+from imagewire.client._resume import Download
+from imagewire.client.animate import decode_event
+
+DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+
+
+def test_animate_calls_carry_a_job_id_in_the_request_and_the_metadata() -> None:
+    core = AnimateCore()
+    chosen = core.animate(b"img")
+    assert len(chosen.request.job_id) == 32  # type: ignore[attr-defined]
+    assert (JOB_ID_KEY, chosen.request.job_id) in chosen.options.metadata  # type: ignore[attr-defined]
+    given = core.animate(b"img", job_id="mine")
+    assert given.request.job_id == "mine" and (JOB_ID_KEY, "mine") in given.options.metadata  # type: ignore[attr-defined]
+    for call in (core.watch("mine", offset=7), core.cancel("mine")):
+        assert (JOB_ID_KEY, "mine") in call.options.metadata
+    assert core.watch("mine", offset=7).request.offset == 7  # type: ignore[attr-defined]
+    assert core.cancel("mine").options.timeout == core.control_timeout
+
+
+def download(tmp_path: Path, resume: Resume, *, timeout: float = 900) -> tuple[Download, VideoSink]:
+    sink = VideoSink(tmp_path / "v.mp4")
+    return AnimateCore().animate_download(b"img", sink, resume, job_id="job-1", timeout=timeout, seed=3), sink
+
+
+def test_a_drop_resumes_from_the_bytes_written_with_growing_pauses_then_gives_up(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume(attempts=4, backoff_s=0.5, max_backoff_s=1.5))
+    attempt = plan.first
+    assert attempt.method == "Animate" and attempt.pause == 0
+    sink.feed(VideoChunk(b"abc", 0))
+    pauses = []
+    for _ in range(4):
+        attempt = plan.after(DROP, attempt)
+        pauses.append(attempt.pause)
+        assert attempt.method == "WatchAnimation"
+        request = attempt.call.request
+        assert (request.job_id, request.offset) == ("job-1", 3)  # type: ignore[attr-defined]
+        assert attempt.call.options.request_id == plan.first.call.options.request_id
+        assert attempt.call.options.timeout < 900  # what is left of the download's deadline
+    assert pauses == [0.5, 1.0, 1.5, 1.5]
+    with pytest.raises(ImagewireError) as caught:
+        plan.after(DROP, attempt)
+    assert caught.value is DROP
+    sink.abort()
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.CANCELLED,
+                                  grpc.StatusCode.DATA_LOSS, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_a_failure_other_than_a_drop_ends_the_download(tmp_path: Path, code: grpc.StatusCode) -> None:
+    plan, sink = download(tmp_path, Resume())
+    with pytest.raises(ImagewireError):
+        plan.after(ImagewireError(code, "no"), plan.first)
+    sink.abort()
+
+
+def test_a_lost_job_is_generated_again_under_its_id_and_the_file_restarted(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume())
+    sink.feed(VideoChunk(b"abc", 0))
+    watch = plan.after(DROP, plan.first)
+    again = plan.after(ImagewireError(grpc.StatusCode.NOT_FOUND, "job 'job-1' is not on this server"), watch)
+    assert again.method == "Animate" and again.call.request.job_id == "job-1"  # type: ignore[attr-defined]
+    assert again.call.request.seed == 3 and sink.written == 0  # type: ignore[attr-defined]
+    sink.abort()
+    # Watching alone, there is nothing to start again.
+    watcher = VideoSink(tmp_path / "w.mp4")
+    plan = AnimateCore().watch_download("job-1", watcher, Resume())
+    lost = plan.after(DROP, plan.first)
+    with pytest.raises(ImagewireError):
+        plan.after(ImagewireError(grpc.StatusCode.NOT_FOUND, "gone"), lost)
+    watcher.abort()
+
+
+def test_no_resume_after_the_deadline(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume(backoff_s=5), timeout=1)
+    with pytest.raises(ImagewireError):
+        plan.after(DROP, plan.first)  # the pause alone would outlast the deadline
+    sink.abort()
+
+
+@pytest.mark.parametrize("bad", [{"attempts": -1}, {"backoff_s": 0}, {"max_backoff_s": float("inf")},
+                                 {"reconnect_timeout_s": -1}])
+def test_resume_settings_are_checked(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Resume(**bad)  # type: ignore[arg-type]
+
+
+def test_a_sink_continues_an_existing_file_from_its_offset(tmp_path: Path) -> None:
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"abcXYZ")  # 3 good bytes, then the rest of an interrupted write
+    with VideoSink(path, offset=3) as sink:
+        sink.feed(VideoChunk(b"de", 3))
+        result = decode_event(animate_pb2.AnimateResponse(result=animate_pb2.AnimateResult(
+            total_bytes=5, sha256=hashlib.sha256(b"abcde").digest())))
+        sink.feed(result)  # type: ignore[arg-type]
+    assert path.read_bytes() == b"abcde"
+    with pytest.raises(ValueError, match="fewer than the offset 9"):
+        VideoSink(path, offset=9)
+    with pytest.raises(ImagewireError), VideoSink(path, offset=5) as sink:
+        sink.feed(VideoChunk(b"!", 4))  # not where the file ends: DATA_LOSS, and the file is kept
+    assert path.read_bytes() == b"abcde"
+
+
+def test_watch_and_cancel_commands_parse() -> None:
+    args = cli._parser().parse_args(["watch", "job-1", "-o", "out.mp4", "--offset", "10", "--preview-dir", "p"])
+    assert (args.job_id, args.offset, str(args.preview_dir)) == ("job-1", 10, "p")
+    assert cli._parser().parse_args(["cancel", "job-1"]).job_id == "job-1"
+    assert cli._parser().parse_args(["animate", "a.png", "-o", "o.mp4", "--job-id", "j"]).job_id == "j"
