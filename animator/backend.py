@@ -111,23 +111,31 @@ class SvdBackend:
             on_step(step + 1, total)
             return {}
 
-        output = self.pipeline(  # type: ignore[operator]
-            image,
-            height=params.height,
-            width=params.width,
-            num_frames=params.num_frames,
-            num_inference_steps=params.num_inference_steps,
-            min_guidance_scale=params.min_guidance_scale,
-            max_guidance_scale=params.max_guidance_scale,
-            fps=params.pipeline_fps,
-            motion_bucket_id=params.motion_bucket_id,
-            noise_aug_strength=params.noise_aug_strength,
-            decode_chunk_size=params.decode_chunk_size,
-            generator=generator(params.seed),
-            output_type="latent",
-            callback_on_step_end=step_end,
-            callback_on_step_end_tensor_inputs=[],
-        )
+        finished = False
+        try:
+            output = self.pipeline(  # type: ignore[operator]
+                image,
+                height=params.height,
+                width=params.width,
+                num_frames=params.num_frames,
+                num_inference_steps=params.num_inference_steps,
+                min_guidance_scale=params.min_guidance_scale,
+                max_guidance_scale=params.max_guidance_scale,
+                fps=params.pipeline_fps,
+                motion_bucket_id=params.motion_bucket_id,
+                noise_aug_strength=params.noise_aug_strength,
+                decode_chunk_size=params.decode_chunk_size,
+                generator=generator(params.seed),
+                output_type="latent",
+                callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=[],
+            )
+            finished = True
+        finally:
+            if not finished:
+                # The pipeline frees its model hooks (offloading its components back to the CPU under
+                # --cpu-offload) only when it runs to the end; a stopped or failed run must do it here.
+                self.pipeline.maybe_free_model_hooks()  # type: ignore[attr-defined]
         return output.frames
 
     @torch.no_grad()

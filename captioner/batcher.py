@@ -16,9 +16,14 @@ from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.limits import EngineLimits
 from imagewire_serving import errors
 from imagewire_serving.engine import EngineStats
+from imagewire_serving.memory import releasing_memory
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
+
+# What a caller whose caption ran out of device memory can change (the batch itself is the server's doing: a batch
+# that runs out is retried in halves before anyone is told).
+MEMORY_HINT = "retry with a smaller num_beams or max_new_tokens"
 
 RunOnDevice = Callable[..., Awaitable[Any]]
 
@@ -164,10 +169,7 @@ class Batcher:
             return all(item.future.done() for item in batch)
 
         try:
-            captions = await self._run_on_device(
-                self.backend.generate, [item.image for item in batch], [item.prompt for item in batch],
-                batch[0].options, should_stop,
-            )
+            captions = await self._generate(batch, should_stop)
         except Exception as error:  # a model failure fails this batch, not the worker
             _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
             self._stats.runs_failed += 1
@@ -178,6 +180,21 @@ class Batcher:
         finally:
             self._busy = False
         self._finish(batch, captions, started)
+
+    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[str]:
+        """The batch's captions; a batch that runs out of device memory is retried in two halves, one after the
+        other, down to single requests (whose OutOfMemory then reaches their callers)."""
+        generate = releasing_memory(self.backend.generate, self.backend.device, MEMORY_HINT)
+        try:
+            return await self._run_on_device(generate, [item.image for item in batch],
+                                             [item.prompt for item in batch], batch[0].options, should_stop)
+        except errors.OutOfMemory:
+            if len(batch) == 1:
+                raise
+        half = len(batch) // 2
+        _LOGGER.warning("a caption batch of %d ran out of device memory; retrying as %d + %d", len(batch), half,
+                        len(batch) - half)
+        return await self._generate(batch[:half], should_stop) + await self._generate(batch[half:], should_stop)
 
     def _finish(self, batch: list[_Pending], captions: list[str], started: float) -> None:
         compute = time.monotonic() - started

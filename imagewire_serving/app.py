@@ -9,6 +9,7 @@ servicer is registered.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
@@ -17,10 +18,17 @@ import grpc.aio
 import torch
 
 from imagewire_serving import errors
-from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.device import DtypeChoice, choose_dtype, dtype_name, resolve_device, runs_out_of_dtype
+from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServiceSettings
+from imagewire_serving.threads import apply_threads
+
+_LOGGER = logging.getLogger(__name__)
+
+# A lower-precision dtype is chosen by --dtype auto only when its default request is at least this much faster.
+MIN_DTYPE_SPEED_UP = 1.1
 
 
 class _Engine(Protocol):
@@ -32,7 +40,7 @@ class _Engine(Protocol):
 
 
 EngineT = TypeVar("EngineT", bound=_Engine)
-BackendT = TypeVar("BackendT")
+BackendT = TypeVar("BackendT", bound=Backend)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
@@ -70,25 +78,36 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         """Load one model through from_pretrained (blocking; runs off the event loop)."""
         raise NotImplementedError
 
-    async def build_engine(self, backends: Sequence[BackendT], device: torch.device, dtype: torch.dtype) -> EngineT:
+    def probe(self, backend: BackendT) -> None:
+        """Run the model's default request once (blocking): timed when --dtype auto has several dtypes to try."""
+        raise NotImplementedError
+
+    async def build_engine(self, backends: Sequence[BackendT], device: torch.device) -> EngineT:
         """The engine over the loaded backends (not yet started)."""
         raise NotImplementedError
 
     async def load(self) -> None:
         """Load every model, build, start and warm up the engine; the server reports SERVING after this."""
-        device = resolve_device(self.settings.server.device)
-        dtype = default_dtype(device)
-        backends = await self._load_backends(device, dtype)
-        engine = await self.build_engine(backends, device, dtype)
+        server = self.settings.server
+        device = resolve_device(server.device)
+        apply_threads(server.threads)
+        choice = choose_dtype(server.dtype, device)
+        _LOGGER.info("--dtype %s on %s: %s", server.dtype, device, choice.reason)
+        backends = await self._load_backends(device, choice)
+        engine = await self.build_engine(backends, device)
         engine.start()
         try:
             await engine.warm_up()
-        except BaseException:
+        except BaseException as error:
             await engine.close()
+            if runs_out_of_dtype(error) and server.dtype != "float32":
+                dtypes = ", ".join(sorted({dtype_name(backend.dtype) for backend in backends}))
+                raise ValueError(f"--dtype {server.dtype}: the model cannot run in {dtypes} on {device}: "
+                                 f"{str(error).splitlines()[0]}") from error
             raise
         self._engine = engine
 
-    async def _load_backends(self, device: torch.device, dtype: torch.dtype) -> list[BackendT]:
+    async def _load_backends(self, device: torch.device, choice: DtypeChoice) -> list[BackendT]:
         """Each --model (or the embedded default) loaded off the event loop and timed."""
         quiet_model_loaders(self.model_libraries)
         models = self.settings.server.models
@@ -96,9 +115,42 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         backends: list[BackendT] = []
         for model_id, source in sources:
             started = time.perf_counter()
-            backends.append(await asyncio.to_thread(self.load_backend, model_id, source, device, dtype))
+            backends.append(await asyncio.to_thread(self._load_fastest, model_id, source, device, choice))
             self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
+
+    def _load_fastest(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice) -> BackendT:
+        """The model in the one dtype allowed, or in the one of the candidates whose default request is fastest."""
+        if not choice.timed:
+            return self.load_backend(model_id, source, device, choice.candidates[0])
+        chosen: tuple[float, BackendT] | None = None
+        times: dict[str, float] = {}
+        for dtype in choice.candidates:
+            backend = self.load_backend(model_id, source, device, dtype)
+            try:
+                seconds = self._time_probe(backend)
+            except Exception as error:  # a dtype this model cannot run is skipped, not fatal
+                _LOGGER.warning("%s does not run in %s: %s", model_id, dtype_name(dtype), error)
+                continue
+            times[dtype_name(dtype)] = round(seconds, 4)
+            # Candidates come float32 first: a lower precision must be clearly faster to be worth its rounding.
+            if chosen is None or seconds * MIN_DTYPE_SPEED_UP < chosen[0]:
+                chosen = (seconds, backend)
+            del backend  # a candidate that lost is released before the next loads
+        if chosen is None:
+            raise ValueError(f"--dtype auto: {model_id} ran in none of the dtypes tried")
+        _LOGGER.info("%s: --dtype auto chose %s (default request, seconds: %s)", model_id,
+                     dtype_name(chosen[1].dtype), times)
+        return chosen[1]
+
+    def _time_probe(self, backend: BackendT) -> float:
+        self.probe(backend)  # the first run pays for lazy initialisation
+        runs = []
+        for _ in range(2):
+            started = time.perf_counter()
+            self.probe(backend)
+            runs.append(time.perf_counter() - started)
+        return min(runs)
 
     async def close(self) -> None:
         if self._engine is not None:
