@@ -100,11 +100,10 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
             await engine.warm_up()
         except BaseException as error:
             await engine.close()
-            if runs_out_of_dtype(error) and server.dtype != "float32":
-                dtypes = ", ".join(sorted({dtype_name(backend.dtype) for backend in backends}))
-                raise ValueError(f"--dtype {server.dtype}: the model cannot run in {dtypes} on {device}: "
-                                 f"{str(error).splitlines()[0]}") from error
-            raise
+            explained = _startup_error(error, server.dtype, device, backends)
+            if explained is error:
+                raise
+            raise explained from error
         self._engine = engine
 
     async def _load_backends(self, device: torch.device, choice: DtypeChoice) -> list[BackendT]:
@@ -156,3 +155,16 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         if self._engine is not None:
             await self._engine.close()
 
+
+def _startup_error(error: BaseException, dtype: str, device: torch.device, backends: Sequence[Backend]
+                   ) -> BaseException:
+    """A warm-up failure as the start-up error an operator can act on: the flag or the memory to change."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        # The warm-up runs the default request (on a GPU): a card too small for it fails here, not on a caller.
+        return errors.OutOfMemory(f"the models' default request does not fit in the memory of {device}: {detail}; "
+                                  "use a larger device or lower the defaults (the animator: --cpu-offload)")
+    if runs_out_of_dtype(error) and dtype != "float32":
+        dtypes = ", ".join(sorted({dtype_name(backend.dtype) for backend in backends}))
+        return ValueError(f"--dtype {dtype}: the model cannot run in {dtypes} on {device}: {detail}")
+    return error

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 import torch
-from imagewire.client import AsyncAnimateClient, AsyncCaptionClient, ImagewireError
+from imagewire.client import AsyncAnimateClient, AsyncCaptionClient, ImagewireError, Progress, Stage
 
 from animator import tiny as animator_tiny
 from animator.app import AnimatorApp
@@ -26,6 +26,7 @@ from captioner.app import CaptionerApp
 from captioner.engine import CaptionEngine
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
+from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from tests.gates import gate, wait_until
@@ -143,3 +144,44 @@ async def test_animate_out_of_memory_is_resource_exhausted_with_a_hint_and_the_e
             result = await client.animate_to_file(solid(), tmp_path / "after.mp4", **SMALL_VIDEO)  # type: ignore[arg-type]
             assert result.total_bytes == (tmp_path / "after.mp4").stat().st_size > 0
         assert engine.stats.runs_failed == 1 and engine.stats.runs_completed == 1
+
+
+async def test_a_default_request_that_does_not_fit_fails_at_start_up(tiny_caption_model: str) -> None:
+    """The warm-up runs the default request: out of memory there is a start-up error naming what to change."""
+
+    class TooSmall(CaptionerApp):
+        def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
+            backend = super().load_backend(model_id, source, device, dtype)
+            OutOfMemory(backend.model.vision_model, lambda _: True)  # type: ignore[attr-defined]
+            return backend
+
+    app = TooSmall(CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(tiny_caption_model,))),
+                   Metrics())
+    with pytest.raises(errors.OutOfMemory, match="default request does not fit in the memory of cpu"):
+        await app.load()
+    with pytest.raises(errors.Unavailable):
+        app.engine()
+
+
+async def test_a_stopped_generation_frees_the_pipeline_model_hooks(
+    one_torch_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu",
+                                                      models=(str(animator_tiny.ensure_model("tiny")),)),
+                                limits=AnimateLimits(max_num_inference_steps=60))
+    app = AnimatorApp(settings, Metrics())
+    async with serving(app, app.metrics, settings.server) as server:
+        engine = app.engine()
+        pipeline = engine.backends[0].pipeline  # type: ignore[attr-defined]
+        freed: list[int] = []
+        free = pipeline.maybe_free_model_hooks
+        monkeypatch.setattr(pipeline, "maybe_free_model_hooks", lambda: freed.append(1) or free())
+        async with AsyncAnimateClient(server.address, timeout=120) as client:
+            stream = client.animate(solid(), **{**SMALL_VIDEO, "num_inference_steps": 60})  # type: ignore[arg-type]
+            async for event in stream:
+                if isinstance(event, Progress) and event.stage is Stage.DENOISE:
+                    break  # leaving the stream cancels the call at the next denoising step
+            await stream.aclose()  # type: ignore[attr-defined]
+        await wait_until(lambda: engine.stats.runs_stopped == 1)
+        # The pipeline never reached its own clean-up; the backend's finally did it.
+        assert freed == [1]
