@@ -123,6 +123,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="the server's --dtype")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--psnr-dtype", default="bfloat16",
                         help="compare this dtype's frames with float32's by PSNR ('' to skip)")
     return parser.parse_args()
@@ -256,7 +257,10 @@ def main() -> None:
     out = report(runs, header)
     if args.psnr_dtype:
         out["dtype_comparison"] = compare_dtypes(model, args.psnr_dtype, params)
-    print(json.dumps(out, indent=2))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
