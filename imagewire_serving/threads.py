@@ -61,16 +61,17 @@ def cgroup_cpu_quota() -> float | None:
 
 
 def apply_threads(threads: int | None) -> int:
-    """Set torch's intra-op thread count (``threads``, else :func:`usable_cpus`) and log it; returns the count.
+    """Set torch's intra-op thread count and log it; returns the count.
 
-    Called before the device thread's first operation: each thread takes the count when it first computes.
+    ``threads`` (``--threads``) when given; else torch's own count (one per CPU of the affinity mask, or
+    OMP_NUM_THREADS) lowered to :func:`usable_cpus`, which also counts a container's CPU quota. Called before the
+    device thread's first operation: each thread takes the count when it first computes.
     """
     import torch
 
-    count = threads or usable_cpus()
+    count = threads or min(torch.get_num_threads(), usable_cpus())
     torch.set_num_threads(count)
     waits = ", ".join(f"{name}={os.environ[name]}" for name in WAIT_VARIABLES if os.environ.get(name))
     _LOGGER.info("%d CPU thread(s) for model operations (%s); OpenMP waits: %s", count,
                  "--threads" if threads else "the CPUs this process may use", waits or "OpenMP's default")
     return count
-

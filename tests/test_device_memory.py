@@ -19,9 +19,7 @@ import torch
 from imagewire.client import AsyncAnimateClient, AsyncCaptionClient, ImagewireError, Progress, Stage
 
 from animator import tiny as animator_tiny
-from animator.app import AnimatorApp
 from animator.limits import EngineLimits as AnimateLimits
-from animator.settings import AnimatorSettings
 from captioner.app import CaptionerApp
 from captioner.engine import CaptionEngine
 from captioner.limits import EngineLimits
@@ -30,7 +28,7 @@ from imagewire_serving import errors
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from tests.gates import gate, wait_until
-from tests.support import serving, solid
+from tests.support import animator_app, captioner_app, serving, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,16 +69,16 @@ def out_of_memory() -> Iterator[Callable[[torch.nn.Module, Callable[[int], bool]
         hook.remove()
 
 
-def captioner_app(model: str) -> CaptionerApp:
-    settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(model,)),
-                                 limits=EngineLimits(default_max_new_tokens=4, max_batch_delay_ms=200))
-    return CaptionerApp(settings, Metrics())
+@pytest.fixture
+def app(tiny_caption_model: str) -> CaptionerApp:
+    """A captioner on the tiny model whose batch window lets concurrent test calls share a batch."""
+    return captioner_app(tiny_caption_model, EngineLimits(default_max_new_tokens=4, max_batch_delay_ms=200),
+                         device="cpu")
 
 
 async def test_caption_out_of_memory_is_resource_exhausted_with_a_hint_and_the_engine_serves_on(
-    tiny_caption_model: str, out_of_memory: Callable[..., OutOfMemory]
+    app: CaptionerApp, out_of_memory: Callable[..., OutOfMemory]
 ) -> None:
-    app = captioner_app(tiny_caption_model)
     async with serving(app, app.metrics, app.settings.server) as server:
         engine: CaptionEngine = app.engine()
         backend = engine.batcher("").backend
@@ -98,9 +96,8 @@ async def test_caption_out_of_memory_is_resource_exhausted_with_a_hint_and_the_e
 
 
 async def test_a_caption_batch_out_of_memory_is_retried_in_halves(
-    tiny_caption_model: str, out_of_memory: Callable[..., OutOfMemory]
+    app: CaptionerApp, out_of_memory: Callable[..., OutOfMemory]
 ) -> None:
-    app = captioner_app(tiny_caption_model)
     async with serving(app, app.metrics, app.settings.server) as server:
         batcher = app.engine().batcher("")
         colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
@@ -124,11 +121,8 @@ async def test_a_caption_batch_out_of_memory_is_retried_in_halves(
 async def test_animate_out_of_memory_is_resource_exhausted_with_a_hint_and_the_engine_serves_on(
     one_torch_thread: None, out_of_memory: Callable[..., OutOfMemory], tmp_path: Path
 ) -> None:
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu",
-                                                      models=(str(animator_tiny.ensure_model("tiny")),)),
-                                limits=AnimateLimits(max_num_frames=8))
-    app = AnimatorApp(settings, Metrics())
-    async with serving(app, app.metrics, settings.server) as server:
+    app = animator_app(str(animator_tiny.ensure_model("tiny")), AnimateLimits(max_num_frames=8), device="cpu")
+    async with serving(app, app.metrics, app.settings.server) as server:
         engine = app.engine()
         failures = iter([True])
         pipeline = engine.backends[0].pipeline  # type: ignore[attr-defined]
@@ -166,11 +160,9 @@ async def test_a_default_request_that_does_not_fit_fails_at_start_up(tiny_captio
 async def test_a_stopped_generation_frees_the_pipeline_model_hooks(
     one_torch_thread: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu",
-                                                      models=(str(animator_tiny.ensure_model("tiny")),)),
-                                limits=AnimateLimits(max_num_inference_steps=60))
-    app = AnimatorApp(settings, Metrics())
-    async with serving(app, app.metrics, settings.server) as server:
+    app = animator_app(str(animator_tiny.ensure_model("tiny")), AnimateLimits(max_num_inference_steps=60),
+                       device="cpu")
+    async with serving(app, app.metrics, app.settings.server) as server:
         engine = app.engine()
         pipeline = engine.backends[0].pipeline  # type: ignore[attr-defined]
         freed: list[int] = []

@@ -14,13 +14,11 @@ from bench.caption.images import ImagePool
 from bench.caption.limit import InProcess
 from captioner import tiny
 from captioner.app import CaptionerApp
-from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving import entry
 from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dtype_name
 from imagewire_serving.metrics import Metrics
-from imagewire_serving.settings import ServerSettings
-from tests.support import serving, solid
+from tests.support import captioner_app, serving, solid
 
 CPU = torch.device("cpu")
 GPU = torch.device("cuda", 0)
@@ -72,11 +70,8 @@ def test_an_unknown_dtype_exits_2_naming_the_flag(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.asyncio(loop_scope="session")
 async def test_the_captioner_serves_in_the_dtype_asked_and_lists_it(tiny_caption_model: str) -> None:
     for spec in ("bfloat16", "auto"):
-        settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", dtype=spec,
-                                                           models=(tiny_caption_model,)),
-                                     limits=EngineLimits(default_max_new_tokens=4))
-        app = CaptionerApp(settings, Metrics())
-        async with serving(app, app.metrics, settings.server) as server, \
+        app = captioner_app(tiny_caption_model, device="cpu", dtype=spec)
+        async with serving(app, app.metrics, app.settings.server) as server, \
                 AsyncCaptionClient(server.address, timeout=60) as client:
             listed = (await client.list_models()).models[0].dtype
             assert (await client.caption(solid())).text

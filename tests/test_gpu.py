@@ -18,15 +18,9 @@ from animator import tiny as animator_tiny
 from animator.app import AnimatorApp
 from animator.backend import DEFAULTS_FILE
 from animator.limits import EngineLimits as AnimateLimits
-from animator.settings import AnimatorSettings
-from captioner.app import CaptionerApp
-from captioner.limits import EngineLimits
-from captioner.settings import CaptionerSettings
 from imagewire_serving import errors
-from imagewire_serving.metrics import Metrics
-from imagewire_serving.settings import ServerSettings
 from tests.gates import wait_until
-from tests.support import serving, solid
+from tests.support import animator_app, captioner_app, serving, solid
 
 pytestmark = [pytest.mark.cuda, pytest.mark.asyncio(loop_scope="session")]
 
@@ -46,21 +40,16 @@ def memory_cap(extra_bytes: int) -> Iterator[None]:
         torch.cuda.set_per_process_memory_fraction(1.0)
 
 
-def animator(model: str, **server: object) -> AnimatorApp:
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cuda:0", models=(model,)),
-                                limits=AnimateLimits(max_num_frames=48, max_num_inference_steps=60),
-                                **server)  # type: ignore[arg-type]
-    return AnimatorApp(settings, Metrics())
+def animator(model: str, *, cpu_offload: bool = False) -> AnimatorApp:
+    limits = AnimateLimits(max_num_frames=48, max_num_inference_steps=60)
+    return animator_app(model, limits, cpu_offload=cpu_offload, device="cuda:0")
 
 
 async def test_auto_is_float16_on_cuda_and_bfloat16_runs_where_the_gpu_has_it(tiny_caption_model: str) -> None:
     specs = ["auto", "bfloat16"] if torch.cuda.is_bf16_supported(including_emulation=False) else ["auto"]
     for spec, expected in zip(specs, ["float16", "bfloat16"]):
-        settings = CaptionerSettings(server=ServerSettings(port=0, device="cuda:0", dtype=spec,
-                                                           models=(tiny_caption_model,)),
-                                     limits=EngineLimits(default_max_new_tokens=4))
-        app = CaptionerApp(settings, Metrics())
-        async with serving(app, app.metrics, settings.server) as server, \
+        app = captioner_app(tiny_caption_model, device="cuda:0", dtype=spec)
+        async with serving(app, app.metrics, app.settings.server) as server, \
                 AsyncCaptionClient(server.address, timeout=60) as client:
             assert (await client.list_models()).models[0].dtype == expected
             assert (await client.caption(solid())).text

@@ -31,3 +31,18 @@ def test_thread_count_is_the_cpus_this_process_may_use(tmp_path: Path, monkeypat
     assert threads.cgroup_cpu_quota() == 1.5 and threads.usable_cpus() == min(affinity, 2)
     quota.write_text("50000 100000\n")
     assert threads.usable_cpus() == 1
+
+
+def test_the_thread_count_is_applied_and_never_raised_past_what_was_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        assert threads.apply_threads(1) == 1 and torch.get_num_threads() == 1
+        # No --threads: torch's count (here the 1 just set, as OMP_NUM_THREADS=1 would) lowered to the usable CPUs.
+        assert threads.apply_threads(None) == 1
+        monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+        torch.set_num_threads(max(2, previous))
+        assert threads.apply_threads(None) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
