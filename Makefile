@@ -46,10 +46,7 @@ lint: setup
 	if git rev-parse --verify -q HEAD >/dev/null; then $(BIN)/buf breaking --against '.git#ref=HEAD'; fi
 
 bench: setup
-	$(BIN)/python -m bench.caption_bench
-	$(BIN)/python -m bench.animate_bench
-	$(BIN)/python -m bench.preview_bench
-	$(BIN)/python -m bench.jobs_memory_bench
+	$(BIN)/python -m bench --out-dir bench-results
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info client/*.egg-info .pytest_cache .ruff_cache

@@ -9,9 +9,9 @@ import grpc.aio
 import torch
 from imagewire.animate.v1 import animate_pb2_grpc
 
-from animator import tiny
+from animator import generation, tiny
 from animator.backend import SvdBackend, VideoBackend
-from animator.engine import AnimateEngine
+from animator.engine import AnimateEngine, warm_up_image, warm_up_params
 from animator.safety import SafetyChecker
 from animator.service import SERVICE_NAME, AnimateServicer
 from animator.settings import AnimatorSettings
@@ -37,10 +37,12 @@ class AnimatorApp(EngineApp[AnimatorSettings, AnimateEngine, VideoBackend]):
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> VideoBackend:
         return SvdBackend.load(source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload)
 
-    async def build_engine(
-        self, backends: Sequence[VideoBackend], device: torch.device, dtype: torch.dtype
-    ) -> AnimateEngine:
+    def probe(self, backend: VideoBackend) -> None:
+        generation.warm_up(backend, warm_up_image(), warm_up_params(backend))
+
+    async def build_engine(self, backends: Sequence[VideoBackend], device: torch.device) -> AnimateEngine:
         checker = None
         if self.settings.safety_checker is not None:
-            checker = await asyncio.to_thread(SafetyChecker.load, self.settings.safety_checker, device, dtype)
+            checker = await asyncio.to_thread(SafetyChecker.load, self.settings.safety_checker, device,
+                                              backends[0].dtype)
         return AnimateEngine(backends, self.settings.limits, self.metrics, safety_checker=checker)

@@ -146,10 +146,17 @@ class SvdBackend:
             return {}
 
         scheduler.step = step  # for this call only: an instance attribute shadowing the method
+        finished = False
         try:
-            return self._run_pipeline(image, params, step_end)
+            latents = self._run_pipeline(image, params, step_end)
+            finished = True
+            return latents
         finally:
             del scheduler.step
+            if not finished:
+                # The pipeline frees its model hooks (offloading its components back to the CPU under
+                # --cpu-offload) only when it runs to the end; a stopped or failed run must do it here.
+                self.pipeline.maybe_free_model_hooks()  # type: ignore[attr-defined]
 
     def _run_pipeline(self, image: Image.Image, params: GenerationParams, step_end: Callable[..., object]
                       ) -> torch.Tensor:

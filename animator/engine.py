@@ -40,9 +40,13 @@ from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.images import decode_image
+from imagewire_serving.memory import releasing_memory
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
+
+# What a caller whose video ran out of device memory can ask for instead.
+MEMORY_HINT = "ask for a smaller width and height, fewer num_frames or a smaller decode_chunk_size"
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         self._metrics.queue_duration.labels(model_id).observe(started - job.enqueued)
         self.stats.runs_started += 1
         try:
-            generation.generate(job, self.safety_checker, self.limits.usd_per_output_pixel, self.stats)
+            run = releasing_memory(generation.generate, job.backend.device, MEMORY_HINT)
+            run(job, self.safety_checker, self.limits.usd_per_output_pixel, self.stats)
         except Stop as stop:
             self.stats.runs_stopped += 1
             _LOGGER.info("job %s stopped: %s", job.id, stop.error.message)
@@ -279,14 +284,10 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         """One minimal generation per model (and the safety checker) so the first client pays no set-up."""
         await super().warm_up()
         if self.safety_checker is not None:
-            await self.run_on_device(self.safety_checker.check, _blank())
+            await self.run_on_device(self.safety_checker.check, warm_up_image())
 
     def _warm_up_model(self, backend: VideoBackend) -> None:
-        params = GenerationParams(
-            width=MIN_SIDE, height=MIN_SIDE, num_frames=2, fps=6, motion_bucket_id=127, noise_aug_strength=0.02,
-            num_inference_steps=1, seed=0, decode_chunk_size=2, min_guidance_scale=1.0, max_guidance_scale=3.0,
-        )
-        generation.warm_up(backend, _blank(), params)
+        generation.warm_up(backend, warm_up_image(), warm_up_params(backend))
 
     def _card(self, backend: VideoBackend) -> ModelCard:
         limits, defaults = self.limits, backend.defaults
@@ -300,5 +301,23 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         )
 
 
-def _blank() -> Image.Image:
+def warm_up_params(backend: VideoBackend) -> GenerationParams:
+    """The warm-up's request. On a GPU the model's default size, frame count and decode chunk (one step: each
+    step takes the same memory), so a card too small for the default request fails at start-up rather than on
+    the first caller; on the CPU the smallest generation, which pays for the same lazy initialisation."""
+    d = backend.defaults
+    if backend.device.type == "cuda":
+        return GenerationParams(
+            width=d.width, height=d.height, num_frames=d.num_frames, fps=d.fps, motion_bucket_id=d.motion_bucket_id,
+            noise_aug_strength=d.noise_aug_strength, num_inference_steps=1, seed=0,
+            decode_chunk_size=min(d.decode_chunk_size, d.num_frames), min_guidance_scale=d.min_guidance_scale,
+            max_guidance_scale=d.max_guidance_scale)
+    return GenerationParams(
+        width=MIN_SIDE, height=MIN_SIDE, num_frames=2, fps=6, motion_bucket_id=127, noise_aug_strength=0.02,
+        num_inference_steps=1, seed=0, decode_chunk_size=2, min_guidance_scale=1.0, max_guidance_scale=3.0,
+    )
+
+
+def warm_up_image() -> Image.Image:
+    """The warm-up's conditioning image."""
     return Image.new("RGB", (MIN_SIDE, MIN_SIDE), (127, 127, 127))

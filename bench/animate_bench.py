@@ -9,8 +9,11 @@ in one process and one run, alternating the two (and which goes first) so both s
   ``diffusers.utils.export_to_video`` (imageio + ffmpeg) to a file.
 
 It prints one JSON object with the medians and the ratios total/plain (target <= 1.05) and first byte/plain.
+The server runs in ``--dtype`` (default auto; the plain pipeline shares its loaded pipeline). With
+``--psnr-dtype`` (default bfloat16), it also generates the same video (same seed and parameters, through the
+backend the server uses) in float32 and in that dtype and reports the frames' PSNR.
 
-    python -m bench.animate_bench [--repeats 4] [--torch-threads 1] [--model DIR] [--width 256 --height 144 ...]
+    python -m bench.animate_bench [--repeats 4] [--torch-threads 1] [--dtype auto] [--psnr-dtype bfloat16] ...
 
 ``--torch-threads`` sets torch's intra-op threads (0 keeps torch's default); on a CPU shared with other jobs, one
 thread gives steadier and often faster figures than spinning OpenMP threads.
@@ -119,6 +122,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decode-chunk-size", type=int)
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", help="the server's --dtype")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--psnr-dtype", default="bfloat16",
+                        help="compare this dtype's frames with float32's by PSNR ('' to skip)")
     return parser.parse_args()
 
 
@@ -193,6 +200,39 @@ def report(runs: Runs, header: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def frames_in(source: str, dtype: torch.dtype, params: dict[str, int]) -> np.ndarray:
+    """Every frame of one generation through the server's backend, loaded in ``dtype`` on the CPU."""
+    from animator.backend import SvdBackend
+    from animator.params import GenerationParams
+
+    backend = SvdBackend.load(source, torch.device("cpu"), dtype)
+    d = backend.defaults
+    full = GenerationParams(**params, motion_bucket_id=d.motion_bucket_id, noise_aug_strength=d.noise_aug_strength,
+                            min_guidance_scale=d.min_guidance_scale, max_guidance_scale=d.max_guidance_scale)
+    image = conditioning_image(params["width"], params["height"])
+    latents = backend.denoise(image, full, lambda done, total: None)
+    return np.concatenate(list(backend.decode(latents, full)))
+
+
+def psnr(reference: np.ndarray, other: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of uint8 frames, in dB (inf when identical)."""
+    mse = float(np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def compare_dtypes(source: str, name: str, params: dict[str, int]) -> dict[str, Any]:
+    """The frames of float32 and of ``name`` for the same request, compared."""
+    started = time.perf_counter()
+    reference = frames_in(source, torch.float32, params)
+    float32_s = time.perf_counter() - started
+    started = time.perf_counter()
+    other = frames_in(source, getattr(torch, name), params)
+    other_s = time.perf_counter() - started
+    return {"dtype": name, "psnr_db_vs_float32": round(psnr(reference, other), 2),
+            "max_abs_difference": int(np.abs(reference.astype(int) - other.astype(int)).max()),
+            "seconds": {"float32": round(float32_s, 2), name: round(other_s, 2)}}
+
+
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -200,7 +240,8 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
 
     model = args.model or str(tiny.ensure_model(args.preset))
-    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), device="auto"),
+    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), device="auto", dtype=args.dtype,
+                                                      threads=args.torch_threads or None),
                                 limits=EngineLimits(max_num_frames=64, max_num_inference_steps=200))
     server = BackgroundServer(settings)
     address = server.start()
@@ -211,8 +252,15 @@ def main() -> None:
     finally:
         server.stop()
     header = {"benchmark": "animate", "model": model, "device": str(backend.device),
-              "torch_threads": torch.get_num_threads(), **params, "repeats": args.repeats}
-    print(json.dumps(report(runs, header), indent=2))
+              "dtype": str(backend.dtype).removeprefix("torch."), "torch_threads": torch.get_num_threads(), **params,
+              "repeats": args.repeats}
+    out = report(runs, header)
+    if args.psnr_dtype:
+        out["dtype_comparison"] = compare_dtypes(model, args.psnr_dtype, params)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

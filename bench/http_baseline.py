@@ -28,7 +28,7 @@ from PIL import Image
 
 from captioner.backend import BlipBackend, GenerationOptions
 from imagewire_serving.announce import listening_line, ready_line
-from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.device import DTYPES, resolve_device
 from imagewire_serving.errors import InvalidArgument
 from imagewire_serving.images import decode_image
 
@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--default-max-new-tokens", type=int, default=30)
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="the reference runs float32")
+    parser.add_argument("--default-max-new-tokens", type=int, default=20)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level")
     args = parser.parse_args(argv)
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     device = resolve_device(args.device)
-    backend = BlipBackend.load(args.model, device, default_dtype(device))
+    backend = BlipBackend.load(args.model, device, DTYPES[args.dtype])
     # The same warm-up as the gRPC captioner, so neither server's first request pays for lazy initialisation.
     backend.generate([Image.new("RGB", (64, 64), (127, 127, 127))], [""], GenerationOptions(4, 1))
     app = create_app(backend, default_max_new_tokens=args.default_max_new_tokens, num_beams=args.num_beams)

@@ -21,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from animator.events import Chunk, Result, Usage
@@ -39,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--video-mib", type=int, default=4, help="each job's video, in MiB")
     parser.add_argument("--budget-mib", type=int, default=64, help="the bounded run's --retention-bytes, in MiB")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--child-budget", type=int, help=argparse.SUPPRESS)  # one measured process
     return parser.parse_args()
 
@@ -89,9 +91,12 @@ def main() -> None:
     bounded = child(args, args.budget_mib * 2**20)
     unbounded = child(args, UNBOUNDED_BYTES)
     growth = [result["samples"][-1]["rss_growth_mib"] for result in (bounded, unbounded)]
-    print(json.dumps({"benchmark": "jobs_memory", "jobs": args.jobs, "video_mib": args.video_mib,
-                      "bounded": bounded, "unbounded": unbounded,
-                      "ratio_rss_growth_bounded_over_unbounded": round(growth[0] / growth[1], 3)}, indent=2))
+    text = json.dumps({"benchmark": "jobs_memory", "jobs": args.jobs, "video_mib": args.video_mib,
+                       "bounded": bounded, "unbounded": unbounded,
+                       "ratio_rss_growth_bounded_over_unbounded": round(growth[0] / growth[1], 3)}, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

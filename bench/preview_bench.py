@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=8, help="denoising steps per run")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     return parser.parse_args()
 
 
@@ -121,7 +123,10 @@ def main() -> None:
               "num_frames": params.num_frames, "steps": params.num_inference_steps, "repeats": args.repeats,
               "projection_fit_s": round(fit_s, 3),
               "projection_fit_r2": round(backend.projection.fit_r2, 3), **measure(backend, params, args.repeats)}
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

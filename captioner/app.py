@@ -11,7 +11,7 @@ from imagewire.caption.v1 import caption_pb2_grpc
 
 from captioner import tiny
 from captioner.backend import BlipBackend, CaptionBackend
-from captioner.engine import CaptionEngine
+from captioner.engine import CaptionEngine, default_options, default_request, request_fields
 from captioner.service import SERVICE_NAME, CaptionServicer
 from captioner.settings import CaptionerSettings
 from imagewire_serving.app import EngineApp
@@ -38,7 +38,8 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> CaptionBackend:
         return BlipBackend.load(source, device, dtype, model_id=model_id)
 
-    async def build_engine(
-        self, backends: Sequence[CaptionBackend], device: torch.device, dtype: torch.dtype
-    ) -> CaptionEngine:
+    def probe(self, backend: CaptionBackend) -> None:
+        default_request(backend, default_options(request_fields(self.settings.limits, backend)))
+
+    async def build_engine(self, backends: Sequence[CaptionBackend], device: torch.device) -> CaptionEngine:
         return CaptionEngine(backends, self.settings.limits, self.metrics)

@@ -16,12 +16,30 @@ from imagewire_serving.device import dtype_name
 _LOGGER = logging.getLogger(__name__)
 
 
+# transformers' own caption length when a model's generation config sets neither max_new_tokens nor max_length.
+TRANSFORMERS_DEFAULT_NEW_TOKENS = 20
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding settings; requests with equal options can share a batch."""
 
     max_new_tokens: int
     num_beams: int
+
+
+def generation_defaults(config: object) -> GenerationOptions:
+    """The decoding a model's generation config asks for when a request says nothing, as plain ``generate`` does.
+
+    ``max_new_tokens`` where the config sets it; else its ``max_length`` less the one start token a caption begins
+    from; else transformers' default of 20 new tokens. ``num_beams`` where set, else greedy.
+    """
+    max_new_tokens = getattr(config, "max_new_tokens", None)
+    max_length = getattr(config, "max_length", None)
+    if max_new_tokens is None:
+        max_new_tokens = max_length - 1 if max_length is not None else TRANSFORMERS_DEFAULT_NEW_TOKENS
+    return GenerationOptions(max_new_tokens=max(1, int(max_new_tokens)),
+                             num_beams=int(getattr(config, "num_beams", None) or 1))
 
 
 class CaptionBackend(Protocol):
@@ -31,6 +49,8 @@ class CaptionBackend(Protocol):
     family: str
     device: torch.device
     dtype: torch.dtype
+    # What the model's generation config asks for when a request leaves max_new_tokens or num_beams unset.
+    defaults: GenerationOptions
 
     def token_budget(self, prompt: str) -> int:
         """How many new tokens fit after ``prompt`` in the model's text length."""
@@ -72,6 +92,7 @@ class BlipBackend:
         self.processor = processor
         self.device = device
         self.dtype: torch.dtype = next(model.parameters()).dtype
+        self.defaults = generation_defaults(model.generation_config)
 
     @classmethod
     def load(cls, source: str, device: torch.device, dtype: torch.dtype, *, model_id: str | None = None) -> BlipBackend:
@@ -90,6 +111,7 @@ class BlipBackend:
         start = len(self.processor.tokenizer(prompt).input_ids) - 1 if prompt else 1  # type: ignore[attr-defined]
         return positions - start
 
+    @torch.inference_mode()
     def generate(
         self,
         images: Sequence[Image.Image],
@@ -97,35 +119,7 @@ class BlipBackend:
         options: GenerationOptions,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[str]:
-        captions: list[str] = [""] * len(images)
-        # BLIP's conditional generate drops the last prompt token (the [SEP]) of every row, which is only right
-        # when rows are unpadded: run one generate call per distinct prompt.
-        groups: dict[str, list[int]] = {}
-        for index, prompt in enumerate(prompts):
-            groups.setdefault(prompt, []).append(index)
-        for prompt, indices in groups.items():
-            if should_stop is not None and should_stop():
-                break
-            texts = self._generate_group([images[i] for i in indices], prompt, options, should_stop)
-            for index, text in zip(indices, texts):
-                captions[index] = text
-        return captions
-
-    @torch.inference_mode()
-    def _generate_group(
-        self,
-        images: list[Image.Image],
-        prompt: str,
-        options: GenerationOptions,
-        should_stop: Callable[[], bool] | None,
-    ) -> list[str]:
-        processor = self.processor
-        if prompt:
-            inputs = processor(images=images, text=[prompt] * len(images), return_tensors="pt")  # type: ignore[operator]
-        else:
-            inputs = processor(images=images, return_tensors="pt")  # type: ignore[operator]
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        inputs = self._inputs(images, prompts)
         stopping = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
         output = self.model.generate(  # type: ignore[operator]
             **inputs,
@@ -134,5 +128,30 @@ class BlipBackend:
             do_sample=False,
             stopping_criteria=stopping,
         )
-        texts = processor.batch_decode(output, skip_special_tokens=True)  # type: ignore[attr-defined]
+        texts = self.processor.batch_decode(output, skip_special_tokens=True)  # type: ignore[attr-defined]
         return [" ".join(text.split()) for text in texts]
+
+    def _inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pixels, and the prompts as one left-padded batch whose rows each start as BLIP's own generate starts one.
+
+        BLIP's generate overwrites column 0 with its start token and drops the last column (the [SEP]), which is
+        only right for unpadded rows. Left-padded, every row still ends in [SEP]; each row's own first token is
+        made the start token here, and generate derives the positions from the attention mask. The captions are
+        those of one call per prompt (tests/test_caption_batching.py checks it), in one call for the batch.
+        """
+        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+        inputs = {"pixel_values": pixels.to(self.device, self.dtype)}
+        if not any(prompts):
+            return inputs  # generate starts every row from the start token
+        config = self.model.config.text_config  # type: ignore[union-attr]
+        tokenizer = self.processor.tokenizer  # type: ignore[attr-defined]
+        rows = [list(tokenizer(prompt).input_ids) if prompt else [config.bos_token_id, config.sep_token_id]
+                for prompt in prompts]
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            ids[index, width - len(row):] = torch.tensor([config.bos_token_id, *row[1:]])
+            mask[index, width - len(row):] = 1
+        inputs["input_ids"], inputs["attention_mask"] = ids.to(self.device), mask.to(self.device)
+        return inputs

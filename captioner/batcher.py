@@ -16,9 +16,16 @@ from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.limits import EngineLimits
 from imagewire_serving import errors
 from imagewire_serving.engine import EngineStats
+from imagewire_serving.memory import releasing_memory
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
+
+# What a caller whose caption ran out of device memory can change (the batch itself is the server's doing: a batch
+# that runs out is retried in halves before anyone is told).
+MEMORY_HINT = "retry with a smaller num_beams or max_new_tokens"
+# How long a batch may wait for the callers the last batch answered, as a fraction of that batch's model time.
+RETURN_WAIT_FRACTION = 0.25
 
 RunOnDevice = Callable[..., Awaitable[Any]]
 
@@ -49,8 +56,13 @@ class Batcher:
     Compatible means equal generation options; prompts may differ. The first waiting request opens a batch,
     which closes when it holds ``max_batch_size`` requests or ``max_batch_delay_ms`` has passed. The window is
     only waited for when there is evidence of concurrent callers (the last batch held several, one arrived while
-    the model was busy, or several are waiting): a lone caller would wait it out for nothing. Requests whose
-    caller left or whose deadline passed are dropped before they reach the model.
+    the model was busy, or several are waiting): a lone caller would wait it out for nothing.
+
+    Past the window, a batch still waits for the callers the last batch answered (up to RETURN_WAIT_FRACTION of
+    its model time): callers in a closed loop send their next request within milliseconds, but not all within a
+    5 ms window, and a batch closed without them splits the load into two batches that alternate from then on
+    (5 and 11 at 16 callers), each paying the whole per-batch cost. Requests whose caller left or whose deadline
+    passed are dropped before they reach the model.
     """
 
     def __init__(self, backend: CaptionBackend, run_on_device: RunOnDevice, limits: EngineLimits, metrics: Metrics,
@@ -66,6 +78,9 @@ class Batcher:
         self._busy = False
         self._arrived_while_busy = False
         self._last_batch_size = 0
+        # Requests the next batch can expect: those queued when the last batch ended plus the callers it answered.
+        self._expected = 0
+        self._last_compute_s = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batcher:{self.backend.model_id}")
@@ -116,16 +131,19 @@ class Batcher:
     async def _gather(self) -> list[_Pending]:
         options = self._pending[0].options
         concurrent = self._last_batch_size > 1 or self._arrived_while_busy or self._count(options) > 1
-        close_at = time.monotonic() + (self._limits.max_batch_delay_ms / 1000 if concurrent else 0.0)
-        while self._count(options) < self._limits.max_batch_size:
-            remaining = close_at - time.monotonic()
-            if remaining <= 0:
+        opened = time.monotonic()
+        window = self._limits.max_batch_delay_ms / 1000 if concurrent else 0.0
+        close_at = opened + window
+        patience = opened + max(window, RETURN_WAIT_FRACTION * self._last_compute_s) if concurrent else close_at
+        while (count := self._count(options)) < self._limits.max_batch_size:
+            now = time.monotonic()
+            if now >= close_at and (count >= self._expected or now >= patience):
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._arrived.wait(), (close_at if now < close_at else patience) - now)
             except TimeoutError:
-                break
+                continue  # the loop decides whether to wait on
         return self._take(options)
 
     def _take(self, options: GenerationOptions) -> list[_Pending]:
@@ -164,10 +182,7 @@ class Batcher:
             return all(item.future.done() for item in batch)
 
         try:
-            captions = await self._run_on_device(
-                self.backend.generate, [item.image for item in batch], [item.prompt for item in batch],
-                batch[0].options, should_stop,
-            )
+            captions = await self._generate(batch, should_stop)
         except Exception as error:  # a model failure fails this batch, not the worker
             _LOGGER.exception("caption batch of %d failed on %s", len(batch), model_id)
             self._stats.runs_failed += 1
@@ -177,7 +192,24 @@ class Batcher:
             return
         finally:
             self._busy = False
+            self._last_compute_s = time.monotonic() - started
+            self._expected = min(self._limits.max_batch_size, len(batch) + len(self._pending))
         self._finish(batch, captions, started)
+
+    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[str]:
+        """The batch's captions; a batch that runs out of device memory is retried in two halves, one after the
+        other, down to single requests (whose OutOfMemory then reaches their callers)."""
+        generate = releasing_memory(self.backend.generate, self.backend.device, MEMORY_HINT)
+        try:
+            return await self._run_on_device(generate, [item.image for item in batch],
+                                             [item.prompt for item in batch], batch[0].options, should_stop)
+        except errors.OutOfMemory:
+            if len(batch) == 1:
+                raise
+        half = len(batch) // 2
+        _LOGGER.warning("a caption batch of %d ran out of device memory; retrying as %d + %d", len(batch), half,
+                        len(batch) - half)
+        return await self._generate(batch[:half], should_stop) + await self._generate(batch[half:], should_stop)
 
     def _finish(self, batch: list[_Pending], captions: list[str], started: float) -> None:
         compute = time.monotonic() - started

@@ -73,11 +73,10 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         super().__init__(backends, device_thread="caption-device")
         self.limits = limits
         self._batchers = {b.model_id: Batcher(b, self.run_on_device, limits, metrics, self.stats) for b in backends}
-        # The max_new_tokens bound of each model: the operator's limit, lowered to what the model's text length
-        # leaves after an empty prompt. Computed once; requests, defaults and ListModels all use it.
-        self._token_limits = {b.model_id: min(limits.max_new_tokens_limit, b.token_budget("")) for b in backends}
-        self._fields = {model_id: request_fields(limits, token_limit) for model_id, token_limit
-                        in self._token_limits.items()}
+        # Each model's fields: the max_new_tokens bound is the operator's limit lowered to what the model's text
+        # length leaves after an empty prompt, the defaults the operator's or the model's generation config's.
+        # Computed once; requests, defaults and ListModels all use them.
+        self._fields = {b.model_id: request_fields(limits, b) for b in backends}
 
     def batcher(self, model_id: str) -> Batcher:
         """The batcher of ``model_id`` ("" for the default), or NotFound."""
@@ -104,7 +103,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         if not request.prompt.isprintable():
             violations.append(FieldViolation("prompt", "must be printable text"))
         image, budget = await asyncio.to_thread(self._prepare, backend, request, violations)
-        max_new_tokens = self._max_new_tokens(request, budget, violations)
+        max_new_tokens = self._max_new_tokens(request, fields["max_new_tokens"], budget, violations)
         errors.collect(violations)
         assert image is not None
         num_beams = fields["num_beams"].default if request.num_beams is None else request.num_beams
@@ -126,18 +125,19 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             image = decode_image(request.image, self.limits.image)
         except errors.InvalidArgument as error:
             violations[:0] = error.violations
-        budget = self._token_limits[backend.model_id]
+        budget = int(self._fields[backend.model_id]["max_new_tokens"].maximum or 0)
         if request.prompt and len(request.prompt) <= MAX_PROMPT_CHARS:
             budget = min(budget, backend.token_budget(request.prompt))
         return image, budget
 
-    def _max_new_tokens(self, request: CaptionInput, budget: int, violations: list[FieldViolation]) -> int:
+    def _max_new_tokens(self, request: CaptionInput, field: RequestField, budget: int,
+                        violations: list[FieldViolation]) -> int:
         """The request's max_new_tokens, or the default lowered to what the prompt leaves."""
         if budget < 1:
             violations.append(FieldViolation("prompt", "fills the model's whole text length"))
             return 1
         if request.max_new_tokens is None:
-            return min(self.limits.default_max_new_tokens, budget)
+            return min(int(field.default), budget)
         if not 1 <= request.max_new_tokens <= budget:
             why = " with this prompt" if request.prompt else ""
             violations.append(FieldViolation(
@@ -145,8 +145,10 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         return request.max_new_tokens
 
     def _warm_up_model(self, backend: CaptionBackend) -> None:
-        blank = Image.new("RGB", (64, 64), (127, 127, 127))
-        backend.generate([blank], [""], GenerationOptions(max_new_tokens=4, num_beams=1))
+        # On a GPU, the largest batch of the default request, so that a card too small for it fails at start-up
+        # rather than on the first callers; on the CPU one default caption pays for the lazy initialisation.
+        size = self.limits.max_batch_size if backend.device.type == "cuda" else 1
+        default_request(backend, default_options(self._fields[backend.model_id]), size)
 
     def _card(self, backend: CaptionBackend) -> ModelCard:
         limits, fields = self.limits, self._fields[backend.model_id]
@@ -154,20 +156,36 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             **self._card_basics(backend, fields.values()), max_image_pixels=limits.image.max_pixels,
             default_max_new_tokens=fields["max_new_tokens"].default,
             max_new_tokens_limit=int(fields["max_new_tokens"].maximum or 0),
-            default_num_beams=limits.default_num_beams, num_beams_limit=limits.num_beams_limit,
+            default_num_beams=fields["num_beams"].default, num_beams_limit=limits.num_beams_limit,
             max_batch_size=limits.max_batch_size, usd_per_input_pixel=limits.usd_per_input_pixel,
         )
 
 
-def request_fields(limits: EngineLimits, token_limit: int) -> dict[str, RequestField]:
+def request_fields(limits: EngineLimits, backend: CaptionBackend) -> dict[str, RequestField]:
     """Every request field a caption model accepts, with its default and bounds: what is validated and reported.
 
-    ``token_limit`` is the model's bound on max_new_tokens; a prompt lowers it further per request.
+    The max_new_tokens bound is the operator's limit lowered to what the model's text length leaves after an
+    empty prompt (a prompt lowers it further per request); the defaults are the operator's, else the model's.
     """
+    token_limit = min(limits.max_new_tokens_limit, backend.token_budget(""))
+    max_new_tokens = limits.default_max_new_tokens or backend.defaults.max_new_tokens
+    num_beams = limits.default_num_beams or backend.defaults.num_beams
     fields = (
         RequestField("image", None, 1, limits.image.max_bytes),
         RequestField("prompt", "", 0, MAX_PROMPT_CHARS),
-        RequestField("max_new_tokens", min(limits.default_max_new_tokens, token_limit), 1, token_limit),
-        RequestField("num_beams", limits.default_num_beams, 1, limits.num_beams_limit),
+        RequestField("max_new_tokens", min(max_new_tokens, token_limit), 1, token_limit),
+        RequestField("num_beams", min(num_beams, limits.num_beams_limit), 1, limits.num_beams_limit),
     )
     return {field.name: field for field in fields}
+
+
+def default_options(fields: dict[str, RequestField]) -> GenerationOptions:
+    """The decoding of a request that leaves every option unset."""
+    return GenerationOptions(max_new_tokens=int(fields["max_new_tokens"].default),
+                             num_beams=int(fields["num_beams"].default))
+
+
+def default_request(backend: CaptionBackend, options: GenerationOptions, batch_size: int = 1) -> None:
+    """Caption ``batch_size`` blank images with ``options``: the warm-up, and what --dtype auto times."""
+    blank = Image.new("RGB", (224, 224), (127, 127, 127))
+    backend.generate([blank] * batch_size, [""] * batch_size, options)

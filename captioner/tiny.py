@@ -1,8 +1,9 @@
 """Caption models built locally from configs, so the server, tests and benchmarks run with no model hub.
 
 ``tiny``: a random BLIP of a few hundred KB (fast tests of the serving path; captions are random words).
-``bench``: a random BLIP with realistic per-request compute on a CPU (a ViT-B/16-like vision encoder at 224 px
-and a small BERT-like decoder), for benchmarks.
+``small``: a random BLIP with a ViT-S/16-like vision encoder at 224 px and a 4-layer BERT-like decoder: the
+caption benchmark's default, sized like the model the serving targets were set on.
+``bench``: the same with a ViT-B/16-like vision encoder (BLIP-base's), for benchmarks where the encoder dominates.
 
 Each is saved with ``save_pretrained`` into a cache directory keyed by its config, and loaded back through the
 same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --preset bench --out DIR`` builds one.
@@ -46,6 +47,8 @@ class BlipPreset:
 PRESETS: dict[str, BlipPreset] = {
     "tiny": BlipPreset(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
                        text_hidden=32, text_layers=2, text_heads=2),
+    "small": BlipPreset(image_size=224, patch_size=16, vision_hidden=384, vision_layers=12, vision_heads=6,
+                        text_hidden=384, text_layers=4, text_heads=6),
     # Compute dominated by the vision encoder, as in the real BLIP models.
     "bench": BlipPreset(image_size=224, patch_size=16, vision_hidden=768, vision_layers=12, vision_heads=12,
                         text_hidden=384, text_layers=4, text_heads=6),

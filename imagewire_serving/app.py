@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +22,17 @@ import grpc.aio
 import torch
 
 from imagewire_serving import errors
-from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.device import DtypeChoice, choose_dtype, dtype_name, resolve_device, runs_out_of_dtype
+from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServiceSettings
+from imagewire_serving.threads import apply_threads
+
+_LOGGER = logging.getLogger(__name__)
+
+# A lower-precision dtype is chosen by --dtype auto only when its default request is at least this much faster.
+MIN_DTYPE_SPEED_UP = 1.1
 
 
 class _Engine(Protocol):
@@ -36,7 +44,7 @@ class _Engine(Protocol):
 
 
 EngineT = TypeVar("EngineT", bound=_Engine)
-BackendT = TypeVar("BackendT")
+BackendT = TypeVar("BackendT", bound=Backend)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 T = TypeVar("T")
 
@@ -75,25 +83,36 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         """Load one model through from_pretrained (blocking; runs off the event loop)."""
         raise NotImplementedError
 
-    async def build_engine(self, backends: Sequence[BackendT], device: torch.device, dtype: torch.dtype) -> EngineT:
+    def probe(self, backend: BackendT) -> None:
+        """Run the model's default request once (blocking): timed when --dtype auto has several dtypes to try."""
+        raise NotImplementedError
+
+    async def build_engine(self, backends: Sequence[BackendT], device: torch.device) -> EngineT:
         """The engine over the loaded backends (not yet started)."""
         raise NotImplementedError
 
     async def load(self) -> None:
         """Load every model, build, start and warm up the engine; the server reports SERVING after this."""
-        device = resolve_device(self.settings.server.device)
-        dtype = default_dtype(device)
-        backends = await self._load_backends(device, dtype)
-        engine = await self.build_engine(backends, device, dtype)
+        server = self.settings.server
+        device = resolve_device(server.device)
+        threads = apply_threads(server.threads)
+        choice = choose_dtype(server.dtype, device)
+        backends = await self._load_backends(device, choice)
+        engine = await self.build_engine(backends, device)
         engine.start()
         try:
             await engine.warm_up()
-        except BaseException:
+        except BaseException as error:
             await engine.close()
-            raise
+            explained = _startup_error(error, server.dtype, device, backends)
+            if explained is error:
+                raise
+            raise explained from error
         self._engine = engine
+        # Said once the models serve, so that a failed start stays the one line naming its cause.
+        _LOGGER.info("%s; --dtype %s on %s: %s", threads, server.dtype, device, choice.reason)
 
-    async def _load_backends(self, device: torch.device, dtype: torch.dtype) -> list[BackendT]:
+    async def _load_backends(self, device: torch.device, choice: DtypeChoice) -> list[BackendT]:
         """Each --model (or the embedded default) loaded off the event loop and timed."""
         quiet_model_loaders(self.model_libraries)
         models = self.settings.server.models
@@ -101,9 +120,42 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         backends: list[BackendT] = []
         for model_id, source in sources:
             started = time.perf_counter()
-            backends.append(await in_daemon_thread(self._load_one, model_id, source, device, dtype))
+            backends.append(await in_daemon_thread(self._load_fastest, model_id, source, device, choice))
             self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
+
+    def _load_fastest(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice) -> BackendT:
+        """The model in the one dtype allowed, or in the one of the candidates whose default request is fastest."""
+        if not choice.timed:
+            return self._load_one(model_id, source, device, choice.candidates[0])
+        chosen: tuple[float, BackendT] | None = None
+        times: dict[str, float] = {}
+        for dtype in choice.candidates:
+            backend = self._load_one(model_id, source, device, dtype)
+            try:
+                seconds = self._time_probe(backend)
+            except Exception as error:  # a dtype this model cannot run is skipped, not fatal
+                _LOGGER.warning("%s does not run in %s: %s", model_id, dtype_name(dtype), error)
+                continue
+            times[dtype_name(dtype)] = round(seconds, 4)
+            # Candidates come float32 first: a lower precision must be clearly faster to be worth its rounding.
+            if chosen is None or seconds * MIN_DTYPE_SPEED_UP < chosen[0]:
+                chosen = (seconds, backend)
+            del backend  # a candidate that lost is released before the next loads
+        if chosen is None:
+            raise ValueError(f"--dtype auto: {model_id} ran in none of the dtypes tried")
+        _LOGGER.info("%s: --dtype auto chose %s (default request, seconds: %s)", model_id,
+                     dtype_name(chosen[1].dtype), times)
+        return chosen[1]
+
+    def _time_probe(self, backend: BackendT) -> float:
+        self.probe(backend)  # the first run pays for lazy initialisation
+        runs = []
+        for _ in range(2):
+            started = time.perf_counter()
+            self.probe(backend)
+            runs.append(time.perf_counter() - started)
+        return min(runs)
 
     def _load_one(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
         """One backend, or a ValueError naming the --model that failed and why, in one line."""
@@ -119,6 +171,19 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         if self._engine is not None:
             await self._engine.close()
 
+
+def _startup_error(error: BaseException, dtype: str, device: torch.device, backends: Sequence[Backend]
+                   ) -> BaseException:
+    """A warm-up failure as the start-up error an operator can act on: the flag or the memory to change."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        # The warm-up runs the default request (on a GPU): a card too small for it fails here, not on a caller.
+        return errors.OutOfMemory(f"the models' default request does not fit in the memory of {device}: {detail}; "
+                                  "use a larger device or lower the defaults (the animator: --cpu-offload)")
+    if runs_out_of_dtype(error) and dtype != "float32":
+        dtypes = ", ".join(sorted({dtype_name(backend.dtype) for backend in backends}))
+        return ValueError(f"--dtype {dtype}: the model cannot run in {dtypes} on {device}: {detail}")
+    return error
 
 
 def _looks_like_a_path(source: str) -> bool:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import fail_startup, run
+from imagewire_serving.threads import prepare_openmp
 
 
 def prepare_process() -> None:
     """Process-wide settings that must be in place before torch is imported; an operator's own setting wins."""
-    # Busy-waiting OpenMP threads steal the cores from everything else on a shared CPU host (one bench caption
-    # took 6.6 s instead of 1.2 s).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prepare_openmp()
 
 
 def main(app_type: Any, argv: Sequence[str] | None = None) -> int:

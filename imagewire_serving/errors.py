@@ -47,6 +47,10 @@ class Overloaded(ServingError):
     """The server's queue is full; the client may retry later."""
 
 
+class OutOfMemory(ServingError):
+    """The device ran out of memory for this request; a smaller one may fit (the message says how)."""
+
+
 class Cancelled(ServingError):
     """The caller went away or cancelled; the work was stopped."""
 

@@ -70,13 +70,14 @@ class ServerProcess:
             pump.start()
 
     @classmethod
-    def start(cls, command: Sequence[str], *, name: str, env: dict[str, str] | None = None,
+    def start(cls, command: Sequence[str], *, name: str, env: dict[str, str | None] | None = None,
               start_timeout_s: float = START_TIMEOUT_S, tail_lines: int = TAIL_LINES, echo: bool | None = None,
               on_stderr_line: Callable[[str], None] | None = None) -> ServerProcess:
         """Start ``command --port 0``; ``start_timeout_s`` bounds everything up to the ready line.
 
-        ``env`` is added to this process's environment. ``echo`` (default: the ``IMAGEWIRE_SERVER_LOGS``
-        variable) copies the child's stderr here live; ``on_stderr_line`` sees every stderr line (from a thread).
+        ``env`` is added to this process's environment (a value of None removes the variable). ``echo`` (default:
+        the ``IMAGEWIRE_SERVER_LOGS`` variable) copies the child's stderr here live; ``on_stderr_line`` sees every
+        stderr line (from a thread).
         """
         argv = [*command, "--port", "0"]
         process = subprocess.Popen(
@@ -86,8 +87,7 @@ class ServerProcess:
             text=True,
             encoding="utf-8",
             errors="replace",
-            # Unbuffered, so lines arrive as they are written, even from a child that prints without flushing.
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env=_environment(env or {}),
         )
         if echo is None:
             echo = os.environ.get(ECHO_ENV, "") not in ("", "0")
@@ -180,6 +180,13 @@ class ServerProcess:
             pump.join(timeout=_PUMP_JOIN_S)
 
 
+def _environment(changes: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment with ``changes`` applied, unbuffered (so lines arrive as they are written, even
+    from a child that prints without flushing)."""
+    merged = {**os.environ, "PYTHONUNBUFFERED": "1", **changes}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
 def _lines(stream: IO[str] | None) -> Iterator[str]:
     assert stream is not None, "started with both pipes"
     with stream:
@@ -188,7 +195,7 @@ def _lines(stream: IO[str] | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def launch(command: Sequence[str], *, name: str, env: dict[str, str] | None = None, wait_ready: bool = True,
+def launch(command: Sequence[str], *, name: str, env: dict[str, str | None] | None = None, wait_ready: bool = True,
            start_timeout_s: float = START_TIMEOUT_S) -> Iterator[ServerProcess]:
     """Start a server on port 0, wait until it listens (and, with ``wait_ready``, is ready), always stop it."""
     with ServerProcess.start(command, name=name, env=env, start_timeout_s=start_timeout_s) as server:

@@ -11,12 +11,19 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import App, GrpcServer
 from imagewire_serving.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from animator.app import AnimatorApp
+    from animator.limits import EngineLimits as AnimateLimits
+    from captioner.app import CaptionerApp
+    from captioner.limits import EngineLimits as CaptionLimits
 
 
 def png(image: Image.Image) -> bytes:
@@ -55,3 +62,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def captioner_app(model: str, limits: CaptionLimits | None = None, **server: object) -> CaptionerApp:
+    """A CaptionerApp serving ``model`` on port 0 (``server``: more ServerSettings fields; ``limits``: EngineLimits,
+    default: 4-token captions)."""
+    from captioner.app import CaptionerApp
+    from captioner.limits import EngineLimits
+    from captioner.settings import CaptionerSettings
+
+    settings = CaptionerSettings(server=ServerSettings(port=0, models=(model,), **server),  # type: ignore[arg-type]
+                                 limits=limits or EngineLimits(default_max_new_tokens=4))
+    return CaptionerApp(settings, Metrics())
+
+
+def animator_app(model: str, limits: AnimateLimits | None = None, *, cpu_offload: bool = False,
+                 **server: object) -> AnimatorApp:
+    """An AnimatorApp serving ``model`` on port 0 (``server``: more ServerSettings fields; ``limits``:
+    EngineLimits)."""
+    from animator.app import AnimatorApp
+    from animator.limits import EngineLimits
+    from animator.settings import AnimatorSettings
+
+    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), **server),  # type: ignore[arg-type]
+                                limits=limits or EngineLimits(), cpu_offload=cpu_offload)
+    return AnimatorApp(settings, Metrics())

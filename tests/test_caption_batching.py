@@ -193,6 +193,37 @@ async def test_engine_mixed_prompt_batch_keeps_each_prompt(
         assert result.text == expected
 
 
+def stock_generate(backend: BlipBackend, images: list[Image.Image], prompt: str, options: GenerationOptions
+                   ) -> list[str]:
+    """BLIP's own path for one prompt: the processor, then the model's generate, as its model card shows."""
+    processor = backend.processor
+    text = {"text": [prompt] * len(images)} if prompt else {}
+    inputs = processor(images=images, return_tensors="pt", **text)  # type: ignore[operator]
+    with torch.inference_mode():
+        output = backend.model.generate(**inputs, max_new_tokens=options.max_new_tokens,  # type: ignore[operator]
+                                        num_beams=options.num_beams, do_sample=False)
+    return [" ".join(t.split()) for t in processor.batch_decode(output, skip_special_tokens=True)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+async def test_one_generate_for_mixed_prompts_gives_the_stock_captions_of_each_prompt(
+    backend: BlipBackend, images: list[bytes], num_beams: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prompts of every length, up to one that leaves only the new tokens of the model's text length.
+    longest = " ".join(["a picture of"] * 20)
+    longest = " ".join(longest.split()[: backend.token_budget("") - MAX_NEW_TOKENS - 1])
+    mixed = [*PROMPTS, longest]
+    decoded = [decode_image(data) for data in images[: len(mixed)]]
+    options = GenerationOptions(max_new_tokens=MAX_NEW_TOKENS, num_beams=num_beams)
+    expected = [stock_generate(backend, [image], prompt, options)[0] for image, prompt in zip(decoded, mixed)]
+    calls: list[int] = []
+    model_generate = backend.model.generate  # type: ignore[attr-defined]
+    monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(1) or model_generate(**kw))
+    assert backend.generate(decoded, mixed, options) == expected
+    assert len(calls) == 1
+    assert backend.token_budget(longest) >= MAX_NEW_TOKENS
+
+
 async def test_engine_drops_expired_and_cancelled_requests_before_the_model(engine: CaptionEngine) -> None:
     batcher = engine.batcher("")
     blocker_png, expired_png, cancelled_png, kept_png = noise_pngs(4, seed=7)

@@ -78,3 +78,29 @@ async def test_a_lone_caller_skips_the_batch_window_but_concurrent_callers_are_b
         assert max(r.batch_size for r in together) > 1
     finally:
         await engine.close()
+
+
+async def test_a_batch_waits_for_the_callers_the_last_batch_answered(tiny_caption_model: str) -> None:
+    """Closed-loop callers come back a little after the batch window; the next batch waits for them rather than
+    splitting the load into two batches that would alternate from then on."""
+    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=5, default_max_new_tokens=4), Metrics())
+    engine.start()
+    batcher = engine.batcher("")
+    try:
+        with gate(backend) as held:
+            first = [asyncio.create_task(engine.caption(CaptionInput(image=solid((i, 0, 0))))) for i in range(4)]
+            await held.wait_entered()
+            queued = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, i, 0))))) for i in range(2)]
+            await wait_until(lambda: batcher.queue_depth == 2)
+            # The batch of four is held long enough that the wait for returning callers exceeds their return.
+            await asyncio.sleep(1.2)
+            held.release()
+            assert {result.batch_size for result in await asyncio.gather(*first)} == {4}
+        # The four answered callers come back 50 ms later: ten batch windows, well within the patience.
+        await asyncio.sleep(0.05)
+        returned = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, 0, i))))) for i in range(4)]
+        results = await asyncio.gather(*queued, *returned)
+        assert {result.batch_size for result in results} == {6}
+    finally:
+        await engine.close()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from imagewire_serving.launcher import launch
 from tests.support import script, solid
+
+IDLE_SAMPLE_S = 3.0
 
 
 def test_captioner_process_serves_health_reflection_and_the_cli(tmp_path: Path, tiny_caption_model: str) -> None:
@@ -38,7 +42,19 @@ def test_captioner_process_serves_health_reflection_and_the_cli(tmp_path: Path, 
         assert done.returncode == 1
         assert "INVALID_ARGUMENT: image is not a decodable" in done.stderr
 
+        assert idle_cpu_share(server.process.pid) < 0.02, "an idle server takes CPU time"
         assert server.terminate() == 0
+
+
+def idle_cpu_share(pid: int) -> float:
+    """The share of one CPU a server that just served takes over a few idle seconds: its threads (OpenMP's among
+    them, which spin under OMP_WAIT_POLICY=ACTIVE) must sleep."""
+    process = psutil.Process(pid)
+    time.sleep(0.5)  # let the last answer's writes finish
+    before, started = process.cpu_times(), time.monotonic()
+    time.sleep(IDLE_SAMPLE_S)  # the measurement itself: CPU time over a stretch of idleness
+    after = process.cpu_times()
+    return (after.user + after.system - before.user - before.system) / (time.monotonic() - started)
 
 
 def test_a_bad_flag_or_environment_value_exits_2_naming_it() -> None:

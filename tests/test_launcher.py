@@ -78,3 +78,16 @@ def test_a_server_that_ignores_sigterm_is_killed() -> None:
     server.wait_ready()
     assert server.terminate(timeout_s=0.5) == -signal.SIGKILL
     assert server.process.poll() == -signal.SIGKILL
+
+
+def test_env_adds_variables_and_none_removes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEWIRE_TEST_INHERITED", "from the parent")
+    report = ("import os; print('seen:', os.environ.get('IMAGEWIRE_TEST_INHERITED'), "
+              "os.environ.get('IMAGEWIRE_TEST_ADDED'), file=sys.stderr, flush=True)")
+    env: dict[str, str | None] = {"IMAGEWIRE_TEST_INHERITED": None, "IMAGEWIRE_TEST_ADDED": "added"}
+    with launch(_command(before_ready=report), name="fake", env=env) as server:
+        deadline = time.monotonic() + 30  # stderr is read by its own thread: poll until the line is in
+        while "seen:" not in server.stderr_tail() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "seen: None added" in server.stderr_tail()
+        assert server.terminate() == 0

@@ -14,19 +14,17 @@ from bench.caption.stats import ratio
 
 
 class InProcess:
-    """The model called directly: the same loader, device, dtype and options the servers use."""
+    """The model called directly: the same loader, device and options the servers use, in one dtype."""
 
-    def __init__(self, model_dir: Path, device_spec: str, max_new_tokens: int, threads: int | None) -> None:
+    def __init__(self, model_dir: Path, device_spec: str, dtype_name: str, max_new_tokens: int) -> None:
         import torch
 
         from captioner.backend import BlipBackend, GenerationOptions
-        from imagewire_serving.device import default_dtype, resolve_device
-
-        if threads is not None:
-            torch.set_num_threads(threads)  # the servers get the same through OMP_NUM_THREADS
+        from imagewire_serving.device import DTYPES, resolve_device
 
         device = resolve_device(device_spec)
-        self.backend = BlipBackend.load(str(model_dir), device, default_dtype(device))
+        self.dtype = dtype_name
+        self.backend = BlipBackend.load(str(model_dir), device, DTYPES[dtype_name])
         self.options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=1)
         self.torch_threads = torch.get_num_threads()
 

@@ -48,22 +48,22 @@ async def closed_loop(target: Target, pool: ImagePool, concurrency: int, duratio
 
 
 async def latency_c1(
-    targets: Sequence[Target], model: InProcess, pool: ImagePool, rounds: int
-) -> tuple[dict[str, LevelResult], list[float]]:
-    """Concurrency 1: each round runs one in-process call and one call to each server, on fresh images.
+    targets: Sequence[Target], models: dict[str, InProcess], pool: ImagePool, rounds: int
+) -> tuple[dict[str, LevelResult], dict[str, list[float]]]:
+    """Concurrency 1: each round runs one in-process call per dtype and one call to each server, on fresh images.
 
-    Other work on a shared machine drifts over seconds to minutes; taking the three side by side, in a rotating
-    order, makes their ratios fair to the instant.
+    Other work on a shared machine drifts over seconds to minutes; taking them side by side, in a rotating order,
+    makes their ratios fair to the instant.
     """
     for target in targets:
         await target.send(pool.take())  # warm each connection and server's first-request paths
     served = {target.name: LevelResult(1) for target in targets}
-    direct: list[float] = []
-    steps: list[Target | None] = [None, *targets]  # None: the in-process call
+    direct: dict[str, list[float]] = {dtype: [] for dtype in models}
+    steps: list[Target | InProcess] = [*models.values(), *targets]
     for round_ in range(rounds):
         for step in steps[round_ % len(steps):] + steps[: round_ % len(steps)]:
-            if step is None:
-                direct.append(await asyncio.to_thread(model.generate, pool.decoded(1)))
+            if isinstance(step, InProcess):
+                direct[step.dtype].append(await asyncio.to_thread(step.generate, pool.decoded(1)))
                 continue
             image = pool.take()
             sent = time.perf_counter()
@@ -74,20 +74,25 @@ async def latency_c1(
     return served, direct
 
 
-async def measure_servers(targets: Sequence[Target], model: InProcess, pool: ImagePool, plan: Plan,
-                          limit: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Latency at c=1 interleaved with in-process calls, then each concurrency level on every server in turn."""
-    c1, direct = await latency_c1(targets, model, pool, plan.c1_rounds)
-    direct_p50 = statistics.median(direct)
+async def measure_servers(targets: Sequence[Target], models: dict[str, InProcess], pool: ImagePool, plan: Plan,
+                          limits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Latency at c=1 interleaved with in-process calls, then each concurrency level on every server in turn.
+
+    Each server is compared with the in-process model and limit of its own dtype.
+    """
+    c1, direct = await latency_c1(targets, models, pool, plan.c1_rounds)
     results: dict[str, dict[str, Any]] = {
-        t.name: {"latency_c1": latency_summary(c1[t.name], t.server_times(), direct_p50), "throughput": {}}
+        t.name: {"dtype": t.dtype, "latency_c1": latency_summary(c1[t.name], t.server_times(),
+                                                                 statistics.median(direct[t.dtype])),
+                 "throughput": {}}
         for t in targets
     }
-    duration = max(plan.duration_s, plan.min_batches * max(limit["batch_seconds"]))
+    longest_batch = max(max(limit["batch_seconds"]) for limit in limits.values())
+    duration = max(plan.duration_s, plan.min_batches * longest_batch)
     for index, concurrency in enumerate(plan.concurrency):
-        # Alternate which server goes first so that a steady drift in the machine's load favours neither.
-        for target in targets if index % 2 == 0 else list(reversed(targets)):
+        # Rotate which server goes first so that a steady drift in the machine's load favours none.
+        for target in targets[index % len(targets):] + targets[: index % len(targets)]:
             # c=1 throughput comes from the interleaved run: a closed loop of one caller is exactly that.
             level = c1[target.name] if concurrency == 1 else await closed_loop(target, pool, concurrency, duration)
-            results[target.name]["throughput"][str(concurrency)] = level_summary(level, limit)
+            results[target.name]["throughput"][str(concurrency)] = level_summary(level, limits[target.dtype])
     return results

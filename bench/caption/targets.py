@@ -14,6 +14,8 @@ class Target(Protocol):
     """A served captioner the load generator can drive."""
 
     name: str
+    # The dtype its model runs in: in-process calls in the same dtype are its reference.
+    dtype: str
 
     async def send(self, image: bytes) -> Reply:
         """Caption one encoded image; raises on any failure."""
@@ -31,15 +33,21 @@ class Target(Protocol):
 class GrpcTarget:
     """The captioner through the typed asyncio client, one channel for every caller (HTTP/2 multiplexes them)."""
 
-    name = "grpc"
-
-    def __init__(self, address: str, max_new_tokens: int, server_log: Sequence[str]) -> None:
+    def __init__(self, name: str, address: str, max_new_tokens: int, server_log: Sequence[str]) -> None:
         """``server_log``: the server's stderr lines so far (it runs with ``--log-format json``), kept growing."""
         from imagewire.client import AsyncCaptionClient
 
+        self.name = name
+        self.dtype = ""  # read from ListModels by connect()
         self._client = AsyncCaptionClient(address, timeout=3600)
         self._max_new_tokens = max_new_tokens
         self._server_log = server_log
+
+    async def connect(self) -> str:
+        """Ask the server which dtype its model runs in (what --dtype auto chose); returns it."""
+        models = await self._client.list_models()
+        self.dtype = models.models[0].dtype
+        return self.dtype
 
     async def send(self, image: bytes) -> Reply:
         request_id = uuid.uuid4().hex
@@ -66,6 +74,7 @@ class HttpTarget:
     """The baseline through httpx with a connection per caller, as a multipart form."""
 
     name = "http"
+    dtype = "float32"  # the reference runs float32
 
     def __init__(self, address: str, max_new_tokens: int, connections: int) -> None:
         import httpx

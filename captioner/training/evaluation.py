@@ -41,6 +41,7 @@ def caption(
     text = list(prompts) if prompts is not None else None
     extra = {"padding_side": padding_side} if padding_side else {}
     inputs = processor(images=list(images), text=text, return_tensors="pt", padding=True, **extra)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # a model loaded in bfloat16 or float16
     with torch.inference_mode():
         output = model.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens)
     return [text.strip() for text in processor.batch_decode(output, skip_special_tokens=True)]
