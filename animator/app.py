@@ -9,8 +9,8 @@ import grpc.aio
 import torch
 from imagewire.animate.v1 import animate_pb2_grpc
 
-from animator import tiny
-from animator.backend import SvdBackend, VideoBackend
+from animator import families, tiny
+from animator.backend import VideoBackend
 from animator.engine import AnimateEngine
 from animator.safety import SafetyChecker
 from animator.service import SERVICE_NAME, AnimateServicer
@@ -35,7 +35,8 @@ class AnimatorApp(EngineApp[AnimatorSettings, AnimateEngine, VideoBackend]):
         return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
 
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> VideoBackend:
-        return SvdBackend.load(source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload)
+        """The checkpoint's family (from its model_index.json) loads it."""
+        return families.load(model_id, source, device, dtype, cpu_offload=self.settings.cpu_offload)
 
     async def build_engine(
         self, backends: Sequence[VideoBackend], device: torch.device, dtype: torch.dtype
