@@ -103,6 +103,8 @@ class ModelFields:
     frames: FrameGrid = FrameGrid()
     # decode_chunk_size must be a multiple of this (a video VAE's time compression); 1 for any.
     chunk_multiple: int = 1
+    # The fewest denoising steps its scheduler can take.
+    min_steps: int = 1
 
 
 def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, RequestField]:
@@ -116,7 +118,8 @@ def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, Reques
         RequestField("num_frames", _fit(defaults["num_frames"], frames, limits.max_num_frames), frames.minimum,
                      limits.max_num_frames, multiple_of=frames.multiple, remainder=frames.remainder),
         RequestField("fps", defaults["fps"], 1, limits.max_fps),
-        RequestField("num_inference_steps", defaults["num_inference_steps"], 1, limits.max_num_inference_steps),
+        RequestField("num_inference_steps", defaults["num_inference_steps"], model.min_steps,
+                     limits.max_num_inference_steps),
         RequestField("seed", None, 0, 2**64 - 1),
         RequestField("decode_chunk_size", min(defaults["decode_chunk_size"], limits.max_num_frames // chunk * chunk),
                      chunk, limits.max_num_frames, multiple_of=0 if chunk == 1 else chunk),
@@ -218,7 +221,8 @@ def warm_up_params(model: ModelFields, limits: EngineLimits) -> GenerationParams
     fields = request_fields(model, limits)
     side = -(-MIN_SIDE // model.size_multiple) * model.size_multiple
     request = AnimateInput(image=b"warm-up", width=side, height=side, num_frames=model.frames.minimum,
-                           num_inference_steps=1, decode_chunk_size=fields["decode_chunk_size"].minimum, seed=0)
+                           num_inference_steps=model.min_steps, seed=0,
+                           decode_chunk_size=fields["decode_chunk_size"].minimum)
     return resolve(request, "warm-up", model, limits).params
 
 

@@ -39,7 +39,6 @@ from PIL import Image
 from animator import tiny
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits
-from animator.params import ModelDefaults
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
@@ -122,14 +121,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def request_params(args: argparse.Namespace, defaults: ModelDefaults) -> dict[str, int]:
+def request_params(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, int]:
     """The request both paths run: the flags where given, else the model's own defaults."""
     return {
-        "width": args.width or defaults.width,
-        "height": args.height or defaults.height,
-        "num_frames": args.num_frames or defaults.num_frames,
-        "num_inference_steps": args.num_inference_steps or defaults.num_inference_steps,
-        "decode_chunk_size": args.decode_chunk_size or defaults.decode_chunk_size,
+        "width": args.width or defaults["width"],
+        "height": args.height or defaults["height"],
+        "num_frames": args.num_frames or defaults["num_frames"],
+        "num_inference_steps": args.num_inference_steps or defaults["num_inference_steps"],
+        "decode_chunk_size": args.decode_chunk_size or defaults["decode_chunk_size"],
         "fps": args.fps,
         "seed": args.seed,
     }
@@ -205,7 +204,7 @@ def main() -> None:
     server = BackgroundServer(settings)
     address = server.start()
     backend = server.app.engine().backends[0]
-    params = request_params(args, backend.defaults)
+    params = request_params(args, backend.accepts.defaults)
     try:
         runs = measure(address, backend.pipeline, params, args.repeats)  # type: ignore[attr-defined]
     finally:

@@ -10,7 +10,9 @@ ValueError naming the component and the keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 # Keys named in an error message; the count says how many more there were.
@@ -24,9 +26,23 @@ class WeightMismatch(ValueError):
 def load_checked(model_class: Any, source: str, *, what: str, **kwargs: Any) -> Any:
     """``model_class.from_pretrained(source, **kwargs)``, raising WeightMismatch when the loading report names
     missing, unexpected or mis-shaped weights, or errors. ``what`` names the component in the message."""
-    model, report = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    with _report_not_logged(model_class.__module__.split(".")[0]):
+        model, report = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
     check_report(report, what)
     return model
+
+
+@contextlib.contextmanager
+def _report_not_logged(library: str) -> Iterator[None]:
+    """The library's own log of the report, silenced while it loads: its warnings are this module's error, said
+    once in one line, and a report with nothing in it is nothing to say."""
+    logger = logging.getLogger(library)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_report(report: Mapping[str, Any], what: str) -> None:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from animator import tiny
-from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Chunk, Preview, Result
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving.metrics import Metrics

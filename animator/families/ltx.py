@@ -50,8 +50,11 @@ class LtxBackend(PromptedBackend):
             "preview_every": default_previews(steps),
         }
         size = math.lcm(SIZE_MULTIPLE, pipeline.vae_spatial_compression_ratio * pipeline.transformer_spatial_patch_size)
+        # A scheduler that stretches its sigmas to a terminal value (LTX-Video's) divides by zero with one step.
+        min_steps = 2 if pipeline.scheduler.config.get("shift_terminal") else 1
         return ModelFields(cls.family, defaults, cls.prompt_fields(pipeline), size_multiple=size,
-                           frames=FrameGrid(minimum=time + 1, multiple=time, remainder=1), chunk_multiple=time)
+                           frames=FrameGrid(minimum=time + 1, multiple=time, remainder=1), chunk_multiple=time,
+                           min_steps=min_steps)
 
     @classmethod
     def latent_codec(cls, pipeline: Any) -> LatentCodec:
