@@ -128,6 +128,8 @@ class LtxBackend(PromptedBackend):
                 sent += piece.shape[2]
                 if piece.shape[2]:
                     yield self._frames(piece)
+                if sent == frames:  # any later tile's frames would all be cut off
+                    break
         finally:
             pipeline.maybe_free_model_hooks()
 
