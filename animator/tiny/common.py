@@ -3,8 +3,10 @@ the families that take a prompt (built from a config and a small vocabulary: not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,29 @@ _TEXT = (
 WORDS = tuple(_TEXT.split())
 
 
+@dataclass(frozen=True)
+class TinyText:
+    """A tiny T5-family text encoder's sizes and the token limit of its tokenizer."""
+
+    width: int = 16
+    layers: int = 1
+    heads: int = 2
+    max_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class TinyDefaults:
+    """The request defaults a tiny video model is built with (written to DEFAULTS_FILE)."""
+
+    width: int
+    height: int
+    num_frames: int
+    num_inference_steps: int
+    decode_chunk_size: int
+    # A preview every other step: the few steps of these models would otherwise show none.
+    preview_every: int = 2
+
+
 def t5_tokenizer(max_tokens: int) -> Any:
     """A T5 tokenizer (unigram, SentencePiece-style word pieces) over WORDS: <pad>=0, </s>=1, <unk>=2."""
     from transformers import T5Tokenizer
@@ -31,14 +56,15 @@ def t5_tokenizer(max_tokens: int) -> Any:
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_tokens)
 
 
-def text_config(vocab_size: int, width: int, layers: int, heads: int) -> dict[str, Any]:
+def text_config(vocab_size: int, text: TinyText) -> dict[str, Any]:
     """A T5-family encoder config over the tokenizer's ids (pad 0, eos 1): for T5Config or UMT5Config."""
-    return {"vocab_size": vocab_size, "d_model": width, "d_kv": width // heads, "d_ff": 2 * width,
-            "num_layers": layers, "num_heads": heads, "pad_token_id": 0, "eos_token_id": 1,
-            "decoder_start_token_id": 0}
+    return {"vocab_size": vocab_size, "d_model": text.width, "d_kv": text.width // text.heads,
+            "d_ff": 2 * text.width, "num_layers": text.layers, "num_heads": text.heads, "pad_token_id": 0,
+            "eos_token_id": 1, "decoder_start_token_id": 0}
 
 
-def save(pipeline: Any, out: Path, defaults: Mapping[str, Any], *, processors: Mapping[str, str] | None = None) -> Path:
+def save(pipeline: Any, out: Path, defaults: Mapping[str, Any] | TinyDefaults, *,
+         processors: Mapping[str, str] | None = None) -> Path:
     """``save_pretrained`` the pipeline into ``out`` with the request defaults that suit it (DEFAULTS_FILE).
 
     ``processors``: components whose class to record as the hub's repositories name it. Without torchvision,
@@ -51,5 +77,6 @@ def save(pipeline: Any, out: Path, defaults: Mapping[str, Any], *, processors: M
     index = json.loads(index_path.read_text())
     index.update({name: ["transformers", class_name] for name, class_name in (processors or {}).items()})
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    (out / DEFAULTS_FILE).write_text(json.dumps(dict(defaults), indent=2) + "\n")
+    values = dataclasses.asdict(defaults) if isinstance(defaults, TinyDefaults) else dict(defaults)
+    (out / DEFAULTS_FILE).write_text(json.dumps(values, indent=2) + "\n")
     return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from animator.tiny.common import save, t5_tokenizer, text_config
+from animator.tiny.common import TinyDefaults, TinyText, save, t5_tokenizer, text_config
 from imagewire_serving.model_cache import LocalModels
 
 
@@ -23,22 +23,15 @@ class LtxPreset:
     heads: int
     head_dim: int
     layers: int
-    text_width: int
-    text_layers: int
-    max_tokens: int
-    default_width: int
-    default_height: int
-    num_frames: int
-    default_steps: int
-    default_decode_chunk_size: int
-    default_preview_every: int = 2
+    defaults: TinyDefaults
+    text: TinyText = TinyText()
     seed: int = 0
 
 
 PRESETS = {
-    "ltx-tiny": LtxPreset(latent_channels=16, vae_channels=8, heads=2, head_dim=8, layers=1, text_width=16,
-                          text_layers=1, max_tokens=32, default_width=96, default_height=64, num_frames=17,
-                          default_steps=4, default_decode_chunk_size=8),
+    "ltx-tiny": LtxPreset(latent_channels=16, vae_channels=8, heads=2, head_dim=8, layers=1,
+                          defaults=TinyDefaults(width=96, height=64, num_frames=17, num_inference_steps=4,
+                                                decode_chunk_size=8)),
 }
 
 
@@ -49,9 +42,8 @@ def build_ltx(out: Path, preset: LtxPreset) -> Path:
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(preset.seed)
-    tokenizer = t5_tokenizer(preset.max_tokens)
-    text_encoder = T5EncoderModel(T5Config(**text_config(len(tokenizer), preset.text_width, preset.text_layers,
-                                                         preset.heads)))
+    tokenizer = t5_tokenizer(preset.text.max_tokens)
+    text_encoder = T5EncoderModel(T5Config(**text_config(len(tokenizer), preset.text)))
     width = preset.vae_channels
     vae = AutoencoderKLLTXVideo(
         latent_channels=preset.latent_channels, block_out_channels=(width,) * 4,
@@ -64,15 +56,11 @@ def build_ltx(out: Path, preset: LtxPreset) -> Path:
         in_channels=preset.latent_channels, out_channels=preset.latent_channels, patch_size=1, patch_size_t=1,
         num_attention_heads=preset.heads, attention_head_dim=preset.head_dim,
         cross_attention_dim=preset.heads * preset.head_dim, num_layers=preset.layers,
-        caption_channels=preset.text_width,
+        caption_channels=preset.text.width,
     )
     pipeline = LTXImageToVideoPipeline(scheduler=_scheduler(), vae=vae.eval(), text_encoder=text_encoder.eval(),
                                        tokenizer=tokenizer, transformer=transformer.eval())
-    defaults = {"width": preset.default_width, "height": preset.default_height, "num_frames": preset.num_frames,
-                "num_inference_steps": preset.default_steps,
-                "decode_chunk_size": preset.default_decode_chunk_size,
-                "preview_every": preset.default_preview_every}
-    return save(pipeline, out, defaults)
+    return save(pipeline, out, preset.defaults)
 
 
 def _scheduler() -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from animator.tiny.common import save, t5_tokenizer, text_config
+from animator.tiny.common import TinyDefaults, TinyText, save, t5_tokenizer, text_config
 from imagewire_serving.model_cache import LocalModels
 
 
@@ -23,23 +23,16 @@ class WanPreset:
     heads: int
     head_dim: int
     layers: int
-    text_width: int
-    text_layers: int
     clip_hidden: int
-    max_tokens: int
-    default_width: int
-    default_height: int
-    num_frames: int
-    default_steps: int
-    default_decode_chunk_size: int
-    default_preview_every: int = 2
+    defaults: TinyDefaults
+    text: TinyText = TinyText()
     seed: int = 0
 
 
 PRESETS = {
-    "wan-tiny": WanPreset(vae_base=4, latent_channels=16, heads=2, head_dim=12, layers=1, text_width=16,
-                          text_layers=1, clip_hidden=32, max_tokens=32, default_width=96, default_height=64,
-                          num_frames=9, default_steps=4, default_decode_chunk_size=4),
+    "wan-tiny": WanPreset(vae_base=4, latent_channels=16, heads=2, head_dim=12, layers=1, clip_hidden=32,
+                          defaults=TinyDefaults(width=96, height=64, num_frames=9, num_inference_steps=4,
+                                                decode_chunk_size=4)),
 }
 
 
@@ -50,16 +43,15 @@ def build_wan(out: Path, preset: WanPreset) -> Path:
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(preset.seed)
-    tokenizer = t5_tokenizer(preset.max_tokens)
-    text_encoder = UMT5EncoderModel(UMT5Config(**text_config(len(tokenizer), preset.text_width, preset.text_layers,
-                                                             preset.heads)))
+    tokenizer = t5_tokenizer(preset.text.max_tokens)
+    text_encoder = UMT5EncoderModel(UMT5Config(**text_config(len(tokenizer), preset.text)))
     vae = AutoencoderKLWan(base_dim=preset.vae_base, z_dim=preset.latent_channels, dim_mult=[1, 1, 1, 1],
                            num_res_blocks=1, temperal_downsample=[False, True, True])
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=preset.heads, attention_head_dim=preset.head_dim,
         # The noisy latents, the image's latents and the 4 channels of the first-frame mask.
         in_channels=2 * preset.latent_channels + 4, out_channels=preset.latent_channels,
-        text_dim=preset.text_width, freq_dim=256, ffn_dim=2 * preset.heads * preset.head_dim,
+        text_dim=preset.text.width, freq_dim=256, ffn_dim=2 * preset.heads * preset.head_dim,
         num_layers=preset.layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
         image_dim=preset.clip_hidden,
     )
@@ -72,11 +64,7 @@ def build_wan(out: Path, preset: WanPreset) -> Path:
         image_processor=CLIPImageProcessor(crop_size=224, size=224), image_encoder=image_encoder.eval(),
         transformer=transformer.eval(),
     )
-    defaults = {"width": preset.default_width, "height": preset.default_height, "num_frames": preset.num_frames,
-                "num_inference_steps": preset.default_steps,
-                "decode_chunk_size": preset.default_decode_chunk_size,
-                "preview_every": preset.default_preview_every}
-    return save(pipeline, out, defaults, processors={"image_processor": "CLIPImageProcessor"})
+    return save(pipeline, out, preset.defaults, processors={"image_processor": "CLIPImageProcessor"})
 
 
 def _scheduler() -> Any:
