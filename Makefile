@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python -m bench.caption_bench
 	$(BIN)/python -m bench.animate_bench
 	$(BIN)/python -m bench.preview_bench
+	$(BIN)/python -m bench.decode_bench
 	$(BIN)/python -m bench.jobs_memory_bench
 
 clean:

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from animator import generation, tiny
-from animator.backend import Step, SvdBackend
+from animator.backend import Step
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.preview import LatentProjection
