@@ -9,9 +9,9 @@ import grpc.aio
 import torch
 from imagewire.animate.v1 import animate_pb2_grpc
 
-from animator import generation, tiny
-from animator.backend import SvdBackend, VideoBackend
-from animator.engine import AnimateEngine, warm_up_image, warm_up_params
+from animator import families, generation, tiny
+from animator.backend import VideoBackend
+from animator.engine import AnimateEngine, warm_up_image, warm_up_request
 from animator.safety import SafetyChecker
 from animator.service import SERVICE_NAME, AnimateServicer
 from animator.settings import AnimatorSettings
@@ -35,10 +35,12 @@ class AnimatorApp(EngineApp[AnimatorSettings, AnimateEngine, VideoBackend]):
         return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
 
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> VideoBackend:
-        return SvdBackend.load(source, device, dtype, model_id=model_id, cpu_offload=self.settings.cpu_offload)
+        """The checkpoint's family (from its model_index.json) loads it."""
+        return families.load(model_id, source, device, dtype, cpu_offload=self.settings.cpu_offload,
+                             dtype_chosen=self.settings.server.dtype != "auto")
 
     def probe(self, backend: VideoBackend) -> None:
-        generation.warm_up(backend, warm_up_image(), warm_up_params(backend))
+        generation.warm_up(backend, warm_up_image(), warm_up_request(backend, self.settings.limits))
 
     async def build_engine(self, backends: Sequence[VideoBackend], device: torch.device) -> AnimateEngine:
         checker = None

@@ -31,7 +31,15 @@ from animator.events import Chunk, Event, JobState, JobStatus, Progress, Stage
 from animator.job_table import JobTable
 from animator.jobs import Job, JobHooks, Stop
 from animator.limits import MIN_SIDE, EngineLimits
-from animator.params import AnimateInput, GenerationParams, JobSpec, job_id_violation, request_fields, resolve
+from animator.params import (
+    AnimateInput,
+    GenerationParams,
+    JobSpec,
+    job_id_violation,
+    request_fields,
+    resolve,
+    warm_up_params,
+)
 from animator.safety import SafetyChecker
 from animator.watch import follow
 from imagewire_serving import errors
@@ -195,7 +203,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         violations: list[FieldViolation] = []
         spec = image = None
         try:
-            spec = resolve(request, backend.model_id, backend.defaults, self.limits)
+            spec = resolve(request, backend.model_id, backend.accepts, self.limits)
+            violations += backend.violations(spec.params)
         except errors.InvalidArgument as error:
             violations += error.violations
         try:
@@ -287,35 +296,25 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             await self.run_on_device(self.safety_checker.check, warm_up_image())
 
     def _warm_up_model(self, backend: VideoBackend) -> None:
-        generation.warm_up(backend, warm_up_image(), warm_up_params(backend))
+        generation.warm_up(backend, warm_up_image(), warm_up_request(backend, self.limits))
 
     def _card(self, backend: VideoBackend) -> ModelCard:
-        limits, defaults = self.limits, backend.defaults
+        limits, fields = self.limits, request_fields(backend.accepts, self.limits)
         return ModelCard(
-            **self._card_basics(backend, request_fields(defaults, limits).values()), default_width=defaults.width,
-            default_height=defaults.height, default_num_frames=defaults.num_frames, default_fps=defaults.fps,
-            default_num_inference_steps=defaults.num_inference_steps,
+            **self._card_basics(backend, fields.values()), default_width=fields["width"].default,
+            default_height=fields["height"].default, default_num_frames=fields["num_frames"].default,
+            default_fps=fields["fps"].default, default_num_inference_steps=fields["num_inference_steps"].default,
             max_pixels_per_frame=limits.max_pixels_per_frame, max_num_frames=limits.max_num_frames,
             max_num_inference_steps=limits.max_num_inference_steps, safety_checker=self.safety_checker is not None,
             usd_per_output_pixel=limits.usd_per_output_pixel,
         )
 
 
-def warm_up_params(backend: VideoBackend) -> GenerationParams:
+def warm_up_request(backend: VideoBackend, limits: EngineLimits) -> GenerationParams:
     """The warm-up's request. On a GPU the model's default size, frame count and decode chunk (one step: each
     step takes the same memory), so a card too small for the default request fails at start-up rather than on
     the first caller; on the CPU the smallest generation, which pays for the same lazy initialisation."""
-    d = backend.defaults
-    if backend.device.type == "cuda":
-        return GenerationParams(
-            width=d.width, height=d.height, num_frames=d.num_frames, fps=d.fps, motion_bucket_id=d.motion_bucket_id,
-            noise_aug_strength=d.noise_aug_strength, num_inference_steps=1, seed=0,
-            decode_chunk_size=min(d.decode_chunk_size, d.num_frames), min_guidance_scale=d.min_guidance_scale,
-            max_guidance_scale=d.max_guidance_scale)
-    return GenerationParams(
-        width=MIN_SIDE, height=MIN_SIDE, num_frames=2, fps=6, motion_bucket_id=127, noise_aug_strength=0.02,
-        num_inference_steps=1, seed=0, decode_chunk_size=2, min_guidance_scale=1.0, max_guidance_scale=3.0,
-    )
+    return warm_up_params(backend.accepts, limits, default_shape=backend.device.type == "cuda")
 
 
 def warm_up_image() -> Image.Image:

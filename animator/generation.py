@@ -78,10 +78,9 @@ def generate(job: Job, checker: SafetyChecker | None, usd_per_output_pixel: floa
 def make_preview(backend: VideoBackend, step: Step, params: GenerationParams) -> Preview:
     """A preview of a step's clean-latent estimate (which the step must have)."""
     assert step.denoised is not None
-    image, width, height = preview.encode(backend.preview_frames(step.denoised), fps=params.fps,
-                                          num_frames=params.num_frames)
-    count = min(preview.PREVIEW_FRAMES, params.num_frames)
-    return Preview(image, preview.MIME_TYPE, width, height, count, step.done, step.total)
+    frames = backend.preview_frames(step.denoised)
+    image, width, height = preview.encode(frames, fps=params.fps, num_frames=params.num_frames)
+    return Preview(image, preview.MIME_TYPE, width, height, len(frames), step.done, step.total)
 
 
 def _decode_and_encode(job: Job, latents: object, encoder: StreamingVideoEncoder) -> tuple[int, bytes]:

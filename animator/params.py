@@ -1,5 +1,6 @@
-"""Animate request parameters: the request in plain values, a model's defaults, and their resolution into the
-validated :class:`JobSpec` one job runs with (and which its id stands for)."""
+"""Animate request parameters: the request in plain values, what a model accepts (:class:`ModelFields`, told by
+its family), and their resolution into the validated :class:`JobSpec` one job runs with (and which its id
+stands for)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from imagewire_serving import errors
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.fields import RequestField, check_fields
 
-MAX_MOTION_BUCKET_ID = 1023
 MAX_GUIDANCE_SCALE = 20.0
 # Job ids travel in metadata (x-imagewire-job-id) and logs: short, and safe in any header or URL.
 MAX_JOB_ID_CHARS = 128
@@ -25,7 +25,8 @@ _JOB_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 @dataclass(frozen=True)
 class AnimateInput:
-    """One animate request in plain values. None takes the model's default (MP4 for ``format``)."""
+    """One animate request in plain values. None takes the model's default (MP4 for ``format``); a model rejects
+    the optional fields it does not take when they are set."""
 
     image: bytes
     model_id: str = ""
@@ -46,78 +47,98 @@ class AnimateInput:
     job_id: str = ""
     preview_every: int | None = None
     detach_grace_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """Request defaults for one model. The SVD-XT values unless the model directory says otherwise."""
-
-    width: int = 1024
-    height: int = 576
-    num_frames: int = 25
-    fps: int = 6
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    num_inference_steps: int = 25
-    decode_chunk_size: int = 8
-    min_guidance_scale: float = 1.0
-    max_guidance_scale: float = 3.0
-    # Five previews over SVD-XT's 25 steps.
-    preview_every: int = 5
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Everything one generation needs besides the image, resolved and validated."""
+    """Everything one generation needs besides the image, resolved and validated. The fields after
+    ``decode_chunk_size`` belong to some families only: None where the model does not take them."""
 
     width: int
     height: int
     num_frames: int
     fps: int
-    motion_bucket_id: int
-    noise_aug_strength: float
     num_inference_steps: int
     seed: int
     decode_chunk_size: int
-    min_guidance_scale: float
-    max_guidance_scale: float
-
-    @property
-    def pipeline_fps(self) -> int:
-        """The pipeline's ``fps`` argument that makes the UNet see ``fps``.
-
-        StableVideoDiffusionPipeline passes ``fps - 1`` to the UNet's added time ids (SVD was micro-conditioned
-        on that value; the reference conditions on 6 and writes 7 fps). We condition the model on exactly the
-        requested value and write the same value into the container, so we add the 1 back.
-        """
-        return self.fps + 1
+    motion_bucket_id: int | None = None
+    noise_aug_strength: float | None = None
+    min_guidance_scale: float | None = None
+    max_guidance_scale: float | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
 
 
-def request_fields(defaults: ModelDefaults, limits: EngineLimits) -> dict[str, RequestField]:
-    """Every request field a video model accepts, with its default and bounds: what is validated and reported."""
+# The request fields every model takes whose defaults are the model's; each family adds its own (ModelFields.own).
+MODEL_DEFAULTS = ("width", "height", "num_frames", "fps", "num_inference_steps", "decode_chunk_size",
+                  "preview_every")
+# The optional request fields that only some families take: set for a model that does not, they are rejected.
+FAMILY_FIELDS = tuple(field.name for field in dataclasses.fields(GenerationParams)[7:])
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """The frame counts a model can make: ``multiple * k + remainder``, at least ``minimum``. A video VAE that
+    compresses time by 8 decodes 8k + 1 frames from k + 1 latent frames."""
+
+    minimum: int = 2
+    multiple: int = 0
+    remainder: int = 0
+
+
+@dataclass(frozen=True)
+class ModelFields:
+    """What one loaded model accepts, told by its family: the defaults of the fields every model takes
+    (MODEL_DEFAULTS), its own fields with their defaults and bounds, and the grids its sizes, frame counts and
+    decode chunks lie on."""
+
+    family: str
+    defaults: dict[str, Any]
+    own: tuple[RequestField, ...] = ()
+    size_multiple: int = 8
+    frames: FrameGrid = FrameGrid()
+    # decode_chunk_size must be a multiple of this (a video VAE's time compression); 1 for any.
+    chunk_multiple: int = 1
+    # The fewest denoising steps its scheduler can take.
+    min_steps: int = 1
+
+
+def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, RequestField]:
+    """Every request field a model accepts, with its default and bounds: what is validated and reported."""
     widest = limits.max_pixels_per_frame // MIN_SIDE
+    defaults, frames, size, chunk = model.defaults, model.frames, model.size_multiple, model.chunk_multiple
     fields = (
         RequestField("image", None, 1, limits.image.max_bytes),
-        RequestField("width", defaults.width, MIN_SIDE, widest, multiple_of=8),
-        RequestField("height", defaults.height, MIN_SIDE, widest, multiple_of=8),
-        # Two at least: with one frame the guidance ramp is its first value alone, and the pipeline, which decided
-        # on classifier-free guidance from the last value, would fail (see _check_guidance).
-        RequestField("num_frames", defaults.num_frames, 2, limits.max_num_frames),
-        RequestField("fps", defaults.fps, 1, limits.max_fps),
-        RequestField("motion_bucket_id", defaults.motion_bucket_id, 0, MAX_MOTION_BUCKET_ID),
-        RequestField("noise_aug_strength", defaults.noise_aug_strength, 0.0, 1.0),
-        RequestField("num_inference_steps", defaults.num_inference_steps, 1, limits.max_num_inference_steps),
+        RequestField("width", defaults["width"], MIN_SIDE, widest, multiple_of=size),
+        RequestField("height", defaults["height"], MIN_SIDE, widest, multiple_of=size),
+        RequestField("num_frames", _fit(defaults["num_frames"], frames, limits.max_num_frames), frames.minimum,
+                     limits.max_num_frames, multiple_of=frames.multiple, remainder=frames.remainder),
+        RequestField("fps", defaults["fps"], 1, limits.max_fps),
+        RequestField("num_inference_steps", defaults["num_inference_steps"], model.min_steps,
+                     limits.max_num_inference_steps),
         RequestField("seed", None, 0, 2**64 - 1),
-        RequestField("decode_chunk_size", defaults.decode_chunk_size, 1, limits.max_num_frames),
+        RequestField("decode_chunk_size", min(defaults["decode_chunk_size"], limits.max_num_frames // chunk * chunk),
+                     chunk, limits.max_num_frames, multiple_of=0 if chunk == 1 else chunk),
         RequestField("safety_check", False),
         RequestField("format", CONTRACT_PREFIX + VideoFormat.MP4_H264.name),
-        RequestField("min_guidance_scale", defaults.min_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
-        RequestField("max_guidance_scale", defaults.max_guidance_scale, 0.0, MAX_GUIDANCE_SCALE),
         RequestField("job_id", None, 0, MAX_JOB_ID_CHARS),
-        RequestField("preview_every", defaults.preview_every, 0, limits.max_num_inference_steps),
+        RequestField("preview_every", defaults["preview_every"], 0, limits.max_num_inference_steps),
         RequestField("detach_grace_seconds", limits.detach_grace, 0.0, limits.max_detach_grace),
+        *model.own,
     )
     return {field.name: field for field in fields}
+
+
+def _fit(frames: int, grid: FrameGrid, limit: int) -> int:
+    """A model's default frame count within the server's limit: the largest count on its grid up to the limit
+    when the model's own default is longer (Wan's 81 frames under the default limit of 50)."""
+    if frames <= limit or not grid.multiple:
+        return min(frames, limit)
+    return max(grid.minimum, (limit - grid.remainder) // grid.multiple * grid.multiple + grid.remainder)
 
 
 def job_id_violation(job_id: str, *, required: bool) -> FieldViolation | None:
@@ -164,24 +185,27 @@ class JobSpec:
         return values
 
 
-def resolve(request: AnimateInput, model_id: str, defaults: ModelDefaults, limits: EngineLimits) -> JobSpec:
+def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: EngineLimits) -> JobSpec:
     """Apply the model's and the server's defaults and check every field against its bounds; one InvalidArgument
-    names every violated field (the image is checked when it is decoded)."""
-    fields = request_fields(defaults, limits)
-    values = {name: getattr(defaults, name) if getattr(request, name) is None else getattr(request, name)
-              for name in ModelDefaults.__dataclass_fields__}
+    names every violated field, including those the model does not take (the image is checked when decoded)."""
+    fields = request_fields(model, limits)
+    unused = [FieldViolation(name, f"{name} is not used by model {errors.shown(model_id)} ({model.family}); "
+                                   f"leave it unset") for name in FAMILY_FIELDS
+              if getattr(request, name) is not None and name not in fields]
+    taken = [*MODEL_DEFAULTS, *(name for name in FAMILY_FIELDS if name in fields)]
+    values = {name: fields[name].default if getattr(request, name) is None else getattr(request, name)
+              for name in taken}
     grace = limits.detach_grace if request.detach_grace_seconds is None else request.detach_grace_seconds
     violations = check_fields(fields, [*values.items(), ("seed", request.seed), ("detach_grace_seconds", grace)])
     if values["width"] * values["height"] > limits.max_pixels_per_frame and not violations:
         too_many = (f"width x height = {values['width'] * values['height']} pixels; the limit is "
                     f"{limits.max_pixels_per_frame}")
         violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
-    if not any(violation.field.endswith("_guidance_scale") for violation in violations):
+    if "min_guidance_scale" in values and not any(v.field.endswith("_guidance_scale") for v in violations):
         violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"])
     bad_id = job_id_violation(request.job_id, required=False)
-    errors.collect([*violations, *([bad_id] if bad_id else [])])
+    errors.collect([*violations, *unused, *([bad_id] if bad_id else [])])
     preview_every = values.pop("preview_every")
-    values["decode_chunk_size"] = min(values["decode_chunk_size"], values["num_frames"])
     seed = secrets.randbits(63) if request.seed is None else request.seed
     return JobSpec(
         model_id=model_id, image_sha256=hashlib.sha256(request.image).hexdigest(),
@@ -189,6 +213,20 @@ def resolve(request: AnimateInput, model_id: str, defaults: ModelDefaults, limit
         safety_check=request.safety_check, preview_every=preview_every, detach_grace_seconds=grace,
         seed_given=request.seed is not None,
     )
+
+
+def warm_up_params(model: ModelFields, limits: EngineLimits, *, default_shape: bool = False) -> GenerationParams:
+    """What warm-up runs: the fewest steps the model takes, its own fields at their defaults; at the model's
+    default size, frame count and decode chunk with ``default_shape``, else the smallest generation it can run."""
+    if default_shape:
+        request = AnimateInput(image=b"warm-up", num_inference_steps=model.min_steps, seed=0)
+    else:
+        fields = request_fields(model, limits)
+        side = -(-MIN_SIDE // model.size_multiple) * model.size_multiple
+        request = AnimateInput(image=b"warm-up", width=side, height=side, num_frames=model.frames.minimum,
+                               num_inference_steps=model.min_steps, seed=0,
+                               decode_chunk_size=fields["decode_chunk_size"].minimum)
+    return resolve(request, "warm-up", model, limits).params
 
 
 def _check_guidance(low: float, high: float) -> list[FieldViolation]:

@@ -1,9 +1,10 @@
 """Previews while a video is denoised: a few frames of the current estimate of the clean latents, projected to RGB
 by a fixed linear map instead of the VAE, encoded as a small animated WebP.
 
-The map (4 latent channels and a bias -> RGB) is fitted once per model, when it loads, to the model's own VAE: a
-few smooth colour images are encoded, their latents decoded, and the decoded pixels (averaged down to the latent
-grid) regressed on the latents by least squares. For SVD's real VAE this recovers the kind of fixed 4x3 matrix
+The map (the latent channels and a bias -> RGB) is fitted once per model, when it loads, to the model's own VAE
+through its family's :data:`LatentCodec` (SVD's 4 scaled channels, LTX-Video's 128 and Wan's 16 normalised
+ones): a few smooth colour images are encoded, their latents decoded, and the decoded pixels (averaged down to the
+latent grid) regressed on the latents by least squares. For SVD's real VAE this recovers the kind of fixed 4x3 matrix
 previewers hard-code for Stable Diffusion latents; for a random test model it finds whatever linear relation its
 VAE has, where hard-coded coefficients would mean nothing. Projecting costs one small matrix product per preview
 frame, against a VAE decode (the real decoder on even one downscaled frame) that would cost a sizeable part of a
@@ -12,10 +13,9 @@ denoising step.
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,6 +32,11 @@ PREVIEW_SIDE = 256
 _WEBP = {"quality": 60, "method": 0}
 
 
+# How a family's VAE maps images to latents as its denoiser holds them (scaled or normalised), and back: images
+# (n, 3, size, size) in [-1, 1] -> latents (n, channels, h, w) -> images. Single images, for video VAEs too.
+LatentCodec = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
 class LatentProjection:
     """An affine map from latent channels to RGB in [-1, 1], fitted to one model's VAE (see the module docstring).
 
@@ -45,17 +50,15 @@ class LatentProjection:
 
     @classmethod
     @torch.no_grad()
-    def fit(cls, vae: Any, device: torch.device, dtype: torch.dtype, *, count: int = 6, size: int = 128,
+    def fit(cls, codec: LatentCodec, device: torch.device, dtype: torch.dtype, *, count: int = 6, size: int = 128,
             seed: int = 0) -> LatentProjection:
-        """Fit the map to ``vae`` on ``count`` seeded calibration images of ``size`` pixels square."""
+        """Fit the map to a model's VAE, through ``codec``, on ``count`` seeded calibration images of ``size``
+        pixels square (enough latent pixels for the channels: a VAE that downsamples by 32 needs larger ones)."""
+        encode, decode = codec
         images = calibration_images(count, size, seed)
-        scale = vae.config.scaling_factor
-        # Latents as the denoising loop holds them: scaled by the VAE's scaling factor.
-        latents = vae.encode(images.to(device, dtype)).latent_dist.mode() * scale
-        accepts_num_frames = "num_frames" in inspect.signature(vae.forward).parameters
-        kwargs = {"num_frames": 1} if accepts_num_frames else {}
+        latents = encode(images.to(device, dtype))
         # One image at a time: a temporal decoder would otherwise mix unrelated images as frames of one video.
-        decoded = torch.cat([vae.decode(latent[None] / scale, **kwargs).sample for latent in latents]).float()
+        decoded = torch.cat([decode(latent[None]) for latent in latents]).float()
         pixels = F.avg_pool2d(decoded, decoded.shape[-1] // latents.shape[-1]).cpu()
         inputs = latents.float().cpu().permute(0, 2, 3, 1).flatten(0, 2)
         inputs = torch.cat([inputs, torch.ones(len(inputs), 1)], dim=1)

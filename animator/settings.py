@@ -15,7 +15,8 @@ class AnimatorSettings(ServiceSettings):
     """Everything the animator process is configured with, checked when built."""
 
     prog = "imagewire-animator"
-    description = "Serve image-to-video (Stable Video Diffusion via diffusers) over gRPC, streaming the video."
+    description = ("Serve image-to-video (Stable Video Diffusion, LTX-Video or Wan via diffusers) over gRPC, "
+                   "streaming the video.")
     env_prefix = "IMAGEWIRE_ANIMATOR"
     default_port = 50052
 

@@ -4,11 +4,11 @@
 
 Runs ``bench.caption_bench`` (float32 and the dtype --dtype auto picks: in-process limits, served latency and
 throughput, the FastAPI baseline), ``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
-``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32)
+``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
-preview costs a denoising step) and ``bench.jobs_memory_bench`` (retained jobs' memory under the budget). Each
-writes its JSON to ``--out-dir``; the summary printed last (and written as ``summary.json``) puts the targeted
-figures side by side.
+preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
+``bench.jobs_memory_bench`` (retained jobs' memory under the budget). Each writes its JSON to ``--out-dir``; the
+summary printed last (and written as ``summary.json``) puts the targeted figures side by side.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "jobs_memory")
+BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -40,6 +40,7 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         "threads": threads,
         "previews": [*python, "bench.preview_bench", "--device", args.device, "--repeats", "1" if args.quick else "3",
                      "--out", str(out / "previews.json")],
+        "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
     }
 

@@ -42,7 +42,6 @@ from PIL import Image
 from animator import tiny
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits
-from animator.params import ModelDefaults
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
@@ -129,14 +128,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def request_params(args: argparse.Namespace, defaults: ModelDefaults) -> dict[str, int]:
+def request_params(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, int]:
     """The request both paths run: the flags where given, else the model's own defaults."""
     return {
-        "width": args.width or defaults.width,
-        "height": args.height or defaults.height,
-        "num_frames": args.num_frames or defaults.num_frames,
-        "num_inference_steps": args.num_inference_steps or defaults.num_inference_steps,
-        "decode_chunk_size": args.decode_chunk_size or defaults.decode_chunk_size,
+        "width": args.width or defaults["width"],
+        "height": args.height or defaults["height"],
+        "num_frames": args.num_frames or defaults["num_frames"],
+        "num_inference_steps": args.num_inference_steps or defaults["num_inference_steps"],
+        "decode_chunk_size": args.decode_chunk_size or defaults["decode_chunk_size"],
         "fps": args.fps,
         "seed": args.seed,
     }
@@ -202,15 +201,16 @@ def report(runs: Runs, header: dict[str, Any]) -> dict[str, Any]:
 
 def frames_in(source: str, dtype: torch.dtype, params: dict[str, int]) -> np.ndarray:
     """Every frame of one generation through the server's backend, loaded in ``dtype`` on the CPU."""
-    from animator.backend import SvdBackend
-    from animator.params import GenerationParams
+    from animator.families.svd import SvdBackend
+    from animator.limits import EngineLimits
+    from animator.params import AnimateInput, resolve
 
     backend = SvdBackend.load(source, torch.device("cpu"), dtype)
-    d = backend.defaults
-    full = GenerationParams(**params, motion_bucket_id=d.motion_bucket_id, noise_aug_strength=d.noise_aug_strength,
-                            min_guidance_scale=d.min_guidance_scale, max_guidance_scale=d.max_guidance_scale)
+    limits = EngineLimits(max_num_frames=64, max_num_inference_steps=200)
+    # The model's own fields at their defaults, exactly as the server resolves a request.
+    full = resolve(AnimateInput(image=b"bench", **params), "bench", backend.accepts, limits).params
     image = conditioning_image(params["width"], params["height"])
-    latents = backend.denoise(image, full, lambda done, total: None)
+    latents = backend.denoise(image, full, lambda step: None)
     return np.concatenate(list(backend.decode(latents, full)))
 
 
@@ -246,7 +246,7 @@ def main() -> None:
     server = BackgroundServer(settings)
     address = server.start()
     backend = server.app.engine().backends[0]
-    params = request_params(args, backend.defaults)
+    params = request_params(args, backend.accepts.defaults)
     try:
         runs = measure(address, backend.pipeline, params, args.repeats)  # type: ignore[attr-defined]
     finally:

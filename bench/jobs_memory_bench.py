@@ -28,11 +28,14 @@ from animator.events import Chunk, Result, Usage
 from animator.job_table import JobTable
 from animator.jobs import Job, JobHooks
 from animator.limits import CHUNK_BYTES, EngineLimits
-from animator.params import AnimateInput, ModelDefaults, resolve
+from animator.params import AnimateInput, ModelFields, resolve
 from imagewire_serving.metrics import Metrics
 
 # "Keeps them all": far more than any run here produces.
 UNBOUNDED_BYTES = 64 * 2**30
+# SVD-XT's request defaults: the jobs here hold bytes, no model.
+MODEL = ModelFields("svd", {"width": 1024, "height": 576, "num_frames": 25, "fps": 6, "num_inference_steps": 25,
+                            "decode_chunk_size": 8, "preview_every": 5})
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,7 +56,7 @@ def rss_mib() -> float:
 def one_job(table: JobTable, number: int, video_mib: int) -> None:
     """A job as a generation fills it: its chunks posted in order, then its result, then finished."""
     limits = EngineLimits()
-    spec = resolve(AnimateInput(image=b"image", seed=number), "model", ModelDefaults(), limits)
+    spec = resolve(AnimateInput(image=b"image", seed=number), "model", MODEL, limits)
     hooks = JobHooks(grew=table.grew, finished=table.finished, abandoned=lambda job, error: None)
     job = Job(f"job-{number}", spec, backend=None, image=None, hooks=hooks)  # type: ignore[arg-type]
     table.add(job)

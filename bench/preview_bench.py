@@ -30,8 +30,10 @@ from typing import Any
 import torch
 
 from animator import generation, tiny
-from animator.backend import Step, SvdBackend
-from animator.params import GenerationParams
+from animator.backend import Step
+from animator.families.svd import SvdBackend
+from animator.limits import EngineLimits
+from animator.params import AnimateInput, GenerationParams, resolve
 from animator.preview import LatentProjection
 from bench.animate_bench import conditioning_image
 from imagewire_serving.device import default_dtype, resolve_device
@@ -106,16 +108,13 @@ def main() -> None:
     device = resolve_device(args.device)
     dtype = default_dtype(device)
     backend = SvdBackend.load(model, device, dtype)
+    assert isinstance(backend, SvdBackend)
     fitted = time.perf_counter()
-    LatentProjection.fit(backend.pipeline.vae, device, dtype)  # type: ignore[attr-defined] # what loading paid
+    LatentProjection.fit(backend.latent_codec(backend.pipeline), device, dtype)  # what loading paid
     fit_s = time.perf_counter() - fitted
-    defaults = backend.defaults
-    params = GenerationParams(
-        width=defaults.width, height=defaults.height, num_frames=defaults.num_frames, fps=defaults.fps,
-        motion_bucket_id=defaults.motion_bucket_id, noise_aug_strength=defaults.noise_aug_strength,
-        num_inference_steps=args.steps, seed=7, decode_chunk_size=defaults.decode_chunk_size,
-        min_guidance_scale=defaults.min_guidance_scale, max_guidance_scale=defaults.max_guidance_scale,
-    )
+    spec = resolve(AnimateInput(image=b"bench", num_inference_steps=args.steps, seed=7), model, backend.accepts,
+                   EngineLimits(max_num_inference_steps=1000))
+    params = spec.params
     backend.denoise(conditioning_image(params.width, params.height), replace(params, num_inference_steps=1),
                     lambda step: None)  # warm-up
     report = {"benchmark": "preview", "model": model, "device": str(device), "dtype": str(dtype),

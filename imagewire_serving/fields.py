@@ -24,6 +24,8 @@ class RequestField:
     minimum: float | None = None
     maximum: float | None = None
     multiple_of: int = 0
+    # With multiple_of: the remainder a value must leave (1 for frame counts of the form 8k + 1).
+    remainder: int = 0
 
     def violation(self, value: Any) -> FieldViolation | None:
         """Why ``value`` is not acceptable for this field, or None."""
@@ -35,8 +37,10 @@ class RequestField:
         if not low <= measured <= high:
             unit = " characters" if isinstance(value, str) else " bytes" if isinstance(value, bytes) else ""
             return FieldViolation(self.name, f"must be {_range(self.minimum, self.maximum)}{unit}, not {measured}")
-        if self.multiple_of and measured % self.multiple_of:
-            return FieldViolation(self.name, f"must be a multiple of {self.multiple_of}, not {measured}")
+        if self.multiple_of and measured % self.multiple_of != self.remainder:
+            form = (f"a multiple of {self.multiple_of}" if not self.remainder
+                    else f"of the form {self.multiple_of}k + {self.remainder}")
+            return FieldViolation(self.name, f"must be {form}, not {measured}")
         return None
 
 

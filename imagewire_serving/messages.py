@@ -37,4 +37,6 @@ def _field_info(field: RequestField) -> dict[str, Any]:
         info["minimum"] = field.minimum
     if field.maximum is not None:
         info["maximum"] = field.maximum
+    if field.remainder:  # only the animator's FieldInfo has it
+        info["remainder"] = field.remainder
     return info

@@ -11,8 +11,8 @@ from PIL import Image
 
 from animator import tiny
 from animator.app import AnimatorApp
-from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
@@ -23,7 +23,9 @@ from tests.support import png, serving
 
 def tiny_backend() -> SvdBackend:
     """The tiny random SVD, loaded on the CPU as the server loads it."""
-    return SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    backend = SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.float32, model_id="tiny")
+    assert isinstance(backend, SvdBackend)
+    return backend
 
 
 @contextlib.asynccontextmanager

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from animator import generation, tiny, video
-from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Chunk, Event, Header, JobState, JobStatus, Progress, Result, Stage
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.safety import SafetyChecker
@@ -165,18 +165,18 @@ def test_validation_names_every_bad_field(engine: AnimateEngine, backend: SvdBac
         num_inference_steps=1000, decode_chunk_size=0, min_guidance_scale=-1.0, max_guidance_scale=99.0,
     )
     with pytest.raises(errors.InvalidArgument) as caught:
-        resolve(bad, "tiny", backend.defaults, engine.limits)
+        resolve(bad, "tiny", backend.accepts, engine.limits)
     assert {v.field for v in caught.value.violations} == {
         "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps",
         "decode_chunk_size", "min_guidance_scale", "max_guidance_scale",
     }
     with pytest.raises(errors.InvalidArgument) as caught:
-        resolve(AnimateInput(image=b"", width=1024, height=1032), "tiny", backend.defaults, engine.limits)
+        resolve(AnimateInput(image=b"", width=1024, height=1032), "tiny", backend.accepts, engine.limits)
     assert {v.field for v in caught.value.violations} == {"width", "height"}
-    spec = resolve(AnimateInput(image=b"", seed=2**64 - 1), "tiny", backend.defaults, engine.limits)
-    assert spec.params.width == backend.defaults.width and spec.params.seed == 2**64 - 1
+    spec = resolve(AnimateInput(image=b"", seed=2**64 - 1), "tiny", backend.accepts, engine.limits)
+    assert spec.params.width == backend.accepts.defaults["width"] and spec.params.seed == 2**64 - 1
     assert spec.format is video.VideoFormat.MP4_H264
-    assert spec.preview_every == backend.defaults.preview_every
+    assert spec.preview_every == backend.accepts.defaults["preview_every"]
     assert spec.detach_grace_seconds == engine.limits.detach_grace
 
 

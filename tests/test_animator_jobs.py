@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Chunk, Event, Header, JobState, JobStatus, Preview, Progress, Result, Stage
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving import errors
@@ -125,7 +125,7 @@ async def test_animate_again_with_the_same_id_attaches_instead_of_generating(eng
     with pytest.raises(errors.FailedPrecondition, match="image"):
         await anext(engine.animate(AnimateInput(image=png(Image.new("RGB", (64, 64))), job_id="retried", **SMALL)))  # type: ignore[arg-type]
     # Spelling out a default is the same request as leaving it out.
-    again = engine.animate(request(job_id="retried", preview_every=engine.backends[0].defaults.preview_every,
+    again = engine.animate(request(job_id="retried", preview_every=engine.backends[0].accepts.defaults["preview_every"],
                                    **SMALL))
     assert not (await anext(again)).created  # type: ignore[union-attr]
     await again.aclose()

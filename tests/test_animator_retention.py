@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from animator.backend import SvdBackend
 from animator.engine import AnimateEngine
 from animator.events import Event, Result
+from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput
 from imagewire_serving import errors

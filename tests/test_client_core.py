@@ -271,8 +271,10 @@ def test_animate_flags_are_the_request_parameters_typed_from_their_fields() -> N
     args = cli._parser().parse_args(argv)
     for field in PARAMETERS:
         value = getattr(args, field.name)
-        expected = float if field.cpp_type in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE) else int
-        assert type(value) is expected and value == 1, field.name
+        kinds = {FieldDescriptor.CPPTYPE_FLOAT: float, FieldDescriptor.CPPTYPE_DOUBLE: float,
+                   FieldDescriptor.CPPTYPE_STRING: str}
+        expected = kinds.get(field.cpp_type, int)
+        assert type(value) is expected and value == expected(1), field.name
     assert args.format == "webm"
     unset = cli._parser().parse_args(["animate", "in.png", "-o", "out.mp4"])
     assert all(getattr(unset, field.name) is None for field in PARAMETERS) and unset.format is None

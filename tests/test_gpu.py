@@ -16,7 +16,7 @@ from imagewire.client import AsyncAnimateClient, AsyncCaptionClient, ImagewireEr
 
 from animator import tiny as animator_tiny
 from animator.app import AnimatorApp
-from animator.backend import DEFAULTS_FILE
+from animator.families.base import DEFAULTS_FILE
 from animator.limits import EngineLimits as AnimateLimits
 from imagewire_serving import errors
 from tests.gates import wait_until

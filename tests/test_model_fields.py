@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,12 +27,24 @@ from tests.support import serving, solid
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Fields whose bounds are not a simple range of the field's own value, or that are not numbers.
-NOT_RANGED = {"image", "prompt", "format", "safety_check", "seed", "job_id"}
+NOT_RANGED = {"image", "prompt", "negative_prompt", "format", "safety_check", "seed", "job_id"}
+# The request fields only some video families take, by family; every family takes all the others.
+FAMILY_FIELDS = {
+    "svd": {"motion_bucket_id", "noise_aug_strength", "min_guidance_scale", "max_guidance_scale"},
+    "ltx": {"prompt", "negative_prompt", "guidance_scale"},
+    "wan": {"prompt", "negative_prompt", "guidance_scale"},
+}
+# A value of the right type for each field only some families take.
+SOME_VALUE = {"motion_bucket_id": 100, "noise_aug_strength": 0.1, "min_guidance_scale": 1.0,
+              "max_guidance_scale": 2.0, "prompt": "a cat", "negative_prompt": "blurry", "guidance_scale": 2.0}
+# Each family's tiny model, as its preset is named.
+PRESETS = {"svd": "tiny", "ltx": "ltx-tiny", "wan": "wan-tiny"}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def animator_server(one_torch_thread: None) -> AsyncIterator[GrpcServer]:
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", models=(str(tiny.ensure_model("tiny")),)))
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=sorted(PRESETS))
+async def animator_server(request: pytest.FixtureRequest, one_torch_thread: None) -> AsyncIterator[GrpcServer]:
+    model = str(tiny.ensure_model(PRESETS[request.param]))
+    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", models=(model,)))
     metrics = Metrics()
     async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
         yield running
@@ -85,28 +98,49 @@ async def test_caption_fields_are_what_the_server_enforces(caption_server: GrpcS
         assert await rejected(stub.Caption, too_long) == ["prompt"]
 
 
+async def first(stub: animate_pb2_grpc.AnimateServiceStub, request: animate_pb2.AnimateRequest,
+                timeout: float) -> None:
+    async for _ in stub.Animate(request, timeout=timeout):
+        return
+
+
 async def test_animate_fields_are_what_the_server_enforces(animator_server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(animator_server.address) as channel:
         stub = animate_pb2_grpc.AnimateServiceStub(channel)
         (model,) = (await stub.ListModels(animate_pb2.ListModelsRequest())).models
         fields = {info.name: info for info in model.fields}
-        assert model.family == "svd"
-        assert set(fields) == {f.name for f in animate_pb2.AnimateRequest.DESCRIPTOR.fields} - {"model_id"}
+        every = {f.name for f in animate_pb2.AnimateRequest.DESCRIPTOR.fields} - {"model_id"}
+        assert set(fields) == every - set().union(*FAMILY_FIELDS.values()) | FAMILY_FIELDS[model.family]
         defaults = {name: json_format.MessageToDict(info.default_value) for name, info in fields.items()
                     if info.HasField("default_value")}
         assert (defaults["width"], defaults["num_frames"]) == (model.default_width, model.default_num_frames)
         assert defaults["format"] == "VIDEO_FORMAT_MP4_H264" and "seed" not in defaults
+        animate = functools.partial(first, stub)
         for name, info in fields.items():
             for value in [] if name in NOT_RANGED else out_of_range(info):
                 request = animate_pb2.AnimateRequest(image=solid(), **{name: value})
-
-                async def first(request: animate_pb2.AnimateRequest, timeout: float) -> None:
-                    async for _ in stub.Animate(request, timeout=timeout):
-                        return
-
-                assert await rejected(first, request) == [name], (name, value)
+                assert await rejected(animate, request) == [name], (name, value)
         too_long = animate_pb2.AnimateRequest(image=solid(), job_id="a" * (int(fields["job_id"].maximum) + 1))
-        assert await rejected(first, too_long) == ["job_id"]
+        assert await rejected(animate, too_long) == ["job_id"]
+        if "prompt" in fields:
+            words = animate_pb2.AnimateRequest(image=solid(), prompt="a" * (int(fields["prompt"].maximum) + 1))
+            assert await rejected(animate, words) == ["prompt"]
+
+
+async def test_a_field_the_model_does_not_take_is_rejected_naming_it_and_the_model(
+    animator_server: GrpcServer,
+) -> None:
+    async with grpc.aio.insecure_channel(animator_server.address) as channel:
+        stub = animate_pb2_grpc.AnimateServiceStub(channel)
+        (model,) = (await stub.ListModels(animate_pb2.ListModelsRequest())).models
+        unused = set().union(*FAMILY_FIELDS.values()) - FAMILY_FIELDS[model.family]
+        request = animate_pb2.AnimateRequest(image=solid(), **{name: SOME_VALUE[name] for name in unused})
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await first(stub, request, 30)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(violated_fields(caught.value)) == sorted(unused)
+    for name in unused:
+        assert f"{name} is not used by model {model.model_id!r} ({model.family})" in (caught.value.details() or "")
 
 
 async def test_a_huge_unknown_model_id_is_not_found_with_a_short_message(

@@ -48,7 +48,7 @@ STAGE_DECODE: Stage
 STAGE_ENCODE_VIDEO: Stage
 
 class AnimateRequest(_message.Message):
-    __slots__ = ("image", "model_id", "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps", "seed", "decode_chunk_size", "safety_check", "format", "min_guidance_scale", "max_guidance_scale", "job_id", "preview_every", "detach_grace_seconds")
+    __slots__ = ("image", "model_id", "width", "height", "num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "num_inference_steps", "seed", "decode_chunk_size", "safety_check", "format", "min_guidance_scale", "max_guidance_scale", "job_id", "preview_every", "detach_grace_seconds", "prompt", "negative_prompt", "guidance_scale")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,9 @@ class AnimateRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     DETACH_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     model_id: str
     width: int
@@ -85,7 +88,10 @@ class AnimateRequest(_message.Message):
     job_id: str
     preview_every: int
     detach_grace_seconds: float
-    def __init__(self, image: _Optional[bytes] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., motion_bucket_id: _Optional[int] = ..., noise_aug_strength: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., decode_chunk_size: _Optional[int] = ..., safety_check: _Optional[bool] = ..., format: _Optional[_Union[VideoFormat, str]] = ..., min_guidance_scale: _Optional[float] = ..., max_guidance_scale: _Optional[float] = ..., job_id: _Optional[str] = ..., preview_every: _Optional[int] = ..., detach_grace_seconds: _Optional[float] = ...) -> None: ...
+    prompt: str
+    negative_prompt: str
+    guidance_scale: float
+    def __init__(self, image: _Optional[bytes] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[int] = ..., motion_bucket_id: _Optional[int] = ..., noise_aug_strength: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., decode_chunk_size: _Optional[int] = ..., safety_check: _Optional[bool] = ..., format: _Optional[_Union[VideoFormat, str]] = ..., min_guidance_scale: _Optional[float] = ..., max_guidance_scale: _Optional[float] = ..., job_id: _Optional[str] = ..., preview_every: _Optional[int] = ..., detach_grace_seconds: _Optional[float] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
 
 class WatchAnimationRequest(_message.Message):
     __slots__ = ("job_id", "offset")
@@ -288,15 +294,17 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_image_bytes: _Optional[int] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., default_num_frames: _Optional[int] = ..., default_fps: _Optional[int] = ..., default_num_inference_steps: _Optional[int] = ..., max_pixels_per_frame: _Optional[int] = ..., max_num_frames: _Optional[int] = ..., max_num_inference_steps: _Optional[int] = ..., safety_checker: _Optional[bool] = ..., usd_per_output_pixel: _Optional[float] = ..., family: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldInfo, _Mapping]]] = ...) -> None: ...
 
 class FieldInfo(_message.Message):
-    __slots__ = ("name", "default_value", "minimum", "maximum", "multiple_of")
+    __slots__ = ("name", "default_value", "minimum", "maximum", "multiple_of", "remainder")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
     MINIMUM_FIELD_NUMBER: _ClassVar[int]
     MAXIMUM_FIELD_NUMBER: _ClassVar[int]
     MULTIPLE_OF_FIELD_NUMBER: _ClassVar[int]
+    REMAINDER_FIELD_NUMBER: _ClassVar[int]
     name: str
     default_value: _struct_pb2.Value
     minimum: float
     maximum: float
     multiple_of: int
-    def __init__(self, name: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., multiple_of: _Optional[int] = ...) -> None: ...
+    remainder: int
+    def __init__(self, name: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., multiple_of: _Optional[int] = ..., remainder: _Optional[int] = ...) -> None: ...

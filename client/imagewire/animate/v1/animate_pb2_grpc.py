@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AnimateServiceStub:
-    """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
-    the encoded video back in chunks while it is being produced.
+    """AnimateService turns one image into a short video with an image-to-video model (Stable Video
+    Diffusion, LTX-Video or Wan; ListModels says which, and which request fields each model takes), and
+    streams the encoded video back in chunks while it is being produced.
 
     Every generation is a job with an id that outlives the call which started it: a caller whose
     connection drops picks the stream up again with WatchAnimation from the last byte it received, several
@@ -71,8 +72,9 @@ class AnimateServiceStub:
 
 
 class AnimateServiceServicer:
-    """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
-    the encoded video back in chunks while it is being produced.
+    """AnimateService turns one image into a short video with an image-to-video model (Stable Video
+    Diffusion, LTX-Video or Wan; ListModels says which, and which request fields each model takes), and
+    streams the encoded video back in chunks while it is being produced.
 
     Every generation is a job with an id that outlives the call which started it: a caller whose
     connection drops picks the stream up again with WatchAnimation from the last byte it received, several
@@ -187,8 +189,9 @@ def add_AnimateServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnimateService:
-    """AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
-    the encoded video back in chunks while it is being produced.
+    """AnimateService turns one image into a short video with an image-to-video model (Stable Video
+    Diffusion, LTX-Video or Wan; ListModels says which, and which request fields each model takes), and
+    streams the encoded video back in chunks while it is being produced.
 
     Every generation is a job with an id that outlives the call which started it: a caller whose
     connection drops picks the stream up again with WatchAnimation from the last byte it received, several

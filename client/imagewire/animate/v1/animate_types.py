@@ -237,7 +237,9 @@ class ModelInfo(ProtoData):
     usd_per_output_pixel: float
     """The price of one output pixel, in US dollars."""
     family: str
-    """The model family, which decides how the model is loaded and run (such as "blip" or "svd")."""
+    """The model family, which decides how the model is loaded and run and which request fields it takes
+    (such as "svd", "ltx" or "wan").
+    """
     fields: tuple[FieldInfo, ...]
     """Every request field this model accepts, with its default and bounds. A field not listed here is not
     used by this model: setting it is INVALID_ARGUMENT.
@@ -266,6 +268,10 @@ class FieldInfo(ProtoData):
     """
     multiple_of: int
     """A numeric value must be a multiple of this; 0 when any value in range is accepted."""
+    remainder: int
+    """With multiple_of: a value must leave this remainder when divided by multiple_of (1 for frame counts
+    of the form 8k + 1, as LTX-Video's video VAE needs); 0 otherwise.
+    """
 
 
 __all__ = [

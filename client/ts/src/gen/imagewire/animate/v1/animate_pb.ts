@@ -12,11 +12,13 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/animate/v1/animate.proto.
  */
 export const file_imagewire_animate_v1_animate: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLcBQoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBQggKBl93aWR0aEIJCgdfaGVpZ2h0Qg0KC19udW1fZnJhbWVzQgYKBF9mcHNCEwoRX21vdGlvbl9idWNrZXRfaWRCFQoTX25vaXNlX2F1Z19zdHJlbmd0aEIWChRfbnVtX2luZmVyZW5jZV9zdGVwc0IHCgVfc2VlZEIUChJfZGVjb2RlX2NodW5rX3NpemVCFQoTX21pbl9ndWlkYW5jZV9zY2FsZUIVChNfbWF4X2d1aWRhbmNlX3NjYWxlQhAKDl9wcmV2aWV3X2V2ZXJ5QhcKFV9kZXRhY2hfZ3JhY2Vfc2Vjb25kcyI3ChVXYXRjaEFuaW1hdGlvblJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoBCLWAgoWV2F0Y2hBbmltYXRpb25SZXNwb25zZRIyCghwcm9ncmVzcxgBIAEoCzIeLmltYWdld2lyZS5hbmltYXRlLnYxLlByb2dyZXNzSAASMwoGaGVhZGVyGAIgASgLMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9IZWFkZXJIABIxCgVjaHVuaxgDIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvQ2h1bmtIABI1CgZyZXN1bHQYBCABKAsyIy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzdWx0SAASLgoDam9iGAUgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzSAASMAoHcHJldmlldxgGIAEoCzIdLmltYWdld2lyZS5hbmltYXRlLnYxLlByZXZpZXdIAEIHCgVldmVudCIoChZDYW5jZWxBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSJHChdDYW5jZWxBbmltYXRpb25SZXNwb25zZRIsCgNqb2IYASABKAsyHy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0dXMizwIKD0FuaW1hdGVSZXNwb25zZRIyCghwcm9ncmVzcxgBIAEoCzIeLmltYWdld2lyZS5hbmltYXRlLnYxLlByb2dyZXNzSAASMwoGaGVhZGVyGAIgASgLMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9IZWFkZXJIABIxCgVjaHVuaxgDIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvQ2h1bmtIABI1CgZyZXN1bHQYBCABKAsyIy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzdWx0SAASLgoDam9iGAUgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzSAASMAoHcHJldmlldxgGIAEoCzIdLmltYWdld2lyZS5hbmltYXRlLnYxLlByZXZpZXdIAEIHCgVldmVudCKMAQoJSm9iU3RhdHVzEg4KBmpvYl9pZBgBIAEoCRItCgVzdGF0ZRgCIAEoDjIeLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXRlEhYKDnF1ZXVlX3Bvc2l0aW9uGAMgASgNEg8KB2NyZWF0ZWQYBCABKAgSFwoPYXZhaWxhYmxlX2J5dGVzGAUgASgEInsKB1ByZXZpZXcSDQoFaW1hZ2UYASABKAwSEQoJbWltZV90eXBlGAIgASgJEg0KBXdpZHRoGAMgASgNEg4KBmhlaWdodBgEIAEoDRISCgpudW1fZnJhbWVzGAUgASgNEgwKBHN0ZXAYBiABKA0SDQoFdG90YWwYByABKA0iUwoIUHJvZ3Jlc3MSKgoFc3RhZ2UYASABKA4yGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5TdGFnZRIMCgRzdGVwGAIgASgNEg0KBXRvdGFsGAMgASgNIrIBCgtWaWRlb0hlYWRlchIRCgltaW1lX3R5cGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWNvZGVjGAMgASgJEg0KBXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRILCgNmcHMYBiABKA0SEgoKbnVtX2ZyYW1lcxgHIAEoDRIMCgRzZWVkGAggASgEEhAKCG1vZGVsX2lkGAkgASgJEg4KBmNvZGVjcxgKIAEoCSIqCgpWaWRlb0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEIpQBCg1BbmltYXRlUmVzdWx0EhMKC3RvdGFsX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoDBIMCgRzZWVkGAMgASgEEhYKDnNhZmV0eV9jaGVja2VkGAQgASgIEgwKBG5zZncYBSABKAgSKgoFdXNhZ2UYBiABKAsyGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Vc2FnZSJPCgVVc2FnZRIVCg1vdXRwdXRfcGl4ZWxzGAEgASgEEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAkiqAMKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhUKDWRlZmF1bHRfd2lkdGgYBSABKA0SFgoOZGVmYXVsdF9oZWlnaHQYBiABKA0SGgoSZGVmYXVsdF9udW1fZnJhbWVzGAcgASgNEhMKC2RlZmF1bHRfZnBzGAggASgNEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgJIAEoDRIcChRtYXhfcGl4ZWxzX3Blcl9mcmFtZRgKIAEoBBIWCg5tYXhfbnVtX2ZyYW1lcxgLIAEoDRIfChdtYXhfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoDRIWCg5zYWZldHlfY2hlY2tlchgNIAEoCBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgOIAEoARIOCgZmYW1pbHkYDyABKAkSLwoGZmllbGRzGBAgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuRmllbGRJbmZvIqEBCglGaWVsZEluZm8SDAoEbmFtZRgBIAEoCRItCg1kZWZhdWx0X3ZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhQKB21pbmltdW0YAyABKAFIAIgBARIUCgdtYXhpbXVtGAQgASgBSAGIAQESEwoLbXVsdGlwbGVfb2YYBSABKA1CCgoIX21pbmltdW1CCgoIX21heGltdW0qYQoLVmlkZW9Gb3JtYXQSHAoYVklERU9fRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVVklERU9fRk9STUFUX01QNF9IMjY0EAESGQoVVklERU9fRk9STUFUX1dFQk1fVlA5EAIqmgEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFKoUBCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1FVRVVFRBABEhYKElNUQUdFX0VOQ09ERV9JTUFHRRACEhEKDVNUQUdFX0RFTk9JU0UQAxIQCgxTVEFHRV9ERUNPREUQBBIWChJTVEFHRV9FTkNPREVfVklERU8QBTKqAwoOQW5pbWF0ZVNlcnZpY2USWAoHQW5pbWF0ZRIkLmltYWdld2lyZS5hbmltYXRlLnYxLkFuaW1hdGVSZXF1ZXN0GiUuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3BvbnNlMAESbQoOV2F0Y2hBbmltYXRpb24SKy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlcXVlc3QaLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlc3BvbnNlMAESbgoPQ2FuY2VsQW5pbWF0aW9uEiwuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBotLmltYWdld2lyZS5hbmltYXRlLnYxLkNhbmNlbEFuaW1hdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLeBgoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBEhMKBnByb21wdBgTIAEoCUgNiAEBEhwKD25lZ2F0aXZlX3Byb21wdBgUIAEoCUgOiAEBEhsKDmd1aWRhbmNlX3NjYWxlGBUgASgCSA+IAQFCCAoGX3dpZHRoQgkKB19oZWlnaHRCDQoLX251bV9mcmFtZXNCBgoEX2Zwc0ITChFfbW90aW9uX2J1Y2tldF9pZEIVChNfbm9pc2VfYXVnX3N0cmVuZ3RoQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzQgcKBV9zZWVkQhQKEl9kZWNvZGVfY2h1bmtfc2l6ZUIVChNfbWluX2d1aWRhbmNlX3NjYWxlQhUKE19tYXhfZ3VpZGFuY2Vfc2NhbGVCEAoOX3ByZXZpZXdfZXZlcnlCFwoVX2RldGFjaF9ncmFjZV9zZWNvbmRzQgkKB19wcm9tcHRCEgoQX25lZ2F0aXZlX3Byb21wdEIRCg9fZ3VpZGFuY2Vfc2NhbGUiNwoVV2F0Y2hBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQi1gIKFldhdGNoQW5pbWF0aW9uUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQiKAoWQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRwoXQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USLAoDam9iGAEgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzIs8CCg9BbmltYXRlUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQijAEKCUpvYlN0YXR1cxIOCgZqb2JfaWQYASABKAkSLQoFc3RhdGUYAiABKA4yHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0ZRIWCg5xdWV1ZV9wb3NpdGlvbhgDIAEoDRIPCgdjcmVhdGVkGAQgASgIEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBCJ7CgdQcmV2aWV3Eg0KBWltYWdlGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKbnVtX2ZyYW1lcxgFIAEoDRIMCgRzdGVwGAYgASgNEg0KBXRvdGFsGAcgASgNIlMKCFByb2dyZXNzEioKBXN0YWdlGAEgASgOMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuU3RhZ2USDAoEc3RlcBgCIAEoDRINCgV0b3RhbBgDIAEoDSKyAQoLVmlkZW9IZWFkZXISEQoJbWltZV90eXBlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRINCgVjb2RlYxgDIAEoCRINCgV3aWR0aBgEIAEoDRIOCgZoZWlnaHQYBSABKA0SCwoDZnBzGAYgASgNEhIKCm51bV9mcmFtZXMYByABKA0SDAoEc2VlZBgIIAEoBBIQCghtb2RlbF9pZBgJIAEoCRIOCgZjb2RlY3MYCiABKAkiKgoKVmlkZW9DaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCKUAQoNQW5pbWF0ZVJlc3VsdBITCgt0b3RhbF9ieXRlcxgBIAEoBBIOCgZzaGEyNTYYAiABKAwSDAoEc2VlZBgDIAEoBBIWCg5zYWZldHlfY2hlY2tlZBgEIAEoCBIMCgRuc2Z3GAUgASgIEioKBXVzYWdlGAYgASgLMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVXNhZ2UiTwoFVXNhZ2USFQoNb3V0cHV0X3BpeGVscxgBIAEoBBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIqgDCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIVCg1kZWZhdWx0X3dpZHRoGAUgASgNEhYKDmRlZmF1bHRfaGVpZ2h0GAYgASgNEhoKEmRlZmF1bHRfbnVtX2ZyYW1lcxgHIAEoDRITCgtkZWZhdWx0X2ZwcxgIIAEoDRIjChtkZWZhdWx0X251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA0SHAoUbWF4X3BpeGVsc19wZXJfZnJhbWUYCiABKAQSFgoObWF4X251bV9mcmFtZXMYCyABKA0SHwoXbWF4X251bV9pbmZlcmVuY2Vfc3RlcHMYDCABKA0SFgoOc2FmZXR5X2NoZWNrZXIYDSABKAgSHAoUdXNkX3Blcl9vdXRwdXRfcGl4ZWwYDiABKAESDgoGZmFtaWx5GA8gASgJEi8KBmZpZWxkcxgQIAMoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkZpZWxkSW5mbyK0AQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNEhEKCXJlbWFpbmRlchgGIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bSphCgtWaWRlb0Zvcm1hdBIcChhWSURFT19GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVWSURFT19GT1JNQVRfTVA0X0gyNjQQARIZChVWSURFT19GT1JNQVRfV0VCTV9WUDkQAiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqhQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEAoMU1RBR0VfUVVFVUVEEAESFgoSU1RBR0VfRU5DT0RFX0lNQUdFEAISEQoNU1RBR0VfREVOT0lTRRADEhAKDFNUQUdFX0RFQ09ERRAEEhYKElNUQUdFX0VOQ09ERV9WSURFTxAFMqoDCg5BbmltYXRlU2VydmljZRJYCgdBbmltYXRlEiQuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlcXVlc3QaJS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzcG9uc2UwARJtCg5XYXRjaEFuaW1hdGlvbhIrLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVxdWVzdBosLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVzcG9uc2UwARJuCg9DYW5jZWxBbmltYXRpb24SLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5DYW5jZWxBbmltYXRpb25SZXF1ZXN0Gi0uaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmFuaW1hdGUudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * AnimateRequest asks for a video generated from one image. Absent optional fields take the model's
- * defaults, which ListModels reports.
+ * defaults, which ListModels reports. Each model takes only some of the optional fields (its
+ * ModelInfo.fields); setting one it does not take is INVALID_ARGUMENT naming the field and the model.
+ * The bounds below are SVD's; ModelInfo.fields gives every model's own.
  *
  * @generated from message imagewire.animate.v1.AnimateRequest
  */
@@ -37,8 +39,8 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   modelId: string;
 
   /**
-   * The video width in pixels: a multiple of 8, at least 64, and width times height at most
-   * ModelInfo.max_pixels_per_frame (default: the model's, 1024 for SVD-XT).
+   * The video width in pixels: a multiple of 8 (32 for LTX-Video, 16 for Wan), at least 64, and width
+   * times height at most ModelInfo.max_pixels_per_frame (default: the model's, 1024 for SVD-XT).
    *
    * @generated from field: optional uint32 width = 3;
    */
@@ -52,29 +54,31 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   height?: number | undefined;
 
   /**
-   * The number of frames to generate, 1 to ModelInfo.max_num_frames (default: the model's, 25 for SVD-XT).
+   * The number of frames to generate, 2 to ModelInfo.max_num_frames; of the form 8k + 1 for LTX-Video and
+   * 4k + 1 for Wan, whose video VAEs compress time by 8 and 4 (default: the model's, 25 for SVD-XT).
    *
    * @generated from field: optional uint32 num_frames = 5;
    */
   numFrames?: number | undefined;
 
   /**
-   * Frames per second, from 1 to the server's maximum (60 unless configured otherwise): both the model's fps
-   * conditioning and the rate written into the video (default 6).
+   * Frames per second, from 1 to the server's maximum (60 unless configured otherwise): the rate written into
+   * the video and, for SVD and LTX-Video, the frame rate the model is conditioned on (default: the
+   * model's, 6 for SVD, 25 for LTX-Video, 16 for Wan).
    *
    * @generated from field: optional uint32 fps = 6;
    */
   fps?: number | undefined;
 
   /**
-   * How much motion to generate, 0 to 1023 (default 127).
+   * How much motion to generate, 0 to 1023; SVD only (default 127).
    *
    * @generated from field: optional uint32 motion_bucket_id = 7;
    */
   motionBucketId?: number | undefined;
 
   /**
-   * Noise added to the conditioning image, 0 to 1 (default 0.02).
+   * Noise added to the conditioning image, 0 to 1; SVD only (default 0.02).
    *
    * @generated from field: optional float noise_aug_strength = 8;
    */
@@ -99,7 +103,10 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   /**
    * How many frames the VAE decodes at once, 1 to ModelInfo.max_num_frames; also how often video bytes are
    * sent. A value above num_frames means one chunk, so no bytes leave before every frame is decoded
-   * (default 8).
+   * (default 8). For LTX-Video and Wan a multiple of 8 and 4 (their VAEs' time compression). Wan's
+   * frames are the same whatever the chunk size; LTX-Video's decoder looks at neighbouring frames, so
+   * smaller chunks are decoded as overlapping temporal tiles blended together (diffusers' framewise
+   * decoding), and a value of num_frames - 1 or more decodes the video in one piece.
    *
    * @generated from field: optional uint32 decode_chunk_size = 11;
    */
@@ -120,14 +127,14 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
   format: VideoFormat;
 
   /**
-   * The classifier-free guidance scale at the first frame, 0 to 20 (default 1.0).
+   * The classifier-free guidance scale at the first frame, 0 to 20; SVD only (default 1.0).
    *
    * @generated from field: optional float min_guidance_scale = 14;
    */
   minGuidanceScale?: number | undefined;
 
   /**
-   * The classifier-free guidance scale at the last frame, 0 to 20 (default 3.0).
+   * The classifier-free guidance scale at the last frame, 0 to 20; SVD only (default 3.0).
    *
    * @generated from field: optional float max_guidance_scale = 15;
    */
@@ -157,6 +164,35 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
    * @generated from field: optional float detach_grace_seconds = 18;
    */
   detachGraceSeconds?: number | undefined;
+
+  /**
+   * What the video should show, in words, for models that take a text prompt (LTX-Video, Wan; see
+   * ModelInfo.fields). At most the number of characters ListModels reports, and at most the model's
+   * token limit once tokenized (128 tokens for LTX-Video, 512 for Wan); a longer prompt is
+   * INVALID_ARGUMENT, never cut short (default: the empty prompt). Setting it for a model that takes no
+   * prompt (SVD) is INVALID_ARGUMENT naming the field and the model.
+   *
+   * @generated from field: optional string prompt = 19;
+   */
+  prompt?: string | undefined;
+
+  /**
+   * What the video should not show, for models that take a prompt; used only when guidance_scale is above
+   * 1, under the same bounds as prompt (default: the empty prompt).
+   *
+   * @generated from field: optional string negative_prompt = 20;
+   */
+  negativePrompt?: string | undefined;
+
+  /**
+   * The classifier-free guidance scale for models that take a prompt, 0 to 20: how strongly the video
+   * follows the prompt against the negative prompt; 1 or less turns guidance off and halves the work per
+   * step (default: the model's pipeline default, 3 for LTX-Video, 5 for Wan). SVD uses
+   * min_guidance_scale and max_guidance_scale instead; setting it for SVD is INVALID_ARGUMENT.
+   *
+   * @generated from field: optional float guidance_scale = 21;
+   */
+  guidanceScale?: number | undefined;
 };
 
 /**
@@ -882,7 +918,8 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
   usdPerOutputPixel: number;
 
   /**
-   * The model family, which decides how the model is loaded and run (such as "blip" or "svd").
+   * The model family, which decides how the model is loaded and run and which request fields it takes
+   * (such as "svd", "ltx" or "wan").
    *
    * @generated from field: string family = 15;
    */
@@ -947,6 +984,14 @@ export type FieldInfo = Message<"imagewire.animate.v1.FieldInfo"> & {
    * @generated from field: uint32 multiple_of = 5;
    */
   multipleOf: number;
+
+  /**
+   * With multiple_of: a value must leave this remainder when divided by multiple_of (1 for frame counts
+   * of the form 8k + 1, as LTX-Video's video VAE needs); 0 otherwise.
+   *
+   * @generated from field: uint32 remainder = 6;
+   */
+  remainder: number;
 };
 
 /**
@@ -1102,8 +1147,9 @@ export const StageSchema: GenEnum<Stage> = /*@__PURE__*/
   enumDesc(file_imagewire_animate_v1_animate, 2);
 
 /**
- * AnimateService turns one image into a short video with a Stable Video Diffusion model, and streams
- * the encoded video back in chunks while it is being produced.
+ * AnimateService turns one image into a short video with an image-to-video model (Stable Video
+ * Diffusion, LTX-Video or Wan; ListModels says which, and which request fields each model takes), and
+ * streams the encoded video back in chunks while it is being produced.
  *
  * Every generation is a job with an id that outlives the call which started it: a caller whose
  * connection drops picks the stream up again with WatchAnimation from the last byte it received, several

@@ -1,28 +1,20 @@
-"""Stable Video Diffusion models built locally from configs, so the server, tests and benchmarks run offline.
+"""Stable Video Diffusion models built from configs: ``tiny`` (the embedded default, the tests' model) and
+``bench``.
 
 ``tiny``: a random SVD of a few megabytes that generates a short low-resolution video in well under a second on a
 CPU. It exercises every code path of the real pipeline (CLIP image encoder, spatio-temporal UNet, Euler scheduler,
 temporal VAE decoder with the real model's scale factor of 8); its videos are coloured noise.
 ``bench``: a random SVD with the real model's layout at a tenth of its width, which takes about ten seconds per
 request (256x144, 8 frames, 6 steps) on two shared CPU cores, for benchmarks.
-
-Each is saved with ``save_pretrained`` into a cache directory keyed by its config and loaded back through the same
-``StableVideoDiffusionPipeline.from_pretrained`` path a hub model takes. ``python -m animator.tiny --preset bench
---out DIR`` builds one.
-
-A built model directory also holds ``imagewire_animate.json``: the request defaults (size, frames, steps) suited to
-that model, which the server uses instead of the SVD-XT defaults (1024x576, 25 steps) that a tiny model cannot run
-quickly.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from animator.backend import DEFAULTS_FILE
+from animator.tiny.common import save
 from imagewire_serving.model_cache import LocalModels
 
 
@@ -83,14 +75,6 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
         vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=_scheduler(),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    pipeline.save_pretrained(out, safe_serialization=True)
-    # Without torchvision, CLIPImageProcessor() is really the PIL-backed subclass, and save_pretrained records that
-    # name. Record the class the hub's SVD repositories name, so loading takes the path a hub model takes.
-    index_path = out / "model_index.json"
-    index = json.loads(index_path.read_text())
-    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     defaults = {
         "width": preset.default_width,
         "height": preset.default_height,
@@ -99,7 +83,7 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
         "decode_chunk_size": preset.default_decode_chunk_size,
         "preview_every": preset.default_preview_every,
     }
-    (out / DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
+    save(pipeline, out, defaults, processors={"feature_extractor": "CLIPImageProcessor"})
     return out
 
 
@@ -177,38 +161,4 @@ def _scheduler() -> Any:
 # Part of the cache key: bump it when build_svd changes what it writes, so cached builds are not reused.
 BUILD_VERSION = 2
 MODELS = LocalModels("svd", PRESETS, build_svd, version=BUILD_VERSION, marker="model_index.json")
-ensure_model = MODELS.ensure
 
-
-def build_safety_checker(out: Path, *, flag_everything: bool, seed: int = 0) -> Path:
-    """A tiny random StableDiffusionSafetyChecker (+ CLIP image processor) for tests.
-
-    Its concept thresholds are set so that it flags every image (``flag_everything``) or none: a random model's
-    similarities are meaningless, but the verdict then exercises both paths deterministically.
-    """
-    import torch
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
-
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 224, "patch_size": 32},
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "vocab_size": 64, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-        projection_dim=32,
-    )
-    model = StableDiffusionSafetyChecker(config).eval()
-    # Cosine similarity lies in [-1, 1]: a threshold of -2 is always exceeded, +2 never.
-    threshold = -2.0 if flag_everything else 2.0
-    with torch.no_grad():
-        model.concept_embeds_weights.fill_(threshold)
-        model.special_care_embeds_weights.fill_(threshold)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    CLIPImageProcessor(crop_size=224, size=224).save_pretrained(out)
-    return out
-
-
-if __name__ == "__main__":
-    MODELS.main(__doc__)
