@@ -10,10 +10,10 @@ import grpc.aio
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 
 from animator.engine import AnimateEngine
-from animator.events import Chunk, Event, Header, Progress, Result
+from animator.events import Chunk, Event, Header, Progress, Result, Stage
 from animator.params import AnimateInput
 from animator.video import CONTRACT_PREFIX, VideoFormat
-from imagewire_serving import errors
+from imagewire_serving import errors, tracing
 from imagewire_serving.calls import current_call, deadline_of
 from imagewire_serving.messages import model_list
 
@@ -53,6 +53,11 @@ def to_response(event: Event) -> animate_pb2.AnimateResponse:
     return animate_pb2.AnimateResponse(result=animate_pb2.AnimateResult(**dataclasses.asdict(event)))
 
 
+# The spans of a generation, told by its progress events: waiting, the model's compute, the video's decode+encode.
+_PHASES = {Stage.QUEUED: "animate.queue_wait", Stage.ENCODE_IMAGE: "animate.denoise", Stage.DENOISE: "animate.denoise",
+           Stage.DECODE: "animate.video_encode", Stage.ENCODE_VIDEO: "animate.video_encode"}
+
+
 def _annotate(event: Event) -> None:
     """What the call's log line says of the stream."""
     if isinstance(event, Header):
@@ -75,10 +80,16 @@ class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
         stream = self._engine().animate(to_input(request), deadline=deadline_of(context))
         # aclosing: when the call ends early, the engine's generator is closed at once (stopping the generation)
         # rather than whenever it is garbage-collected.
+        phases = tracing.Phases()
         async with contextlib.aclosing(stream) as events:
-            async for event in events:
-                _annotate(event)
-                yield to_response(event)
+            try:
+                async for event in events:
+                    _annotate(event)
+                    if isinstance(event, Progress):
+                        phases.enter(_PHASES.get(event.stage))
+                    yield to_response(event)
+            finally:
+                phases.enter(None)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: animate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

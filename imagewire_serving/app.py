@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,11 @@ from imagewire_serving.device import default_dtype, resolve_device
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServiceSettings
+
+# A test hook: while the file this variable names does not exist, loading waits (the server listens and reports
+# NOT_SERVING), so a test can hold a replica in its loading state for exactly as long as it needs.
+LOAD_GATE_ENV = "IMAGEWIRE_TEST_LOAD_GATE"
+_GATE_POLL_S = 0.05
 
 
 class _Engine(Protocol):
@@ -81,6 +87,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
 
     async def load(self) -> None:
         """Load every model, build, start and warm up the engine; the server reports SERVING after this."""
+        await _load_gate()
         device = resolve_device(self.settings.server.device)
         dtype = default_dtype(device)
         backends = await self._load_backends(device, dtype)
@@ -119,6 +126,12 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         if self._engine is not None:
             await self._engine.close()
 
+
+
+async def _load_gate() -> None:
+    gate = os.environ.get(LOAD_GATE_ENV)
+    while gate and not os.path.exists(gate):
+        await asyncio.sleep(_GATE_POLL_S)
 
 
 def _looks_like_a_path(source: str) -> bool:

@@ -1,8 +1,13 @@
 """The interceptor every RPC of both services passes through.
 
 For each call it: checks the bearer token (health checks stay open for probes), binds the call record with
-the client's request id (echoed back in the initial metadata), maps errors to gRPC statuses through
-status.py, counts and times the call, and writes one structured log line.
+the client's request id, maps errors to gRPC statuses through status.py, counts and times the call, and writes
+one structured log line (with the trace id when tracing is on).
+
+The request id is echoed in the initial metadata, sent with the first response and not before: a client commits
+to an attempt when response headers arrive, so a call that fails before answering (UNAVAILABLE while loading or
+draining) reaches the caller as a trailers-only error its retry policy may send to another replica. Errors carry
+the request id in their trailers.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from imagewire_serving import calls, status
+from imagewire_serving import calls, status, tracing
 from imagewire_serving.errors import ServingError
 from imagewire_serving.metrics import Metrics
 
@@ -75,15 +80,18 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, request_id, authorised, context):
-                return await behaviour(request, context)
+            async with self._call(method, request_id, authorised, context) as send_headers:
+                response = await behaviour(request, context)
+                await send_headers()
+                return response
 
         return unary
 
     def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, request_id, authorised, context):
+            async with self._call(method, request_id, authorised, context) as send_headers:
                 async for response in behaviour(request, context):
+                    await send_headers()
                     yield response
 
         return stream
@@ -91,19 +99,28 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     @contextlib.asynccontextmanager
     async def _call(
         self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        """The scope of one RPC: auth, the call record, error mapping, metrics and the log line."""
+    ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """The scope of one RPC: auth, the call record, error mapping, metrics and the log line. Yields the
+        function that sends the response headers (once, however often it is called)."""
         record = self._open(method, request_id, context)
         calls.bind(record)
         code = grpc.StatusCode.OK
+        echo = ((REQUEST_ID_KEY, request_id),)
+        sent = False
+
+        async def send_headers() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                await context.send_initial_metadata(echo)
+
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             if not authorised:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-            yield
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", echo)
+            yield send_headers
         except ServingError as error:
             code = status.code_of(error)
-            await context.abort_with_status(status.to_status(error))
+            await context.abort_with_status(status.to_status(error, echo))
         except grpc.aio.AbortError:
             code = _aborted_code(context)  # the servicer (or the auth check above) chose the status
             raise
@@ -113,7 +130,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         except Exception as error:
             code = grpc.StatusCode.INTERNAL
             _LOGGER.exception("internal error in %s (request %s)", method, request_id)
-            await context.abort_with_status(status.to_status(error))
+            await context.abort_with_status(status.to_status(error, echo))
         finally:
             self._close(record, code)
 
@@ -123,6 +140,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _close(self, record: calls.CallRecord, code: grpc.StatusCode) -> None:
         elapsed = record.elapsed()
+        trace_id = tracing.finish_call(code)
+        if trace_id is not None:
+            record.annotate(trace_id=trace_id)
         self._metrics.inflight.labels(record.method).dec()
         self._metrics.requests.labels(record.method, code.name).inc()
         self._metrics.request_duration.labels(record.method).observe(elapsed)

@@ -1,7 +1,15 @@
 """The server lifecycle both services share: bind, health, reflection, load, serve, drain, exit.
 
 Health goes NOT_SERVING -> SERVING once the app's models are loaded and warmed, and back to NOT_SERVING
-when draining. SIGTERM/SIGINT stop new calls (UNAVAILABLE), give in-flight ones the grace period, exit 0.
+when draining. On SIGTERM/SIGINT, in this order: every health status turns NOT_SERVING (health watchers, such as
+clients with client-side health checking, hear it and their Watch streams end); gRPC sends GOAWAY on every
+connection and closes the listening socket, so a late call is refused (a refused stream is retried by the client
+transparently, a refused connection is UNAVAILABLE, which the retry policy sends to another replica); the calls
+in flight get ``--grace`` seconds to finish; then the process exits 0.
+
+Connections are aged (``--max-connection-age``): a GOAWAY makes clients reconnect, and re-resolve a ``dns:///``
+target, so callers spread onto replicas started after they connected; calls in flight on an aged connection go
+on to their end.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
 
-from imagewire_serving import logs
+from imagewire_serving import logs, tracing
 from imagewire_serving.announce import listening_line, ready_line
 from imagewire_serving.errors import ServingError
 from imagewire_serving.health import HealthServicer
@@ -58,8 +67,8 @@ class App(Protocol):
         """Stop background workers; called after the server has drained."""
 
 
-def server_options() -> list[tuple[str, int]]:
-    return [
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ("grpc.keepalive_time_ms", 60_000),
@@ -67,17 +76,26 @@ def server_options() -> list[tuple[str, int]]:
         # Accept client pings as often as every 10 s (the client sends them every 30 s during long streams).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.max_connection_age_grace_ms", 60_000),
         # gRPC's default SO_REUSEPORT lets a second server bind a busy port and silently take part of its calls.
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_s:
+        # gRPC adds +-10% jitter, so a fleet's connections do not all move at once. Without a grace (gRPC's own
+        # default) an aged connection stays open until its last call ends, however long a video takes.
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)))
+        if settings.max_connection_age_grace_s:
+            options.append(("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)))
+    return options
 
 
 class GrpcServer:
     """One gRPC server process hosting one App, with health, reflection and the serving interceptor."""
 
-    def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics) -> None:
+    def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
+        # Outermost first: the tracing interceptor (when on) opens the call's span around everything else.
+        self.interceptors = (*interceptors, ServingInterceptor(metrics, auth_token=settings.auth_token))
         self.app = app
         self.metrics = metrics
         self.health = HealthServicer()
@@ -92,8 +110,8 @@ class GrpcServer:
     async def start(self) -> int:
         """Bind and start serving health (NOT_SERVING) and reflection; returns the bound port."""
         server = grpc.aio.server(
-            interceptors=[ServingInterceptor(self.metrics, auth_token=self.settings.auth_token)],
-            options=server_options(),
+            interceptors=self.interceptors,
+            options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         self.app.register(server)
@@ -146,7 +164,7 @@ class GrpcServer:
 
 async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
     """Run until SIGTERM/SIGINT: bind, announce, load, announce ready, drain on a signal. Returns 0."""
-    server = GrpcServer(settings, app, metrics=metrics)
+    server = GrpcServer(settings, app, metrics=metrics, interceptors=tracing.configure(settings.otlp_endpoint, name))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,6 +188,7 @@ async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: s
         await asyncio.gather(load, return_exceptions=True)
     _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
     await server.stop()
+    tracing.shutdown()
     _LOGGER.info("%s: stopped", name)
     return 0
 

@@ -50,16 +50,22 @@ def decode_event(response: animate_pb2.AnimateResponse) -> AnimateEvent:
     return from_message(getattr(response, kind))  # type: ignore[return-value]
 
 
+def video_bytes(event: AnimateEvent) -> int:
+    """The video bytes an event carries."""
+    return len(event.data) if isinstance(event, VideoChunk) else 0
+
+
 class AnimateCore(ServiceCore):
     """The animate client's I/O-free half: builds each call and decodes its responses."""
 
     DEFAULT_TIMEOUT = DEFAULT_ANIMATE_TIMEOUT_S
+    SERVICE = animate_pb2.DESCRIPTOR.services_by_name["AnimateService"].full_name
 
     def animate(
         self, image: ImageInput, *, timeout: float | None = None, request_id: str | None = None, **fields: FieldValue
     ) -> PreparedCall[AnimateEvent]:
         """An Animate call: a stream whose each response decodes to one event."""
-        return self.prepare(animate_request(image, **fields), decode_event, timeout, request_id)
+        return self.prepare(animate_request(image, **fields), decode_event, timeout, request_id, payload=video_bytes)
 
     def list_models(
         self, *, timeout: float | None = None, request_id: str | None = None
