@@ -204,6 +204,9 @@ def _check_port_free(host: str, port: int) -> None:
         raise StartupError(f"--host {host}: {error.strerror}") from None
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: the connections of a server that just stopped on this port (TIME_WAIT) do not
+            # keep its replacement out; a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(address)
             except OSError as error:

@@ -128,6 +128,8 @@ def _add_security_flags(parser: argparse.ArgumentParser) -> None:
                               f"{DEFAULT_MAX_ATTEMPTS})")
     retries.add_argument("--no-retry", dest="max_attempts", action="store_const", const=1,
                          help="never retry a call (--max-attempts 1)")
+    parser.add_argument("--no-health-check", dest="health_check", action="store_false",
+                        help="do not health-check the target's replicas (a proxy such as Envoy does it)")
     parser.add_argument("--auth-token", default=os.environ.get("IMAGEWIRE_AUTH_TOKEN"),
                         help="bearer token (default $IMAGEWIRE_AUTH_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's trusted roots")
@@ -146,7 +148,7 @@ def _tls(args: argparse.Namespace) -> TlsConfig | None:
 def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     # --timeout 0 reaches the client, which refuses it, rather than silently meaning the default.
     return {"auth_token": args.auth_token, "tls": _tls(args), "timeout": args.timeout,
-            "max_attempts": args.max_attempts}
+            "max_attempts": args.max_attempts, "health_check": args.health_check}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,23 +28,25 @@ def check_attempts(max_attempts: int) -> int:
     return max_attempts
 
 
-def service_config(service: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> str:
+def service_config(service: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, health_check: bool = True) -> str:
     """The gRPC service config (JSON) of a channel to ``service`` (its full name, e.g.
     ``imagewire.caption.v1.CaptionService``); usable with any gRPC client as the ``grpc.service_config`` option.
 
     - ``round_robin`` spreads calls over every address the target resolves to (``dns:///``, ``ipv4:a,b``).
-    - ``healthCheckConfig``: each address is watched through ``grpc.health.v1.Health/Watch`` for ``service``; a
-      replica that is loading or draining (NOT_SERVING) gets no new calls until it reports SERVING again.
+    - ``healthCheckConfig`` (unless ``health_check`` is False): each address is watched through
+      ``grpc.health.v1.Health/Watch`` for ``service``; a replica that is loading or draining (NOT_SERVING) gets
+      no new calls until it reports SERVING again. Turn it off for a target that is a proxy which checks the
+      replicas' health itself, such as the Envoy front door: it answers no health checks of its own (gRPC then
+      assumes it healthy, and logs that once per channel).
     - ``retryPolicy`` on UNAVAILABLE for every method of the service, with exponential backoff: gRPC retries an
       attempt only before its first response arrives (the servers answer headers with the first response), so
       Caption and ListModels are retried whenever a replica is loading, draining, or died mid-call, and a video
       stream only until its first event. ``max_attempts`` 1 turns retries off.
     - ``retryThrottling``: when most attempts fail (the whole fleet is down), retries stop adding load.
     """
-    config: dict[str, object] = {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": service},
-    }
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if health_check:
+        config["healthCheckConfig"] = {"serviceName": service}
     if check_attempts(max_attempts) > 1:
         config["methodConfig"] = [{
             "name": [{"service": service}],
@@ -88,10 +90,25 @@ def _read(path: Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
-def channel_options(service: str, max_attempts: int, tls: TlsConfig | None) -> list[tuple[str, int | str]]:
-    """The options of every client channel to ``service``."""
+@dataclass(frozen=True)
+class Balancing:
+    """How a channel spreads and retries calls: see :func:`service_config`."""
+
+    service: str
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    health_check: bool = True
+
+    def __post_init__(self) -> None:
+        check_attempts(self.max_attempts)
+
+    def service_config(self) -> str:
+        return service_config(self.service, self.max_attempts, health_check=self.health_check)
+
+
+def channel_options(balancing: Balancing, tls: TlsConfig | None) -> list[tuple[str, int | str]]:
+    """The options of every client channel."""
     options: list[tuple[str, int | str]] = [
-        ("grpc.service_config", service_config(service, max_attempts)),
+        ("grpc.service_config", balancing.service_config()),
         ("grpc.enable_retries", 1),
         # A retried attempt resends the request, which gRPC keeps for that only up to this size (256 KiB by
         # default: most images would never be retried).
@@ -111,17 +128,17 @@ def channel_options(service: str, max_attempts: int, tls: TlsConfig | None) -> l
     return options
 
 
-def sync_channel(target: str, service: str, max_attempts: int, tls: TlsConfig | None) -> grpc.Channel:
+def sync_channel(target: str, balancing: Balancing, tls: TlsConfig | None) -> grpc.Channel:
     """A blocking channel to ``target``: plaintext when ``tls`` is None."""
-    options = channel_options(service, max_attempts, tls)
+    options = channel_options(balancing, tls)
     if tls is None:
         return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, tls.credentials(), options=options)
 
 
-def aio_channel(target: str, service: str, max_attempts: int, tls: TlsConfig | None) -> grpc.aio.Channel:
+def aio_channel(target: str, balancing: Balancing, tls: TlsConfig | None) -> grpc.aio.Channel:
     """An asyncio channel to ``target``: plaintext when ``tls`` is None."""
-    options = channel_options(service, max_attempts, tls)
+    options = channel_options(balancing, tls)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, tls.credentials(), options=options)

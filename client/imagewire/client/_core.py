@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, check_attempts
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, Balancing
 from imagewire.client.errors import ImagewireError
 
 REQUEST_ID_KEY = "x-request-id"
@@ -108,7 +108,8 @@ class ServiceCore:
     ``timeout`` is the default deadline of the service's main call (``DEFAULT_TIMEOUT`` when None);
     ``control_timeout`` that of the control calls such as ListModels (when None, the shorter of ``timeout``
     and 30 s). Both must be positive finite numbers of seconds. ``max_attempts`` (1 to 5) bounds the attempts
-    of each call, retries included; 1 turns retries off (see :func:`imagewire.client.service_config`).
+    of each call, retries included; 1 turns retries off. ``health_check`` False stops the client's own health
+    checks of the replicas (for a proxy target). See :func:`imagewire.client.service_config`.
     """
 
     DEFAULT_TIMEOUT = 30.0
@@ -123,8 +124,9 @@ class ServiceCore:
         auth_token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        health_check: bool = True,
     ) -> None:
-        self.max_attempts = check_attempts(max_attempts)
+        self.balancing = Balancing(self.SERVICE, max_attempts, health_check)
         self.timeout = self.DEFAULT_TIMEOUT if timeout is None else check_timeout(timeout)
         self.control_timeout = (
             min(self.timeout, CONTROL_TIMEOUT_S) if control_timeout is None else check_timeout(control_timeout)

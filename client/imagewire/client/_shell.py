@@ -28,7 +28,8 @@ class _Shell(Generic[CoreT]):
     ``auth_token`` is sent as a bearer token, ``metadata`` with every call; ``tls`` None means plaintext.
     ``max_attempts`` (1 to 5, default 5) bounds each call's attempts: calls that meet an unavailable replica
     (loading, draining, gone) are retried on another; 1 turns retries off. Calls spread over every address the
-    target resolves to (round_robin), skipping replicas whose health check is not SERVING.
+    target resolves to (round_robin), skipping replicas whose health check is not SERVING; ``health_check``
+    False stops those checks (for a target that is a proxy checking the replicas itself, such as Envoy).
     Failed calls raise :class:`imagewire.client.ImagewireError`.
     """
 
@@ -45,10 +46,11 @@ class _Shell(Generic[CoreT]):
         tls: TlsConfig | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        health_check: bool = True,
     ) -> None:
         self._core: CoreT = self._core_type(  # type: ignore[assignment]
             timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, health_check=health_check,
         )
         self._channel = self._open(target, tls)
         self._stub = self._stub_type(self._channel)
@@ -71,7 +73,7 @@ class BlockingShell(_Shell[CoreT]):
     """Base of the blocking clients; a context manager that closes the channel."""
 
     def _open(self, target: str, tls: TlsConfig | None) -> grpc.Channel:
-        return sync_channel(target, self._core.SERVICE, self._core.max_attempts, tls)
+        return sync_channel(target, self._core.balancing, tls)
 
     def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
         with call.options.raising():
@@ -102,7 +104,7 @@ class AsyncShell(_Shell[CoreT]):
     """Base of the asyncio clients; an async context manager that closes the channel."""
 
     def _open(self, target: str, tls: TlsConfig | None) -> grpc.aio.Channel:
-        return aio_channel(target, self._core.SERVICE, self._core.max_attempts, tls)
+        return aio_channel(target, self._core.balancing, tls)
 
     async def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
         with call.options.raising():
