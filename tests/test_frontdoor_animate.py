@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+import yaml
 from grpc_health.v1 import health_pb2
 from imagewire.client import (
     AnimateEvent,
@@ -31,7 +32,8 @@ from animator.app import AnimatorApp
 from animator.limits import EngineLimits
 from animator.settings import AnimatorSettings
 from imagewire_serving import errors
-from imagewire_serving.frontdoor import Envoy, FrontDoor
+from imagewire_serving.frontdoor import KUBERNETES, Envoy, FrontDoor
+from imagewire_serving.frontdoor.config import DEPLOY
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
@@ -42,6 +44,7 @@ SERVICE = "imagewire.animate.v1.AnimateService"
 PARAMS = {"width": 64, "height": 64, "num_frames": 6, "num_inference_steps": 2, "decode_chunk_size": 2}
 LONG = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 50, "decode_chunk_size": 4}
 IMAGE = solid(size=(96, 64))
+ENVOY_MANIFEST = DEPLOY / "kubernetes" / "envoy.yaml"
 
 
 def settings() -> AnimatorSettings:
@@ -212,3 +215,34 @@ async def test_an_aged_connection_lets_its_video_stream_finish(
     assert peer_of(caplog, "aged") == first  # the whole video came over the aged connection
     video_bytes = b"".join(e.data for e in events if isinstance(e, VideoChunk))
     assert isinstance(events[-1], AnimateResult) and events[-1].sha256 == hashlib.sha256(video_bytes).digest()
+
+
+def prestop_hook(admin_port: int) -> str:
+    """The Envoy pod's preStop script (deploy/kubernetes/envoy.yaml), pointed at a test Envoy's admin port."""
+    (deployment,) = [doc for doc in yaml.safe_load_all(ENVOY_MANIFEST.read_text()) if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    shell, flag, script = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert (shell, flag) == ("/bin/bash", "-c") and f"127.0.0.1/{KUBERNETES.admin_port}" in script
+    return script.replace(f"127.0.0.1/{KUBERNETES.admin_port}", f"127.0.0.1/{admin_port}")
+
+
+async def test_the_envoy_pods_prestop_hook_drains_and_waits_for_the_video_in_flight(animator: GrpcServer) -> None:
+    front = FrontDoor(captioners=(), animators=(animator.address,), health_interval_s=0.25)
+    envoy = await asyncio.to_thread(Envoy.start, front)
+    try:
+        with after_first_chunk(animator, wait_for_release) as release:
+            async with AsyncAnimateClient(envoy.target, health_check=False) as client, asyncio.timeout(60):
+                stream = aiter(client.animate(IMAGE, seed=7, **PARAMS))
+                events = [await anext(stream)]
+                while not isinstance(events[-1], VideoChunk):
+                    events.append(await anext(stream))
+                hook = await asyncio.create_subprocess_exec("bash", "-c", prestop_hook(envoy.front.admin_port))
+                # Draining: Envoy's readiness fails, and the hook waits for the video still streaming.
+                await wait_until(lambda: envoy.admin_status("/ready") == 503)
+                assert hook.returncode is None
+                release.set()
+                events += [event async for event in stream]
+                assert await asyncio.wait_for(hook.wait(), 30) == 0
+        assert isinstance(events[-1], AnimateResult)
+    finally:
+        await asyncio.to_thread(envoy.terminate)

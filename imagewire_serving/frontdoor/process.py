@@ -96,6 +96,16 @@ class Envoy:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
+    def admin_status(self, path: str) -> int | None:
+        """The HTTP status of an admin page (``/ready`` is 503 while draining); None when nothing answers."""
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
     def admin(self, path: str) -> Any:
         """A JSON page of the admin interface (``/clusters?format=json``, ``/stats?format=json``...)."""
         text = self._get(path)
