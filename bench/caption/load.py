@@ -48,9 +48,10 @@ async def closed_loop(target: Target, pool: ImagePool, concurrency: int, duratio
 
 
 async def latency_c1(
-    targets: Sequence[Target], model: InProcess, pool: ImagePool, rounds: int
+    targets: Sequence[Target], model: InProcess | None, pool: ImagePool, rounds: int
 ) -> tuple[dict[str, LevelResult], list[float]]:
-    """Concurrency 1: each round runs one in-process call and one call to each server, on fresh images.
+    """Concurrency 1: each round runs one in-process call (unless ``model`` is None) and one call to each server,
+    on fresh images.
 
     Other work on a shared machine drifts over seconds to minutes; taking the three side by side, in a rotating
     order, makes their ratios fair to the instant.
@@ -59,10 +60,11 @@ async def latency_c1(
         await target.send(pool.take())  # warm each connection and server's first-request paths
     served = {target.name: LevelResult(1) for target in targets}
     direct: list[float] = []
-    steps: list[Target | None] = [None, *targets]  # None: the in-process call
+    steps: list[Target | None] = [*([None] if model is not None else []), *targets]  # None: the in-process call
     for round_ in range(rounds):
         for step in steps[round_ % len(steps):] + steps[: round_ % len(steps)]:
             if step is None:
+                assert model is not None
                 direct.append(await asyncio.to_thread(model.generate, pool.decoded(1)))
                 continue
             image = pool.take()

@@ -31,13 +31,14 @@ class Target(Protocol):
 class GrpcTarget:
     """The captioner through the typed asyncio client, one channel for every caller (HTTP/2 multiplexes them)."""
 
-    name = "grpc"
-
-    def __init__(self, address: str, max_new_tokens: int, server_log: Sequence[str]) -> None:
-        """``server_log``: the server's stderr lines so far (it runs with ``--log-format json``), kept growing."""
+    def __init__(self, address: str, max_new_tokens: int, server_log: Sequence[str], *, name: str = "grpc",
+                 health_check: bool = True) -> None:
+        """``server_log``: the server's stderr lines so far (it runs with ``--log-format json``), kept growing.
+        ``address`` may be any gRPC target (several replicas, or a proxy: then ``health_check`` False)."""
         from imagewire.client import AsyncCaptionClient
 
-        self._client = AsyncCaptionClient(address, timeout=3600)
+        self.name = name
+        self._client = AsyncCaptionClient(address, timeout=3600, health_check=health_check)
         self._max_new_tokens = max_new_tokens
         self._server_log = server_log
 
