@@ -40,6 +40,7 @@ lint: setup
 bench: setup
 	$(BIN)/python -m bench.caption_bench
 	$(BIN)/python -m bench.animate_bench
+	$(BIN)/python -m bench.fleet_bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info client/*.egg-info .pytest_cache .ruff_cache
