@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.caption import report
 from bench.caption.images import ImagePool
 from bench.caption.load import closed_loop, latency_c1
 from bench.caption.stats import LevelResult, load_average, percentile, ratio
@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-preset", default="bench", help="captioner.tiny preset of the Envoy-cost replica")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="caption length")
     parser.add_argument("--rounds", type=int, default=None, help="c=1 rounds (default 30, --quick 8)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per c=16 loop (default 20, quick 6)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per c=16 loop (default 60: several batches of the bench model; --quick 8)")
     parser.add_argument("--failover-duration", type=float, default=None,
                         help="seconds of failover traffic (default 30, --quick 12)")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy's worker threads")
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (8 if args.quick else 30)
-    args.duration = args.duration or (6.0 if args.quick else 20.0)
+    args.duration = args.duration or (8.0 if args.quick else 60.0)
     args.failover_duration = args.failover_duration or (12.0 if args.quick else 30.0)
     return args
 
@@ -164,11 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    text = json.dumps(asyncio.run(run(args)), indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return report.emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from dataclasses import asdict
@@ -78,3 +79,12 @@ def compare(limit: dict[str, Any], grpc: dict[str, Any], http: dict[str, Any] | 
         },
     }
 
+
+
+def emit(result: dict[str, Any], out: Path | None) -> int:
+    """Print a benchmark's JSON (and write it to ``out``); the command's exit status."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+    return 0
