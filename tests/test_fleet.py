@@ -31,6 +31,7 @@ class Fleet:
     def __init__(self, model: str, stack: contextlib.ExitStack) -> None:
         self.model = model
         self.replicas = [Replica(model) for _ in range(3)]
+        self.retired: list[Replica] = []
         for replica in self.replicas:
             stack.callback(lambda r=replica: r.server.terminate(timeout_s=5))  # the latest one of each slot
             replica.server.wait_ready()
@@ -50,8 +51,18 @@ class Fleet:
         """Start the replacement of replica ``index`` on its port (the old one must have exited)."""
         replica = Replica(self.model, port=self.replicas[index].port, gate=gate)
         self._stack.callback(lambda: replica.server.terminate(timeout_s=5))
+        self.retired.append(self.replicas[index])
         self.replicas[index] = replica
         return replica
+
+    def failures(self) -> list[object]:
+        """What every replica, past or present, and Envoy logged of calls that did not succeed (for a failing
+        assertion's message)."""
+        calls = [(r.address, e["rpc"]) for r in (*self.retired, *self.replicas) for e in r.log
+                 if e.get("rpc", {}).get("code", "OK") != "OK"]
+        access = [line for line in self.envoy.access_log()
+                  if '"grpc_status":0' not in line and "/grpc.health.v1.Health/" not in line]
+        return [*calls, *access]
 
     def traffic(self, callers: int, total: int | None = None) -> dict[str, Traffic]:
         return {path: Traffic(self.clients[path], path, callers, total) for path in PATHS}
@@ -82,7 +93,7 @@ def test_a_killed_replica_loses_no_call_through_envoy_the_client_or_the_cli(flee
     for path in traffic.values():
         path.join()
     stdout, stderr = cli.communicate(timeout=120)
-    assert [t.errors for t in traffic.values()] == [[], []]
+    assert [t.errors for t in traffic.values()] == [[], []], fleet.failures()
     assert [t.done for t in traffic.values()] == [300, 300]
     assert cli.returncode == 0, stderr
     assert len(stdout.splitlines()) == 200
@@ -111,7 +122,7 @@ def test_rolling_restart_loses_no_call_and_not_serving_replicas_get_none(fleet: 
         assert min(started(call) for call in replacement.calls()) >= ready - datetime.timedelta(seconds=1)
     for path in traffic.values():
         path.join()
-    assert {path: t.errors for path, t in traffic.items()} == {"envoy": [], "direct": []}
+    assert {path: t.errors for path, t in traffic.items()} == {"envoy": [], "direct": []}, fleet.failures()
     assert all(t.done > 100 for t in traffic.values())
 
 

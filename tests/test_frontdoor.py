@@ -21,6 +21,7 @@ from imagewire_serving.frontdoor import KUBERNETES, Envoy, FrontDoor, configmap,
 from imagewire_serving.frontdoor.config import CONFIG_KEY, CONFIGMAP
 from imagewire_serving.frontdoor.process import envoy_binary
 from imagewire_serving.server import GrpcServer
+from tests.gates import wait_until
 from tests.support import solid
 
 CAPTION_PATH = "/imagewire.caption.v1.CaptionService/Caption"
@@ -63,8 +64,8 @@ async def test_grpc_through_envoy_keeps_the_request_id(envoy: Envoy) -> None:
     async with AsyncCaptionClient(envoy.target, health_check=False) as client:
         caption = await client.caption(solid(), request_id="through-envoy-1")
         assert caption.text
-    lines = await asyncio.to_thread(envoy.process.drain_stdout)
-    assert any('"request_id":"through-envoy-1"' in line and CAPTION_PATH in line for line in lines)
+    await wait_until(lambda: any('"request_id":"through-envoy-1"' in line and CAPTION_PATH in line
+                                 for line in envoy.access_log()))
 
 
 def grpc_web(path: str, message: bytes, envoy: Envoy) -> tuple[dict[str, str], list[tuple[int, bytes]]]:

@@ -92,7 +92,8 @@ def test_a_caption_through_envoy_is_one_trace(tiny_caption_model: str, collector
         trace_id = caller.context.trace_id
         poll_until(lambda: {"caption.queue_wait", "caption.batch"} <= set(spans.of_trace(trace_id)),
                    what="the server's spans at the collector")
-        access = envoy.process.drain_stdout()
+        poll_until(lambda: any('"traced-1"' in line for line in envoy.access_log()), what="Envoy's access log")
+        access = envoy.access_log()
     found = spans.of_trace(trace_id)
     server = found["/imagewire.caption.v1.CaptionService/Caption"]
     # Envoy forwarded the caller's context: the server's span is the caller's span's child.

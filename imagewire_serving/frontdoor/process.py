@@ -55,6 +55,7 @@ class Envoy:
         self.admin_url = f"http://127.0.0.1:{front.admin_port}"
         self.target = ""
         self.stats_url = ""
+        self._access: list[str] = []
 
     @classmethod
     def start(cls, front: FrontDoor, *, concurrency: int = 1, start_timeout_s: float = START_TIMEOUT_S,
@@ -65,8 +66,9 @@ class Envoy:
         config = Path(workdir.name) / "envoy.yaml"
         config.write_text(render(front))
         # No hot restart: several Envoys (tests, benchmarks) then share a machine without shared-memory ids.
+        # The access log reaches the supervisor at once (Envoy flushes it every 10 s by default).
         command = [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency), "--disable-hot-restart",
-                   "--log-level", "warning"]
+                   "--log-level", "warning", "--file-flush-interval-msec", "50"]
         process = ServerProcess.start(command, name=NAME, port=None, start_timeout_s=start_timeout_s,
                                       on_stderr_line=on_stderr_line)
         envoy = cls(front, process, workdir)
@@ -142,6 +144,11 @@ class Envoy:
             if stat.get("name") == name:
                 return int(stat.get("value", 0))
         return 0
+
+    def access_log(self) -> list[str]:
+        """Envoy's access log so far: one JSON object per call (path, grpc status, upstream, request id...)."""
+        self._access.extend(self.process.drain_stdout())
+        return list(self._access)
 
     def terminate(self) -> int:
         """Stop Envoy and remove its rendered configuration; returns its exit code."""
