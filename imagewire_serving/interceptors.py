@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,7 +25,7 @@ import grpc
 import grpc.aio
 
 from imagewire_serving import calls, status, tracing
-from imagewire_serving.errors import ServingError
+from imagewire_serving.errors import ServingError, Unavailable
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +41,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, *, auth_token: str | None = None) -> None:
         self._metrics = metrics
         self._expected_auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self._refusing = False
+        # When the latest call (health checks aside) arrived: a draining server waits until they stop coming.
+        self.last_call = time.monotonic()
+
+    def refuse_new_calls(self) -> None:
+        """From now on answer every new call UNAVAILABLE before it reaches a servicer (a draining server): the
+        answer is trailers-only, so the caller's retry policy (or Envoy's) sends the call to another replica."""
+        self._refusing = True
 
     async def intercept_service(
         self,
@@ -49,6 +58,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH_PREFIX):
             return handler
+        self.last_call = time.monotonic()
         metadata = {key: value for key, value in (details.invocation_metadata or ())}
         authorised = self._authorised(metadata.get("authorization"))
         request_id = _request_id(metadata.get(REQUEST_ID_KEY))
@@ -117,6 +127,8 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         try:
             if not authorised:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", echo)
+            if self._refusing:
+                raise Unavailable("the server is shutting down; the call was not started")
             yield send_headers
         except ServingError as error:
             code = status.code_of(error)

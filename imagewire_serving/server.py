@@ -2,10 +2,13 @@
 
 Health goes NOT_SERVING -> SERVING once the app's models are loaded and warmed, and back to NOT_SERVING
 when draining. On SIGTERM/SIGINT, in this order: every health status turns NOT_SERVING (health watchers, such as
-clients with client-side health checking, hear it and their Watch streams end); gRPC sends GOAWAY on every
-connection and closes the listening socket, so a late call is refused (a refused stream is retried by the client
-transparently, a refused connection is UNAVAILABLE, which the retry policy sends to another replica); the calls
-in flight get ``--grace`` seconds to finish; then the process exits 0.
+clients with client-side health checking, hear it at once and their Watch streams end; Envoy at its next health
+check); late calls, from callers that have not heard yet, are answered UNAVAILABLE before they start, which the
+callers' retry policies (and Envoy's) send to another replica; once no call has come for half a second (at most
+``--drain-window``), gRPC sends GOAWAY on every connection and closes the listening socket (a call that still
+races it is refused, and retried); the calls in flight finish within ``--grace`` (counted from the signal); the
+process exits 0. Closing the port at once instead would let gRPC cancel the calls it had received but not yet
+started, with a CANCELLED that no retry policy retries.
 
 Connections are aged (``--max-connection-age``): a GOAWAY makes clients reconnect, and re-resolve a ``dns:///``
 target, so callers spread onto replicas started after they connected; calls in flight on an aged connection go
@@ -45,6 +48,9 @@ MAX_RECEIVE_BYTES = MAX_IMAGE_BYTES + MAX_REQUEST_OVERHEAD_BYTES
 # Responses are captions and <= 1 MiB video chunks.
 MAX_SEND_BYTES = 4 * 1024 * 1024
 OVERALL = ""
+# A draining server closes its port once no call came for this long.
+LATE_CALL_QUIET_S = 0.5
+_QUIET_POLL_S = 0.05
 
 
 class StartupError(Exception):
@@ -94,8 +100,9 @@ class GrpcServer:
     def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics,
                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
+        self._serving = ServingInterceptor(metrics, auth_token=settings.auth_token)
         # Outermost first: the tracing interceptor (when on) opens the call's span around everything else.
-        self.interceptors = (*interceptors, ServingInterceptor(metrics, auth_token=settings.auth_token))
+        self.interceptors = (*interceptors, self._serving)
         self.app = app
         self.metrics = metrics
         self.health = HealthServicer()
@@ -153,13 +160,25 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period, clean up."""
+        """Drain within ``grace`` seconds (default ``--grace``): report NOT_SERVING, answer late calls UNAVAILABLE
+        until callers have moved away, then GOAWAY and let the calls in flight finish; clean up."""
+        deadline = time.monotonic() + (self.settings.grace_s if grace is None else grace)
         await self.health.drain()
+        self._serving.refuse_new_calls()
         if self._server is not None:
-            await self._server.stop(self.settings.grace_s if grace is None else grace)
+            await self._until_calls_stop(min(deadline, time.monotonic() + self.settings.drain_window_s))
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
             self._server = None
         await self.app.close()
         self.metrics.close()
+
+    async def _until_calls_stop(self, limit: float) -> None:
+        """Keep the port open while calls still come (callers that have not yet heard NOT_SERVING: Envoy between
+        two health checks, a client whose pick raced the news), up to ``limit``. gRPC's own shutdown would cancel
+        the calls it had received but not yet started, which no retry policy retries; refused here, they are."""
+        started = time.monotonic()
+        while (now := time.monotonic()) < limit and now - max(started, self._serving.last_call) < LATE_CALL_QUIET_S:
+            await asyncio.sleep(_QUIET_POLL_S)
 
 
 async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:

@@ -53,6 +53,10 @@ class ServerSettings(Config):
         repeatable=True)
     reflection: bool = option(True, "serve gRPC server reflection", boolean=True)
     grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM", flag="--grace", minimum=0)
+    drain_window_s: float = option(
+        10.0, "after SIGTERM, seconds at most of answering new calls UNAVAILABLE (so callers that have not yet seen "
+        "NOT_SERVING retry elsewhere) before the port closes; it closes once no call came for 0.5 s",
+        flag="--drain-window", minimum=0)
     # Aged connections are how callers of a dns:/// target find replicas started after they connected: the
     # GOAWAY makes them re-resolve. The calls in flight on an aged connection are never cut unless a grace is set.
     max_connection_age_s: float = option(

@@ -56,15 +56,16 @@ class Replica:
                  if entry.get("rpc", {}).get("method") == CAPTION]
         if path is None:
             return found
-        return [rpc for rpc in found if _path_of(rpc["request_id"]) == path]
+        return [rpc for rpc in found if path_of(rpc) == path]
 
     def logged(self, text: str) -> dict[str, Any] | None:
         """The first log entry whose message contains ``text``."""
         return next((entry for entry in list(self.log) if text in entry.get("message", "")), None)
 
 
-def _path_of(request_id: str) -> str:
-    prefix, dash, _ = request_id.partition("-")
+def path_of(call: dict[str, Any]) -> str:
+    """The path a logged call came by: ``envoy``, ``direct`` or ``cli``."""
+    prefix, dash, _ = call["request_id"].partition("-")
     return prefix if dash and prefix in ("envoy", "direct") else "cli"
 
 

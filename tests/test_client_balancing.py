@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from imagewire.cli import _parser
-from imagewire.client import CaptionClient, ImagewireError, service_config
+from imagewire.client import AsyncCaptionClient, CaptionClient, ImagewireError, service_config
 from imagewire.client.caption import CaptionCore
 
 from captioner.app import CaptionerApp
@@ -108,3 +108,22 @@ async def test_a_not_serving_replica_gets_no_calls(caption_server: GrpcServer, t
         assert unavailable(broken) == 0
     finally:
         await broken.stop(0)
+
+
+async def test_a_replica_stopped_under_a_burst_of_calls_loses_none(
+    caption_server: GrpcServer, tiny_caption_model: str
+) -> None:
+    settings = CaptionerSettings(server=ServerSettings(port=0, models=(tiny_caption_model,)))
+    metrics = Metrics()
+    stopping = GrpcServer(settings.server, CaptionerApp(settings, metrics), metrics=metrics)
+    await stopping.start()
+    await stopping.load()
+    async with AsyncCaptionClient(f"ipv4:{caption_server.address},{stopping.address}") as client:
+        await asyncio.gather(*(client.caption(solid(), max_new_tokens=2) for _ in range(4)))  # both connected
+        burst = [asyncio.create_task(client.caption(solid(), max_new_tokens=2)) for _ in range(200)]
+        await asyncio.sleep(0.01)  # the burst is on the wire, much of it not yet started by the servers
+        # gRPC's own shutdown would cancel every call received but not started (CANCELLED, never retried);
+        # the drain answers them UNAVAILABLE first, and the client retries them on the other replica.
+        await stopping.stop(grace=5)
+        captions = await asyncio.gather(*burst)
+    assert len(captions) == 200 and all(caption.text for caption in captions)

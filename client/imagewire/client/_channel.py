@@ -58,7 +58,7 @@ def service_config(service: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, he
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },
         }]
-        config["retryThrottling"] = {"maxTokens": 100, "tokenRatio": 0.1}
+        config["retryThrottling"] = {"maxTokens": 1000, "tokenRatio": 0.1}
     return json.dumps(config)
 
 
