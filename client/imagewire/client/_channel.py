@@ -42,7 +42,8 @@ def service_config(service: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS, *, he
       attempt only before its first response arrives (the servers answer headers with the first response), so
       Caption and ListModels are retried whenever a replica is loading, draining, or died mid-call, and a video
       stream only until its first event. ``max_attempts`` 1 turns retries off.
-    - ``retryThrottling``: when most attempts fail (the whole fleet is down), retries stop adding load.
+    - ``retryThrottling``: when attempts keep failing (the whole fleet is down), retries stop adding load; the
+      bucket is large enough for a busy client's burst refused by one draining replica.
     """
     config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
     if health_check:
