@@ -87,7 +87,10 @@ class BlockingShell(_Shell[CoreT]):
                 for response in rpc:
                     yield call.count(received, call.decode(response))
         finally:
-            rpc.cancel()  # a no-op after a complete stream; stops the server's work if the caller left early
+            # A no-op after a complete stream; stops the server's work if the caller left early. A call wrapped by
+            # OpenTelemetry's instrumentation is a generator instead: closing it drops the call, and gRPC cancels
+            # a call nobody holds.
+            (rpc.cancel if hasattr(rpc, "cancel") else rpc.close)()
 
     def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""
