@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class Fleet:
         self.replicas = [Replica(model) for _ in range(3)]
         self.retired: list[Replica] = []
         for replica in self.replicas:
-            stack.callback(lambda r=replica: r.server.terminate(timeout_s=5))  # the latest one of each slot
+            stack.callback(lambda r=replica: r.server.terminate(timeout_s=5))  # a no-op for one already gone
             replica.server.wait_ready()
         self.addresses = [replica.address for replica in self.replicas]
         self.envoy = stack.enter_context(Envoy.start(FrontDoor(captioners=self.addresses, animators=(),
@@ -155,8 +156,6 @@ class _Finish:
     """A request iterator that ends when told to (the end of a client stream)."""
 
     def __init__(self) -> None:
-        import threading
-
         self._done = threading.Event()
 
     def requests(self, first: list[Request]) -> Iterator[Request]:
