@@ -4,10 +4,11 @@ For each call it: checks the bearer token (health checks stay open for probes), 
 the client's request id, maps errors to gRPC statuses through status.py, counts and times the call, and writes
 one structured log line (with the trace id when tracing is on).
 
-The request id is echoed in the initial metadata, sent with the first response and not before: a client commits
-to an attempt when response headers arrive, so a call that fails before answering (UNAVAILABLE while loading or
-draining) reaches the caller as a trailers-only error its retry policy may send to another replica. Errors carry
-the request id in their trailers.
+Response headers go out with the first response, never before: a client (and Envoy) commits to an attempt when
+headers arrive, so a call that fails before answering (UNAVAILABLE while loading or draining, or a replica that
+died) reaches the caller as a trailers-only error, which its retry policy may send to another replica. So the
+request id is echoed in the trailers of every call (a unary answer's headers, message and trailers leave
+together), and in the headers of a stream, which go out with its first response.
 """
 
 from __future__ import annotations
@@ -90,10 +91,8 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._call(method, request_id, authorised, context) as send_headers:
-                response = await behaviour(request, context)
-                await send_headers()
-                return response
+            async with self._call(method, request_id, authorised, context):
+                return await behaviour(request, context)
 
         return unary
 
@@ -111,7 +110,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
         """The scope of one RPC: auth, the call record, error mapping, metrics and the log line. Yields the
-        function that sends the response headers (once, however often it is called)."""
+        function a stream calls before each response: it sends the response headers, once."""
         record = self._open(method, request_id, context)
         calls.bind(record)
         code = grpc.StatusCode.OK
@@ -124,6 +123,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 sent = True
                 await context.send_initial_metadata(echo)
 
+        context.set_trailing_metadata(echo)
         try:
             if not authorised:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", echo)
