@@ -11,10 +11,10 @@ import grpc.aio
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 
 from animator.engine import AnimateEngine
-from animator.events import Chunk, Event, Header, JobStatus, Preview, Progress, Result
+from animator.events import Chunk, Event, Header, JobStatus, Preview, Progress, Result, Stage
 from animator.params import AnimateInput
 from animator.video import CONTRACT_PREFIX, VideoFormat
-from imagewire_serving import errors
+from imagewire_serving import errors, tracing
 from imagewire_serving.calls import current_call, deadline_of
 from imagewire_serving.messages import model_list
 
@@ -65,6 +65,11 @@ def to_response(event: Event, response_type: Any = animate_pb2.AnimateResponse) 
     return response_type(**{member: message(**dataclasses.asdict(event))})
 
 
+# The spans of a generation, told by its progress events: waiting, the model's compute, the video's decode+encode.
+_PHASES = {Stage.QUEUED: "animate.queue_wait", Stage.ENCODE_IMAGE: "animate.denoise", Stage.DENOISE: "animate.denoise",
+           Stage.DECODE: "animate.video_encode", Stage.ENCODE_VIDEO: "animate.video_encode"}
+
+
 def _annotate(event: Event) -> None:
     """What the call's log line says of the stream."""
     if isinstance(event, Header):
@@ -78,10 +83,16 @@ def _annotate(event: Event) -> None:
 async def _responses(stream: AsyncIterator[Event], response_type: Any) -> AsyncIterator[Any]:
     # aclosing: when the call ends early, the engine's stream is closed at once (detaching from the job) rather
     # than whenever it is garbage-collected.
+    phases = tracing.Phases()
     async with contextlib.aclosing(stream) as events:
-        async for event in events:
-            _annotate(event)
-            yield to_response(event, response_type)
+        try:
+            async for event in events:
+                _annotate(event)
+                if isinstance(event, Progress):
+                    phases.enter(_PHASES.get(event.stage))
+                yield to_response(event, response_type)
+        finally:
+            phases.enter(None)
 
 
 class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):

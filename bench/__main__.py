@@ -7,7 +7,8 @@ throughput, the FastAPI baseline), ``bench.dtype_accuracy`` (the shapes captione
 ``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
 preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
-``bench.jobs_memory_bench`` (retained jobs' memory under the budget). Each writes its JSON to ``--out-dir``; the
+``bench.jobs_memory_bench`` (retained jobs' memory under the budget) and ``bench.fleet_bench`` (Envoy's cost
+against direct calls, and the calls lost when a replica dies). Each writes its JSON to ``--out-dir``; the
 summary printed last (and written as ``summary.json``) puts the targeted figures side by side.
 """
 
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory")
+BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -42,6 +43,7 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
                      "--out", str(out / "previews.json")],
         "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
+        "fleet": [*python, "bench.fleet_bench", *(["--quick"] if args.quick else []), "--out", str(out / "fleet.json")],
     }
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -181,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # This process's model runs with the servers' own OpenMP wait policy (read once, when torch loads).
     prepare_openmp()
-    text = json.dumps(asyncio.run(run(args)), indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return report.emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

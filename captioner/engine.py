@@ -7,6 +7,7 @@ Pure typed Python: no grpc, no protobuf. Callers submit a :class:`CaptionInput` 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from PIL import Image
 from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.batcher import Batcher
 from captioner.limits import MAX_PROMPT_CHARS, EngineLimits
-from imagewire_serving import errors
+from imagewire_serving import errors, tracing
 from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
@@ -102,13 +103,18 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         violations = check_fields(fields, [("prompt", request.prompt), ("num_beams", request.num_beams)])
         if not request.prompt.isprintable():
             violations.append(FieldViolation("prompt", "must be printable text"))
-        image, budget = await asyncio.to_thread(self._prepare, backend, request, violations)
+        with tracing.span("caption.decode_image"):
+            image, budget = await asyncio.to_thread(self._prepare, backend, request, violations)
         max_new_tokens = self._max_new_tokens(request, fields["max_new_tokens"], budget, violations)
         errors.collect(violations)
         assert image is not None
         num_beams = fields["num_beams"].default if request.num_beams is None else request.num_beams
         options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
         done = await batcher.submit(image, request.prompt, options, deadline)
+        computed = time.monotonic() - done.compute_s
+        tracing.phase("caption.queue_wait", computed - done.queue_s, computed)
+        tracing.phase("caption.batch", computed, computed + done.compute_s, batch_size=done.batch_size,
+                      model=backend.model_id)
         pixels = image.width * image.height
         return CaptionResult(
             text=done.text, model_id=backend.model_id, input_pixels=pixels,

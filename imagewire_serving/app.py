@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,11 @@ _LOGGER = logging.getLogger(__name__)
 
 # A lower-precision dtype is chosen by --dtype auto only when its default request is at least this much faster.
 MIN_DTYPE_SPEED_UP = 1.1
+
+# A test hook: while the file this variable names does not exist, loading waits (the server listens and reports
+# NOT_SERVING), so a test can hold a replica in its loading state for exactly as long as it needs.
+LOAD_GATE_ENV = "IMAGEWIRE_TEST_LOAD_GATE"
+_GATE_POLL_S = 0.05
 
 
 class _Engine(Protocol):
@@ -93,6 +99,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
 
     async def load(self) -> None:
         """Load every model, build, start and warm up the engine; the server reports SERVING after this."""
+        await _load_gate()
         server = self.settings.server
         device = resolve_device(server.device)
         threads = apply_threads(server.threads)
@@ -184,6 +191,12 @@ def _startup_error(error: BaseException, dtype: str, device: torch.device, backe
         dtypes = ", ".join(sorted({dtype_name(backend.dtype) for backend in backends}))
         return ValueError(f"--dtype {dtype}: the model cannot run in {dtypes} on {device}: {detail}")
     return error
+
+
+async def _load_gate() -> None:
+    gate = os.environ.get(LOAD_GATE_ENV)
+    while gate and not os.path.exists(gate):
+        await asyncio.sleep(_GATE_POLL_S)
 
 
 def _looks_like_a_path(source: str) -> bool:

@@ -1,8 +1,14 @@
 """The interceptor every RPC of both services passes through.
 
 For each call it: checks the bearer token (health checks stay open for probes), binds the call record with
-the client's request id (echoed back in the initial metadata), maps errors to gRPC statuses through
-status.py, counts and times the call, and writes one structured log line.
+the client's request id, maps errors to gRPC statuses through status.py, counts and times the call, and writes
+one structured log line (with the trace id when tracing is on).
+
+Response headers go out with the first response, never before: a client (and Envoy) commits to an attempt when
+headers arrive, so a call that fails before answering (UNAVAILABLE while loading or draining, or a replica that
+died) reaches the caller as a trailers-only error, which its retry policy may send to another replica. So the
+request id is echoed in the trailers of every call (a unary answer's headers, message and trailers leave
+together), and in the headers of a stream, which go out with its first response.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,8 +25,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from imagewire_serving import calls, status
-from imagewire_serving.errors import ServingError
+from imagewire_serving import calls, status, tracing
+from imagewire_serving.errors import ServingError, Unavailable
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,6 +42,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, *, auth_token: str | None = None) -> None:
         self._metrics = metrics
         self._expected_auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self._refusing = False
+        # When the latest call (health checks aside) arrived: a draining server waits until they stop coming.
+        self.last_call = time.monotonic()
+
+    def refuse_new_calls(self) -> None:
+        """From now on answer every new call UNAVAILABLE before it reaches a servicer (a draining server): the
+        answer is trailers-only, so the caller's retry policy (or Envoy's) sends the call to another replica."""
+        self._refusing = True
 
     async def intercept_service(
         self,
@@ -44,6 +59,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH_PREFIX):
             return handler
+        self.last_call = time.monotonic()
         metadata = {key: value for key, value in (details.invocation_metadata or ())}
         authorised = self._authorised(metadata.get("authorization"))
         request_id = _request_id(metadata.get(REQUEST_ID_KEY))
@@ -82,8 +98,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._call(method, request_id, authorised, context):
+            async with self._call(method, request_id, authorised, context) as send_headers:
                 async for response in behaviour(request, context):
+                    await send_headers()
                     yield response
 
         return stream
@@ -91,19 +108,31 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     @contextlib.asynccontextmanager
     async def _call(
         self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        """The scope of one RPC: auth, the call record, error mapping, metrics and the log line."""
+    ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """The scope of one RPC: auth, the call record, error mapping, metrics and the log line. Yields the
+        function a stream calls before each response: it sends the response headers, once."""
         record = self._open(method, request_id, context)
         calls.bind(record)
         code = grpc.StatusCode.OK
+        echo = ((REQUEST_ID_KEY, request_id),)
+        sent = False
+
+        async def send_headers() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                await context.send_initial_metadata(echo)
+
+        context.set_trailing_metadata(echo)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             if not authorised:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-            yield
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", echo)
+            if self._refusing:
+                raise Unavailable("the server is shutting down; the call was not started")
+            yield send_headers
         except ServingError as error:
             code = status.code_of(error)
-            await context.abort_with_status(status.to_status(error))
+            await context.abort_with_status(status.to_status(error, echo))
         except grpc.aio.AbortError:
             code = _aborted_code(context)  # the servicer (or the auth check above) chose the status
             raise
@@ -114,7 +143,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         except Exception as error:
             code = grpc.StatusCode.INTERNAL
             _LOGGER.exception("internal error in %s (request %s)", method, request_id)
-            await context.abort_with_status(status.to_status(error))
+            await context.abort_with_status(status.to_status(error, echo))
         finally:
             self._close(record, code)
 
@@ -124,6 +153,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     def _close(self, record: calls.CallRecord, code: grpc.StatusCode) -> None:
         elapsed = record.elapsed()
+        trace_id = tracing.finish_call(code)
+        if trace_id is not None:
+            record.annotate(trace_id=trace_id)
         self._metrics.inflight.labels(record.method).dec()
         self._metrics.requests.labels(record.method, code.name).inc()
         self._metrics.request_duration.labels(record.method).observe(elapsed)

@@ -72,14 +72,15 @@ class ServerProcess:
     @classmethod
     def start(cls, command: Sequence[str], *, name: str, env: dict[str, str | None] | None = None,
               start_timeout_s: float = START_TIMEOUT_S, tail_lines: int = TAIL_LINES, echo: bool | None = None,
-              on_stderr_line: Callable[[str], None] | None = None) -> ServerProcess:
-        """Start ``command --port 0``; ``start_timeout_s`` bounds everything up to the ready line.
+              on_stderr_line: Callable[[str], None] | None = None, port: int | None = 0) -> ServerProcess:
+        """Start ``command --port PORT`` (0: any free port; a replacement replica reuses its predecessor's; None:
+        the command takes no --port); ``start_timeout_s`` bounds everything up to the ready line.
 
         ``env`` is added to this process's environment (a value of None removes the variable). ``echo`` (default:
         the ``IMAGEWIRE_SERVER_LOGS`` variable) copies the child's stderr here live; ``on_stderr_line`` sees every
         stderr line (from a thread).
         """
-        argv = [*command, "--port", "0"]
+        argv = [*command] if port is None else [*command, "--port", str(port)]
         process = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -113,6 +114,20 @@ class ServerProcess:
             self.ready_line = self._wait_for(lambda line: line if is_ready_line(self.name, line) else None,
                                              "ready line")
         return self.ready_line
+
+    def drain_stdout(self) -> list[str]:
+        """The stdout lines not read yet, without waiting (for a process that prints a log there, such as
+        Envoy's access log, rather than announcement lines)."""
+        lines: list[str] = []
+        while True:
+            try:
+                line = self._stdout.get_nowait()
+            except queue.Empty:
+                return lines
+            if line is None:
+                self._stdout.put(None)
+                return lines
+            lines.append(line)
 
     def stderr_tail(self) -> str:
         """The last lines the server wrote to stderr (bounded, oldest first)."""
@@ -196,9 +211,12 @@ def _lines(stream: IO[str] | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def launch(command: Sequence[str], *, name: str, env: dict[str, str | None] | None = None, wait_ready: bool = True,
-           start_timeout_s: float = START_TIMEOUT_S) -> Iterator[ServerProcess]:
-    """Start a server on port 0, wait until it listens (and, with ``wait_ready``, is ready), always stop it."""
-    with ServerProcess.start(command, name=name, env=env, start_timeout_s=start_timeout_s) as server:
+           start_timeout_s: float = START_TIMEOUT_S, port: int = 0,
+           on_stderr_line: Callable[[str], None] | None = None) -> Iterator[ServerProcess]:
+    """Start a server on ``port`` (0: any free one), wait until it listens (and, with ``wait_ready``, is ready),
+    always stop it."""
+    with ServerProcess.start(command, name=name, env=env, start_timeout_s=start_timeout_s, port=port,
+                             on_stderr_line=on_stderr_line) as server:
         if wait_ready:
             server.wait_ready()
         else:

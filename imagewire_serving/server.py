@@ -1,7 +1,18 @@
 """The server lifecycle both services share: bind, health, reflection, load, serve, drain, exit.
 
 Health goes NOT_SERVING -> SERVING once the app's models are loaded and warmed, and back to NOT_SERVING
-when draining. SIGTERM/SIGINT stop new calls (UNAVAILABLE), give in-flight ones the grace period, exit 0.
+when draining. On SIGTERM/SIGINT, in this order: every health status turns NOT_SERVING (health watchers, such as
+clients with client-side health checking, hear it at once and their Watch streams end; Envoy at its next health
+check); late calls, from callers that have not heard yet, are answered UNAVAILABLE before they start, which the
+callers' retry policies (and Envoy's) send to another replica; once no call has come for half a second (at most
+``--drain-window``), gRPC sends GOAWAY on every connection and closes the listening socket (a call that still
+races it is refused, and retried); the calls in flight finish within ``--grace`` (counted from the signal); the
+process exits 0. Closing the port at once instead would let gRPC cancel the calls it had received but not yet
+started, with a CANCELLED that no retry policy retries.
+
+Connections are aged (``--max-connection-age``): a GOAWAY makes clients reconnect, and re-resolve a ``dns:///``
+target, so callers spread onto replicas started after they connected; calls in flight on an aged connection go
+on to their end.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imagewire.limits import MAX_IMAGE_BYTES, MAX_REQUEST_OVERHEAD_BYTES
 
-from imagewire_serving import logs
+from imagewire_serving import logs, tracing
 from imagewire_serving.announce import listening_line, ready_line
 from imagewire_serving.errors import ServingError
 from imagewire_serving.health import HealthServicer
@@ -36,6 +48,9 @@ MAX_RECEIVE_BYTES = MAX_IMAGE_BYTES + MAX_REQUEST_OVERHEAD_BYTES
 # Responses are captions and <= 1 MiB video chunks.
 MAX_SEND_BYTES = 4 * 1024 * 1024
 OVERALL = ""
+# A draining server closes its port once no call came for this long.
+LATE_CALL_QUIET_S = 0.5
+_QUIET_POLL_S = 0.05
 
 
 class StartupError(Exception):
@@ -58,8 +73,8 @@ class App(Protocol):
         """Stop background workers; called after the server has drained."""
 
 
-def server_options() -> list[tuple[str, int]]:
-    return [
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ("grpc.keepalive_time_ms", 60_000),
@@ -67,17 +82,27 @@ def server_options() -> list[tuple[str, int]]:
         # Accept client pings as often as every 10 s (the client sends them every 30 s during long streams).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.max_connection_age_grace_ms", 60_000),
         # gRPC's default SO_REUSEPORT lets a second server bind a busy port and silently take part of its calls.
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_s:
+        # gRPC adds +-10% jitter, so a fleet's connections do not all move at once. Without a grace (gRPC's own
+        # default) an aged connection stays open until its last call ends, however long a video takes.
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)))
+        if settings.max_connection_age_grace_s:
+            options.append(("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)))
+    return options
 
 
 class GrpcServer:
     """One gRPC server process hosting one App, with health, reflection and the serving interceptor."""
 
-    def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics) -> None:
+    def __init__(self, settings: ServerSettings, app: App, *, metrics: Metrics,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
+        self._serving = ServingInterceptor(metrics, auth_token=settings.auth_token)
+        # Outermost first: the tracing interceptor (when on) opens the call's span around everything else.
+        self.interceptors = (*interceptors, self._serving)
         self.app = app
         self.metrics = metrics
         self.health = HealthServicer()
@@ -92,8 +117,8 @@ class GrpcServer:
     async def start(self) -> int:
         """Bind and start serving health (NOT_SERVING) and reflection; returns the bound port."""
         server = grpc.aio.server(
-            interceptors=[ServingInterceptor(self.metrics, auth_token=self.settings.auth_token)],
-            options=server_options(),
+            interceptors=self.interceptors,
+            options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         self.app.register(server)
@@ -135,18 +160,30 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period, clean up."""
+        """Drain within ``grace`` seconds (default ``--grace``): report NOT_SERVING, answer late calls UNAVAILABLE
+        until callers have moved away, then GOAWAY and let the calls in flight finish; clean up."""
+        deadline = time.monotonic() + (self.settings.grace_s if grace is None else grace)
         await self.health.drain()
+        self._serving.refuse_new_calls()
         if self._server is not None:
-            await self._server.stop(self.settings.grace_s if grace is None else grace)
+            await self._until_calls_stop(min(deadline, time.monotonic() + self.settings.drain_window_s))
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
             self._server = None
         await self.app.close()
         self.metrics.close()
 
+    async def _until_calls_stop(self, limit: float) -> None:
+        """Keep the port open while calls still come (callers that have not yet heard NOT_SERVING: Envoy between
+        two health checks, a client whose pick raced the news), up to ``limit``. gRPC's own shutdown would cancel
+        the calls it had received but not yet started, which no retry policy retries; refused here, they are."""
+        started = time.monotonic()
+        while (now := time.monotonic()) < limit and now - max(started, self._serving.last_call) < LATE_CALL_QUIET_S:
+            await asyncio.sleep(_QUIET_POLL_S)
+
 
 async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: str) -> int:
     """Run until SIGTERM/SIGINT: bind, announce, load, announce ready, drain on a signal. Returns 0."""
-    server = GrpcServer(settings, app, metrics=metrics)
+    server = GrpcServer(settings, app, metrics=metrics, interceptors=tracing.configure(settings.otlp_endpoint, name))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,6 +207,7 @@ async def serve(settings: ServerSettings, app: App, metrics: Metrics, *, name: s
         await asyncio.gather(load, return_exceptions=True)
     _LOGGER.info("%s: signal received, draining for up to %.1fs", name, settings.grace_s)
     await server.stop()
+    tracing.shutdown()
     _LOGGER.info("%s: stopped", name)
     return 0
 
@@ -185,6 +223,9 @@ def _check_port_free(host: str, port: int) -> None:
         raise StartupError(f"--host {host}: {error.strerror}") from None
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: the connections of a server that just stopped on this port (TIME_WAIT) do not
+            # keep its replacement out; a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(address)
             except OSError as error:

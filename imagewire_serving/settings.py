@@ -59,6 +59,21 @@ class ServerSettings(Config):
         repeatable=True)
     reflection: bool = option(True, "serve gRPC server reflection", boolean=True)
     grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM", flag="--grace", minimum=0)
+    drain_window_s: float = option(
+        10.0, "after SIGTERM, seconds at most of answering new calls UNAVAILABLE (so callers that have not yet seen "
+        "NOT_SERVING retry elsewhere) before the port closes; it closes once no call came for 0.5 s",
+        flag="--drain-window", minimum=0)
+    # Aged connections are how callers of a dns:/// target find replicas started after they connected: the
+    # GOAWAY makes them re-resolve. The calls in flight on an aged connection are never cut unless a grace is set.
+    max_connection_age_s: float = option(
+        60.0, "seconds after which a client connection is asked to reconnect (GOAWAY); 0 = never",
+        flag="--max-connection-age", minimum=0)
+    max_connection_age_grace_s: float = option(
+        0.0, "seconds the calls still in flight on an aged connection get before it is closed; 0 = as long as "
+        "they take (a video stream is never cut)", flag="--max-connection-age-grace", minimum=0)
+    otlp_endpoint: str | None = option(
+        None, "export OpenTelemetry traces over OTLP/gRPC to this endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT "
+        "or $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; unset: no tracing, at no cost)")
     metrics_port: int | None = option(None, "serve Prometheus metrics over HTTP on this port", minimum=0,
                                       maximum=65535)
     auth_token: str | None = option(None, "require 'authorization: Bearer TOKEN' on every call but health checks")

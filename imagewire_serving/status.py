@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -33,8 +35,13 @@ def code_of(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(error: BaseException) -> grpc.Status:
-    """A grpc.Status carrying a google.rpc.Status, with BadRequest field violations when there are any."""
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
+def to_status(error: BaseException, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.Status:
+    """A grpc.Status carrying a google.rpc.Status, with BadRequest field violations when there are any, and
+    ``metadata`` added to its trailers."""
     code = code_of(error)
     message = error.message if isinstance(error, errors.ServingError) else INTERNAL_MESSAGE
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
@@ -49,4 +56,5 @@ def to_status(error: BaseException) -> grpc.Status:
             )
         )
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    packed = rpc_status.to_status(status)
+    return _Status(packed.code, packed.details, (*packed.trailing_metadata, *metadata))

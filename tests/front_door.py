@@ -18,33 +18,37 @@ translates. What the page needs from it, all exercised by tests/test_web_page.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
-from pathlib import Path
+import re
+from collections.abc import AsyncIterator, Mapping
 
-import pytest
+from imagewire_serving.frontdoor.config import FrontDoor
+from imagewire_serving.frontdoor.process import Envoy
 
-ROOT = Path(__file__).resolve().parent.parent
-ENVOY_CONFIGS = ROOT / "deploy" / "envoy"
-GRPC_WEB_FILTER = "envoy.filters.http.grpc_web"
-
-
-def serves_grpc_web() -> bool:
-    """Whether the deployed Envoy config (deploy/envoy/) has the gRPC-Web filter."""
-    return ENVOY_CONFIGS.is_dir() and any(
-        GRPC_WEB_FILTER in path.read_text(errors="replace") for path in ENVOY_CONFIGS.rglob("*") if path.is_file())
+CAPTION = "imagewire.caption.v1.CaptionService"
+ANIMATE = "imagewire.animate.v1.AnimateService"
 
 
-def require() -> None:
-    """Skip while the deployed front door does not serve gRPC-Web: the Envoy front door (issue 13) is being built
-    in parallel, and gRPC-Web on it is the second part of issue 15, which also starts it here."""
-    if not serves_grpc_web():
-        pytest.skip(f"the Envoy front door with gRPC-Web ({GRPC_WEB_FILTER} in deploy/envoy/) has not landed yet")
-
-
-def grpc_web_front_door(upstreams: Mapping[str, str], *, allow_origin: str) -> contextlib.AbstractContextManager[str]:
+def grpc_web_front_door(upstreams: Mapping[str, str], *, allow_origin: str
+                        ) -> contextlib.AbstractAsyncContextManager[str]:
     """The deployed Envoy in front of ``upstreams`` (a service's full name -> its server's ``host:port``),
     serving gRPC-Web to pages from ``allow_origin``: a context manager yielding its base URL
-    (``http://127.0.0.1:PORT``) that stops Envoy on exit."""
-    require()
-    raise NotImplementedError("deploy/envoy serves gRPC-Web now: start it here with these upstreams and origin")
+    (``http://127.0.0.1:PORT``) that stops Envoy on exit. Asynchronous, so that servers on this event loop answer
+    Envoy's health checks while it starts."""
+    return _started(upstreams, allow_origin)
+
+
+@contextlib.asynccontextmanager
+async def _started(upstreams: Mapping[str, str], allow_origin: str) -> AsyncIterator[str]:
+    front = FrontDoor(captioners=[upstreams[CAPTION]] if CAPTION in upstreams else [],
+                      animators=[upstreams[ANIMATE]] if ANIMATE in upstreams else [],
+                      allow_origin=re.escape(allow_origin), health_interval_s=0.5)
+    envoy = await asyncio.to_thread(Envoy.start, front)
+    try:
+        for cluster, service in (("captioner", CAPTION), ("animator", ANIMATE)):
+            if service in upstreams:
+                await asyncio.to_thread(envoy.wait_healthy, cluster, 1)
+        yield f"http://{envoy.target}"
+    finally:
+        await asyncio.to_thread(envoy.terminate)

@@ -68,3 +68,11 @@ async def wait_until(condition: Callable[[], bool], timeout: float = GATE_TIMEOU
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+def poll_until(condition: Callable[[], bool], timeout: float = GATE_TIMEOUT_S, what: str = "condition") -> None:
+    """The blocking :func:`wait_until`, for tests that drive subprocesses from threads."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached in {timeout:g}s"
+        time.sleep(0.01)

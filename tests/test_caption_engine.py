@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import torch
+from PIL import Image
 
-from captioner.backend import BlipBackend
+from captioner.backend import BlipBackend, GenerationOptions
+from captioner.batcher import Captioned
 from captioner.engine import CaptionEngine, CaptionInput
 from captioner.limits import EngineLimits
 from imagewire_serving.metrics import Metrics
@@ -82,24 +84,31 @@ async def test_a_lone_caller_skips_the_batch_window_but_concurrent_callers_are_b
 
 async def test_a_batch_waits_for_the_callers_the_last_batch_answered(tiny_caption_model: str) -> None:
     """Closed-loop callers come back a little after the batch window; the next batch waits for them rather than
-    splitting the load into two batches that would alternate from then on."""
+    splitting the load into two batches that would alternate from then on. Requests go straight to the batcher
+    (already decoded), so which of them arrive together depends on no thread's timing."""
     backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
     engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=5, default_max_new_tokens=4), Metrics())
     engine.start()
     batcher = engine.batcher("")
+    options = GenerationOptions(max_new_tokens=4, num_beams=1)
+
+    def submit(colour: tuple[int, int, int]) -> asyncio.Task[Captioned]:
+        return asyncio.create_task(batcher.submit(Image.new("RGB", (64, 48), colour), "", options, None))
+
     try:
         with gate(backend) as held:
-            first = [asyncio.create_task(engine.caption(CaptionInput(image=solid((i, 0, 0))))) for i in range(4)]
+            first = [submit((i, 0, 0)) for i in range(4)]  # all four queue before the worker wakes
             await held.wait_entered()
-            queued = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, i, 0))))) for i in range(2)]
+            queued = [submit((0, i, 0)) for i in range(2)]
             await wait_until(lambda: batcher.queue_depth == 2)
-            # The batch of four is held long enough that the wait for returning callers exceeds their return.
+            # The batch of four is held long enough that the wait for returning callers (a fraction of the last
+            # batch's time) is far longer than their return below.
             await asyncio.sleep(1.2)
             held.release()
             assert {result.batch_size for result in await asyncio.gather(*first)} == {4}
         # The four answered callers come back 50 ms later: ten batch windows, well within the patience.
         await asyncio.sleep(0.05)
-        returned = [asyncio.create_task(engine.caption(CaptionInput(image=solid((0, 0, i))))) for i in range(4)]
+        returned = [submit((0, 0, i)) for i in range(4)]
         results = await asyncio.gather(*queued, *returned)
         assert {result.batch_size for result in results} == {6}
     finally:

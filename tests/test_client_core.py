@@ -294,3 +294,20 @@ def test_progress_bar_names_each_stage_once_off_a_terminal() -> None:
                   Progress(Stage.DENOISE, 2, 2), VideoChunk(b"x", 0), result_of(b"x")):
         bar(event)
     assert out.getvalue() == "queued...\nencode image...\ndenoise...\n"
+
+
+def test_a_stream_counts_what_it_delivered_and_its_failure_says_so() -> None:
+    from imagewire.client._core import Received
+
+    call = AnimateCore().animate(b"png", seed=1)
+    received = Received()
+    for event in (Progress(Stage.QUEUED, 1, 1), VideoChunk(b"abc", 0), VideoChunk(b"de", 3)):
+        call.count(received, event)
+    assert (received.responses, received.bytes) == (3, 5)
+    error = ImagewireError(grpc.StatusCode.UNAVAILABLE, "gone", responses_received=3, bytes_received=5)
+    assert str(error) == ("UNAVAILABLE: gone (after 3 responses and 5 video bytes had arrived: a call is not "
+                          "retried once it has answered)")
+    assert str(ImagewireError(grpc.StatusCode.UNAVAILABLE, "gone")) == "UNAVAILABLE: gone"
+    assert CaptionCore().balancing.service == "imagewire.caption.v1.CaptionService"
+    assert AnimateCore(max_attempts=1, health_check=False).balancing.service_config() == (
+        '{"loadBalancingConfig": [{"round_robin": {}}]}')

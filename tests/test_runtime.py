@@ -131,7 +131,9 @@ async def test_one_structured_log_line_per_request_with_the_request_id(
 
 async def test_overload_is_answered_fast_while_accepted_requests_complete(tiny_caption_model: str) -> None:
     app, metrics, settings = captioner(tiny_caption_model, max_concurrent_rpcs=4)
-    async with serving(app, metrics, settings) as server, AsyncCaptionClient(server.address) as client:
+    # Without client-side health checking: its Watch stream would hold one of the four slots.
+    async with serving(app, metrics, settings) as server, AsyncCaptionClient(server.address,
+                                                                             health_check=False) as client:
         with gate(app.engine().backends[0]) as held:
             calls = [asyncio.create_task(client.caption(solid((i, i, 0)))) for i in range(4)]
             await held.wait_entered()

@@ -148,12 +148,6 @@ async def browser() -> AsyncIterator[Browser]:
                 await process.wait()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _front_door() -> None:
-    """Before anything is built or started: the front door is there (see tests/front_door.py)."""
-    front_door.require()
-
-
 @pytest.fixture(scope="module")
 def page_bundle(typescript_client: Path) -> Path:
     """The page's bundle, built from the current sources (type-checked, then bundled by esbuild)."""
@@ -189,7 +183,9 @@ async def test_the_page_captions_and_plays_the_video_while_it_streams(page_bundl
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with servers() as (captioner, animator, animator_app):
         upstreams = {CAPTION_SERVICE: captioner.address, ANIMATE_SERVICE: animator.address}
-        with static_site(WEB) as origin, front_door.grpc_web_front_door(upstreams, allow_origin=origin) as api:
+        async with contextlib.AsyncExitStack() as stack:
+            origin = stack.enter_context(static_site(WEB))
+            api = await stack.enter_async_context(front_door.grpc_web_front_door(upstreams, allow_origin=origin))
             backend = animator_app.engine().backends[0]
             async with browser() as page:
                 await page.do("open", url=f"{origin}/index.html?api={api}")

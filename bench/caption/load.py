@@ -50,7 +50,8 @@ async def closed_loop(target: Target, pool: ImagePool, concurrency: int, duratio
 async def latency_c1(
     targets: Sequence[Target], models: dict[str, InProcess], pool: ImagePool, rounds: int
 ) -> tuple[dict[str, LevelResult], dict[str, list[float]]]:
-    """Concurrency 1: each round runs one in-process call per dtype and one call to each server, on fresh images.
+    """Concurrency 1: each round runs one in-process call per dtype (none where ``models`` is empty) and one call
+    to each server, on fresh images.
 
     Other work on a shared machine drifts over seconds to minutes; taking them side by side, in a rotating order,
     makes their ratios fair to the instant.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from dataclasses import asdict
@@ -92,3 +93,12 @@ def compare(limits: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]
             }
         out[name] = section
     return out
+
+
+def emit(result: dict[str, Any], out: Path | None) -> int:
+    """Print a benchmark's JSON (and write it to ``out``); the command's exit status."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+    return 0

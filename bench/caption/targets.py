@@ -33,13 +33,15 @@ class Target(Protocol):
 class GrpcTarget:
     """The captioner through the typed asyncio client, one channel for every caller (HTTP/2 multiplexes them)."""
 
-    def __init__(self, name: str, address: str, max_new_tokens: int, server_log: Sequence[str]) -> None:
-        """``server_log``: the server's stderr lines so far (it runs with ``--log-format json``), kept growing."""
+    def __init__(self, name: str, address: str, max_new_tokens: int, server_log: Sequence[str], *,
+                 health_check: bool = True) -> None:
+        """``server_log``: the server's stderr lines so far (it runs with ``--log-format json``), kept growing.
+        ``address`` may be any gRPC target (several replicas, or a proxy: then ``health_check`` False)."""
         from imagewire.client import AsyncCaptionClient
 
         self.name = name
         self.dtype = ""  # read from ListModels by connect()
-        self._client = AsyncCaptionClient(address, timeout=3600)
+        self._client = AsyncCaptionClient(address, timeout=3600, health_check=health_check)
         self._max_new_tokens = max_new_tokens
         self._server_log = server_log
 

@@ -7,7 +7,9 @@
     imagewire models --target HOST:PORT [--service caption|animate]
     imagewire demo [--caption-target T] [--animate-target T] [-o demo.mp4]
 
---target takes any gRPC target string (host:port, dns:///name:port, ipv4:a:p1,b:p2). Defaults come from
+--target takes any gRPC target string (host:port, dns:///name:port, ipv4:a:p1,b:p2); calls spread over every
+address it resolves to, skip replicas that are not SERVING, and are retried on another replica when one is
+unavailable (--max-attempts, --no-retry). Defaults come from
 IMAGEWIRE_CAPTION_TARGET / IMAGEWIRE_ANIMATE_TARGET, else the servers' default ports on 127.0.0.1.
 """
 
@@ -40,6 +42,7 @@ from imagewire.client import (
     ImagewireError,
     TlsConfig,
 )
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS
 from imagewire.client._messages import enum_members, optional_fields, python_type
 
 DEFAULT_CAPTION_TARGET = "127.0.0.1:50051"
@@ -85,6 +88,14 @@ def _add_connection_flags(parser: argparse.ArgumentParser, *, target_env: str, d
 
 def _add_security_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="deadline of each call in seconds")
+    retries = parser.add_mutually_exclusive_group()
+    retries.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
+                         help="attempts per call, retries on another replica included (1-5, default "
+                              f"{DEFAULT_MAX_ATTEMPTS})")
+    retries.add_argument("--no-retry", dest="max_attempts", action="store_const", const=1,
+                         help="never retry a call (--max-attempts 1)")
+    parser.add_argument("--no-health-check", dest="health_check", action="store_false",
+                        help="do not health-check the target's replicas (a proxy such as Envoy does it)")
     parser.add_argument("--auth-token", default=os.environ.get("IMAGEWIRE_AUTH_TOKEN"),
                         help="bearer token (default $IMAGEWIRE_AUTH_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's trusted roots")
@@ -113,7 +124,8 @@ def _tls(args: argparse.Namespace) -> TlsConfig | None:
 
 def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     # --timeout 0 reaches the client, which refuses it, rather than silently meaning the default.
-    return {"auth_token": args.auth_token, "tls": _tls(args), "timeout": args.timeout}
+    return {"auth_token": args.auth_token, "tls": _tls(args), "timeout": args.timeout,
+            "max_attempts": args.max_attempts, "health_check": args.health_check}
 
 
 def _parser() -> argparse.ArgumentParser:

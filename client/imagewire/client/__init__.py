@@ -5,7 +5,7 @@ metadata, response decoding) under a blocking and an asyncio client. Results are
 the protos' messages; failed calls raise :class:`ImagewireError`.
 """
 
-from imagewire.client._channel import TlsConfig
+from imagewire.client._channel import TlsConfig, service_config
 from imagewire.client._core import CallOptions, PreparedCall, ServiceCore
 from imagewire.client._resume import Resume
 from imagewire.client._shell import AsyncShell, BlockingShell
@@ -75,4 +75,5 @@ __all__ = [
     "VideoFormat",
     "VideoHeader",
     "VideoSink",
+    "service_config",
 ]

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, Balancing
 from imagewire.client.errors import ImagewireError
 
 REQUEST_ID_KEY = "x-request-id"
@@ -51,6 +52,14 @@ def image_bytes(image: ImageInput) -> bytes:
     return Path(image).read_bytes()
 
 
+@dataclass
+class Received:
+    """What a stream has delivered so far: its failure after the first response says so (see ImagewireError)."""
+
+    responses: int = 0
+    bytes: int = 0
+
+
 @dataclass(frozen=True)
 class CallOptions:
     """Everything a call sends besides its request."""
@@ -60,12 +69,15 @@ class CallOptions:
     request_id: str
 
     @contextmanager
-    def raising(self) -> Iterator[None]:
-        """Turn a failed RPC into :class:`ImagewireError` carrying this call's request id."""
+    def raising(self, received: Received | None = None) -> Iterator[None]:
+        """Turn a failed RPC into :class:`ImagewireError` carrying this call's request id (and, for a stream,
+        what it had ``received``)."""
         try:
             yield
         except grpc.RpcError as error:
-            raise ImagewireError.from_rpc_error(error, self.request_id) from None
+            got = received or Received()
+            raise ImagewireError.from_rpc_error(error, self.request_id, responses_received=got.responses,
+                                                bytes_received=got.bytes) from None
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,15 @@ class PreparedCall(Generic[ResultT]):
     request: Message
     options: CallOptions
     decode: Callable[[Any], ResultT]
+    # The payload bytes a decoded result carries (video chunks), counted into Received.
+    payload: Callable[[ResultT], int] | None = None
+
+    def count(self, received: Received, result: ResultT) -> ResultT:
+        """Count one decoded stream result into ``received``; returns it."""
+        received.responses += 1
+        if self.payload is not None:
+            received.bytes += self.payload(result)
+        return result
 
     def start(self, method: Callable[..., Any]) -> Any:
         """Invoke a stub method (blocking or asyncio) with the request and options."""
@@ -86,10 +107,14 @@ class ServiceCore:
 
     ``timeout`` is the default deadline of the service's main call (``DEFAULT_TIMEOUT`` when None);
     ``control_timeout`` that of the control calls such as ListModels (when None, the shorter of ``timeout``
-    and 30 s). Both must be positive finite numbers of seconds.
+    and 30 s). Both must be positive finite numbers of seconds. ``max_attempts`` (1 to 5) bounds the attempts
+    of each call, retries included; 1 turns retries off. ``health_check`` False stops the client's own health
+    checks of the replicas (for a proxy target). See :func:`imagewire.client.service_config`.
     """
 
     DEFAULT_TIMEOUT = 30.0
+    #: The service's full name: the channel's health checks and retry policy name it.
+    SERVICE: ClassVar[str]
 
     def __init__(
         self,
@@ -98,7 +123,10 @@ class ServiceCore:
         control_timeout: float | None = None,
         auth_token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        health_check: bool = True,
     ) -> None:
+        self.balancing = Balancing(self.SERVICE, max_attempts, health_check)
         self.timeout = self.DEFAULT_TIMEOUT if timeout is None else check_timeout(timeout)
         self.control_timeout = (
             min(self.timeout, CONTROL_TIMEOUT_S) if control_timeout is None else check_timeout(control_timeout)
@@ -132,6 +160,8 @@ class ServiceCore:
         *,
         control: bool = False,
         metadata: Metadata = (),
+        payload: Callable[[ResultT], int] | None = None,
     ) -> PreparedCall[ResultT]:
         """A call of ``request``: the options are built (and the deadline checked) before anything is sent."""
-        return PreparedCall(request, self.options(timeout, request_id, control=control, metadata=metadata), decode)
+        return PreparedCall(request, self.options(timeout, request_id, control=control, metadata=metadata), decode,
+                            payload)

@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import grpc
 import grpc.aio
 
-from imagewire.client._channel import TlsConfig, aio_channel, sync_channel
-from imagewire.client._core import PreparedCall, ServiceCore
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, TlsConfig, aio_channel, sync_channel
+from imagewire.client._core import PreparedCall, Received, ServiceCore
 
 CoreT = TypeVar("CoreT", bound=ServiceCore)
 ResultT = TypeVar("ResultT")
@@ -26,6 +26,10 @@ class _Shell(Generic[CoreT]):
     ``timeout`` is the default deadline in seconds of the service's main call, ``control_timeout`` that of
     ListModels (see :class:`imagewire.client.ServiceCore`); every method also takes its own ``timeout``.
     ``auth_token`` is sent as a bearer token, ``metadata`` with every call; ``tls`` None means plaintext.
+    ``max_attempts`` (1 to 5, default 5) bounds each call's attempts: calls that meet an unavailable replica
+    (loading, draining, gone) are retried on another; 1 turns retries off. Calls spread over every address the
+    target resolves to (round_robin), skipping replicas whose health check is not SERVING; ``health_check``
+    False stops those checks (for a target that is a proxy checking the replicas itself, such as Envoy).
     Failed calls raise :class:`imagewire.client.ImagewireError`.
     """
 
@@ -41,9 +45,12 @@ class _Shell(Generic[CoreT]):
         auth_token: str | None = None,
         tls: TlsConfig | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        health_check: bool = True,
     ) -> None:
         self._core: CoreT = self._core_type(  # type: ignore[assignment]
-            timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata
+            timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata,
+            max_attempts=max_attempts, health_check=health_check,
         )
         self._channel = self._open(target, tls)
         self._stub = self._stub_type(self._channel)
@@ -66,7 +73,7 @@ class BlockingShell(_Shell[CoreT]):
     """Base of the blocking clients; a context manager that closes the channel."""
 
     def _open(self, target: str, tls: TlsConfig | None) -> grpc.Channel:
-        return sync_channel(target, tls)
+        return sync_channel(target, self._core.balancing, tls)
 
     def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
         with call.options.raising():
@@ -74,12 +81,16 @@ class BlockingShell(_Shell[CoreT]):
 
     def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> Iterator[ResultT]:
         rpc = call.start(method)
+        received = Received()
         try:
-            with call.options.raising():
+            with call.options.raising(received):
                 for response in rpc:
-                    yield call.decode(response)
+                    yield call.count(received, call.decode(response))
         finally:
-            rpc.cancel()  # a no-op after a complete stream; stops the server's work if the caller left early
+            # A no-op after a complete stream; stops the server's work if the caller left early. A call wrapped by
+            # OpenTelemetry's instrumentation is a generator instead: closing it drops the call, and gRPC cancels
+            # a call nobody holds.
+            (rpc.cancel if hasattr(rpc, "cancel") else rpc.close)()
 
     def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""
@@ -96,7 +107,7 @@ class AsyncShell(_Shell[CoreT]):
     """Base of the asyncio clients; an async context manager that closes the channel."""
 
     def _open(self, target: str, tls: TlsConfig | None) -> grpc.aio.Channel:
-        return aio_channel(target, tls)
+        return aio_channel(target, self._core.balancing, tls)
 
     async def _unary(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> ResultT:
         with call.options.raising():
@@ -104,10 +115,11 @@ class AsyncShell(_Shell[CoreT]):
 
     async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncIterator[ResultT]:
         rpc = call.start(method)
+        received = Received()
         try:
-            with call.options.raising():
+            with call.options.raising(received):
                 async for response in rpc:
-                    yield call.decode(response)
+                    yield call.count(received, call.decode(response))
         finally:
             rpc.cancel()
 

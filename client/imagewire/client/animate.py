@@ -25,7 +25,7 @@ from imagewire.animate.v1 import animate_pb2
 from imagewire.client._core import ImageInput, Metadata, PreparedCall, ServiceCore, image_bytes
 from imagewire.client._messages import build_message, optional_fields
 from imagewire.client._resume import Attempt, Download, Resume
-from imagewire.client.animate_types import AnimateEvent, AnimateModelList, JobStatus
+from imagewire.client.animate_types import AnimateEvent, AnimateModelList, JobStatus, VideoChunk
 from imagewire.client.errors import ImagewireError
 from imagewire.client.video_sink import VideoSink
 
@@ -67,10 +67,16 @@ def _job_metadata(job_id: str) -> Metadata:
     return ((JOB_ID_KEY, job_id),)
 
 
+def video_bytes(event: AnimateEvent) -> int:
+    """The video bytes an event carries."""
+    return len(event.data) if isinstance(event, VideoChunk) else 0
+
+
 class AnimateCore(ServiceCore):
     """The animate client's I/O-free half: builds each call and decodes its responses."""
 
     DEFAULT_TIMEOUT = DEFAULT_ANIMATE_TIMEOUT_S
+    SERVICE = animate_pb2.DESCRIPTOR.services_by_name["AnimateService"].full_name
 
     def animate(
         self, image: ImageInput, *, timeout: float | None = None, request_id: str | None = None, **fields: FieldValue
@@ -78,14 +84,16 @@ class AnimateCore(ServiceCore):
         """An Animate call: a stream whose each response decodes to one event. Without a ``job_id`` the call gets
         a new one, so that it can be watched, resumed and cancelled even if its first event never arrives."""
         request = animate_request(image, **{**fields, "job_id": fields.get("job_id") or new_job_id()})
-        return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(request.job_id))
+        return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(request.job_id),
+                            payload=video_bytes)
 
     def watch(
         self, job_id: str, *, offset: int = 0, timeout: float | None = None, request_id: str | None = None
     ) -> PreparedCall[AnimateEvent]:
         """A WatchAnimation call: job ``job_id``'s events, its video from byte ``offset``."""
         request = animate_pb2.WatchAnimationRequest(job_id=job_id, offset=offset)
-        return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(job_id))
+        return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(job_id),
+                            payload=video_bytes)
 
     def cancel(
         self, job_id: str, *, timeout: float | None = None, request_id: str | None = None

@@ -42,6 +42,7 @@ class CaptionCore(ServiceCore):
     """The caption client's I/O-free half: builds each call and decodes its responses."""
 
     DEFAULT_TIMEOUT = DEFAULT_CAPTION_TIMEOUT_S
+    SERVICE = caption_pb2.DESCRIPTOR.services_by_name["CaptionService"].full_name
 
     def caption(
         self,

@@ -20,6 +20,10 @@ class ImagewireError(Exception):
 
     ``field_violations`` lists the offending request fields when the server sent google.rpc.BadRequest
     details (decoded when the optional ``grpcio-status`` package is installed).
+
+    A stream that failed after answering says how much had arrived: ``responses_received`` and
+    ``bytes_received`` (of video). gRPC retries an attempt only until its first response, so such a failure is
+    never retried; the caller may start the call again.
     """
 
     def __init__(
@@ -28,19 +32,28 @@ class ImagewireError(Exception):
         message: str,
         field_violations: tuple[FieldViolation, ...] = (),
         request_id: str | None = None,
+        *,
+        responses_received: int = 0,
+        bytes_received: int = 0,
     ) -> None:
-        super().__init__(f"{code.name}: {message}")
+        partial = (f" (after {responses_received} responses and {bytes_received} video bytes had arrived: a call "
+                   "is not retried once it has answered)") if responses_received else ""
+        super().__init__(f"{code.name}: {message}{partial}")
         self.code = code
         self.message = message
         self.field_violations = field_violations
         self.request_id = request_id
+        self.responses_received = responses_received
+        self.bytes_received = bytes_received
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError, request_id: str | None = None) -> ImagewireError:
+    def from_rpc_error(cls, error: grpc.RpcError, request_id: str | None = None, *, responses_received: int = 0,
+                       bytes_received: int = 0) -> ImagewireError:
         """Build from a grpc.RpcError (sync) or grpc.aio.AioRpcError."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
-        return cls(code or grpc.StatusCode.UNKNOWN, details or "", _field_violations(error), request_id)
+        return cls(code or grpc.StatusCode.UNKNOWN, details or "", _field_violations(error), request_id,
+                   responses_received=responses_received, bytes_received=bytes_received)
 
 
 def _field_violations(error: grpc.RpcError) -> tuple[FieldViolation, ...]:

@@ -95,6 +95,7 @@ async function animateImage(): Promise<void> {
   ui.animate.disabled = true;
   ui.progress.value = 0;
   ui.status.textContent = "Starting";
+  player.reset(); // the last run's video goes before this one's first bytes arrive
   document.body.dataset.animation = "running";
   const sink = new VideoSink((bytes) => player.append(bytes));
   try {
