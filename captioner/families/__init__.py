@@ -1,0 +1,74 @@
+"""Caption model families: one module per family, each exporting ``FAMILY`` (a :class:`~.base.Captioner`).
+
+:func:`load_captioner` reads a checkpoint's config, picks the family serving its ``model_type``, and loads the
+model through ``AutoModelForImageTextToText`` and ``AutoProcessor``; a checkpoint no family serves, or whose
+weights do not fit the model class, is a ValueError naming what is wrong. Adding a family is adding a module.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import pkgutil
+
+import torch
+
+from captioner.families.base import Captioner
+from imagewire_serving.device import dtype_name
+
+_LOGGER = logging.getLogger(__name__)
+# Examples of unmatched weight names shown in a start-up error.
+_SHOWN_KEYS = 3
+
+
+@functools.cache
+def families() -> dict[str, type[Captioner]]:
+    """Each served config ``model_type`` and the family class serving it, from the modules of this package."""
+    served: dict[str, type[Captioner]] = {}
+    for module in pkgutil.iter_modules(__path__):
+        family = getattr(importlib.import_module(f"{__name__}.{module.name}"), "FAMILY", None)
+        for model_type in getattr(family, "model_types", ()):
+            served[model_type] = family  # type: ignore[assignment]
+    return served
+
+
+def family_of(model_type: str) -> type[Captioner]:
+    """The family serving a config's ``model_type``, or a ValueError listing those served."""
+    family = families().get(model_type)
+    if family is None:
+        raise ValueError(f"it is a {model_type!r} model; the caption families served are "
+                         f"{', '.join(sorted(families()))} (docs/models.md)")
+    return family
+
+
+def load_captioner(source: str, device: torch.device, dtype: torch.dtype, *, model_id: str | None = None
+                   ) -> Captioner:
+    """Load a checkpoint (a local directory or a hub id) as the family its config names."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    family = family_of(AutoConfig.from_pretrained(source).model_type)
+    model, report = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    check_weights(type(model).__name__, report)
+    processor = AutoProcessor.from_pretrained(source)
+    captioner = family(model_id or source, model.to(device).eval(), processor, device)
+    _LOGGER.info("loaded %s model %s on %s (%s)", family.family, source, device, dtype_name(dtype))
+    return captioner
+
+
+def check_weights(model_class: str, report: dict[str, object]) -> None:
+    """A ValueError when the checkpoint's weights do not fill the model class.
+
+    ``from_pretrained`` only logs weights it could not fill (then left random) and weights it did not use; a model
+    loaded that way serves noise. transformers already leaves out of this report the weights tied to others and
+    those its model classes declare optional, so anything left is a mismatch.
+    """
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(key[0] if isinstance(key, tuple) else key) for key in report.get(kind) or ())  # type: ignore[attr-defined]
+        if keys:
+            shown = ", ".join(keys[:_SHOWN_KEYS]) + (", ..." if len(keys) > _SHOWN_KEYS else "")
+            problems.append(f"{len(keys)} {kind.removesuffix('_keys')} ({shown})")
+    problems += [str(message).splitlines()[0] for message in report.get("error_msgs") or ()]  # type: ignore[attr-defined]
+    if problems:
+        raise ValueError(f"its weights do not match {model_class}: {'; '.join(problems)}")
