@@ -7,10 +7,12 @@ weights do not fit the model class, is a ValueError naming what is wrong. Adding
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import pkgutil
+from collections.abc import Iterator
 
 import torch
 
@@ -47,13 +49,31 @@ def load_captioner(source: str, device: torch.device, dtype: torch.dtype, *, mod
     """Load a checkpoint (a local directory or a hub id) as the family its config names."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    family = family_of(AutoConfig.from_pretrained(source).model_type)
-    model, report = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, output_loading_info=True)
-    check_weights(type(model).__name__, report)
-    processor = AutoProcessor.from_pretrained(source)
+    with _transformers_quiet():
+        family = family_of(AutoConfig.from_pretrained(source).model_type)
+        # Weights of the wrong shape are loaded as missing ones are (left random) and reported, not raised on with
+        # a pointer to the report: the check below names them.
+        model, report = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+        check_weights(type(model).__name__, report)
+        processor = AutoProcessor.from_pretrained(source)
     captioner = family(model_id or source, model.to(device).eval(), processor, device)
     _LOGGER.info("loaded %s model %s on %s (%s)", family.family, source, device, dtype_name(dtype))
     return captioner
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """transformers' own loading report (a table of every unmatched weight) and notes go to stderr; the load
+    raises one error naming what is wrong instead, so a failed start stays one line."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def check_weights(model_class: str, report: dict[str, object]) -> None:

@@ -4,8 +4,9 @@
 ``small``: a random BLIP with a ViT-S/16-like vision encoder at 224 px and a 4-layer BERT-like decoder: the
 caption benchmark's default, sized like the model the serving targets were set on.
 ``bench``: the same with a ViT-B/16-like vision encoder (BLIP-base's), for benchmarks where the encoder dominates.
-``tiny-git``, ``tiny-florence2``, ``tiny-idefics3``: one tiny random model of each other caption family, their
-tokenizers built from the same small vocabulary and their captions depending on the image.
+``tiny-blip``, ``tiny-git``, ``tiny-florence2``, ``tiny-idefics3``: one tiny random model of each caption family,
+their tokenizers built from the same small vocabulary (captions are its words) and their weights drawn wide enough
+that the caption depends on the image.
 
 Each is saved with ``save_pretrained`` into a cache directory keyed by its config, and loaded back through the
 same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --preset bench --out DIR`` builds one.
@@ -36,6 +37,8 @@ PRESETS: dict[str, Preset] = {
     # Compute dominated by the vision encoder, as in the real BLIP models.
     "bench": BlipPreset(image_size=224, patch_size=16, vision_hidden=768, vision_layers=12, vision_heads=12,
                         text_hidden=384, text_layers=4, text_heads=6),
+    "tiny-blip": BlipPreset(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
+                            text_hidden=32, text_layers=2, text_heads=2, std=0.3),
     "tiny-git": GitPreset(),
     "tiny-florence2": Florence2Preset(),
     "tiny-idefics3": Idefics3Preset(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.tiny.words import BERT_SPECIALS, word_vocabulary
+from captioner.tiny.words import BERT_SPECIALS, spread_weights, word_vocabulary
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class BlipPreset:
     text_layers: int
     text_heads: int
     seed: int = 0
+    # Redraw the weights at this spread (captions that depend on the image; see words.spread_weights), or keep
+    # BLIP's own initialisation.
+    std: float | None = None
 
     def build(self, out: Path) -> Path:
         return build_blip(out, self)
@@ -69,6 +72,8 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
     )
     torch.manual_seed(preset.seed)
     model = BlipForConditionalGeneration(config).eval()
+    if preset.std is not None:
+        spread_weights(model, preset.std, preset.seed)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
