@@ -10,12 +10,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from captioner import tiny
 from captioner.limits import EngineLimits
 from imagewire_serving.server import GrpcServer
-from tests.support import captioner_app, serving
+from tests.support import captioner_app, png, serving
 
 ALL_FIELDS = frozenset({"image", "prompt", "max_new_tokens", "num_beams"})
 
@@ -56,3 +58,17 @@ async def family_server(family: CaptionFamily, limits: EngineLimits | None = Non
     app = captioner_app(model_dir(family), limits, device="cpu")
     async with serving(app, app.metrics, app.settings.server) as server:
         yield server
+
+
+# Shapes of every kind, so that models which tile an image by its shape get rows of different lengths.
+SIZES = [(32, 32), (48, 24), (24, 48), (40, 40), (64, 32), (32, 20), (36, 36), (20, 40)]
+PROMPTS = ["", "a picture of", "two", "", "a red", "there is", "", "the"]
+
+
+def noise_pngs(seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [png(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))) for w, h in SIZES]
+
+
+def prompts_of(family: CaptionFamily) -> list[str]:
+    return PROMPTS if family.takes_prompts else [""] * len(PROMPTS)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 import pytest_asyncio
 import torch
 from imagewire.client import AsyncCaptionClient
-from PIL import Image
 
 from captioner.backend import GenerationOptions
 from captioner.engine import CaptionEngine
@@ -25,27 +23,12 @@ from captioner.limits import EngineLimits
 from captioner.tiny.words import WORDS
 from imagewire_serving.images import decode_image
 from imagewire_serving.server import GrpcServer
-from tests.families import FAMILIES, CaptionFamily, family_params, family_server, model_dir
+from tests.families import FAMILIES, CaptionFamily, family_params, family_server, model_dir, noise_pngs, prompts_of
 from tests.gates import gate, wait_until
-from tests.support import png
 
 on_the_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 MAX_NEW_TOKENS = 8
-# Shapes of every kind, so that models which tile an image by its shape get rows of different lengths.
-SIZES = [(32, 32), (48, 24), (24, 48), (40, 40), (64, 32), (32, 20), (36, 36), (20, 40)]
-PROMPTS = ["", "a picture of", "two", "", "a red", "there is", "", "the"]
-
-
-def noise_pngs(seed: int) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-    return [png(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))) for w, h in SIZES]
-
-
-def prompts_of(family: CaptionFamily) -> list[str]:
-    return PROMPTS if family.takes_prompts else [""] * len(PROMPTS)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=FAMILIES, ids=str)
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[GrpcServer]:
     # A generous batch window, so that concurrent calls from one client share a batch even on a loaded CPU.

@@ -10,9 +10,8 @@ from imagewire.client import AsyncCaptionClient
 
 from captioner.limits import EngineLimits
 from captioner.tiny.words import WORDS
-from tests.families import CaptionFamily, family_params, model_dir
+from tests.families import CaptionFamily, family_params, model_dir, noise_pngs, prompts_of
 from tests.support import captioner_app, serving
-from tests.test_caption_families import noise_pngs, prompts_of
 
 pytestmark = [pytest.mark.cuda, pytest.mark.asyncio(loop_scope="session")]
 
