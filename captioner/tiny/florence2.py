@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.tiny.words import WORDS, byte_level_bpe, spread_weights, suppress_all_but_words
+from captioner.tiny.words import WORDS, TinySizes, byte_level_bpe, spread_weights, suppress_all_but_words
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>", "<image>")
 # The words of the text the processor makes of the <CAPTION> task: "What does the image describe?".
@@ -14,19 +14,13 @@ TASK_WORDS = ("What", "does", "describe", "?")
 
 
 @dataclass(frozen=True)
-class Florence2Preset:
+class Florence2Preset(TinySizes):
     """The sizes of a locally built Florence-2, and its weights' spread."""
 
-    image_size: int = 32
+    layers: int = 1
     # Per stage of the image encoder: its width and how much it shrinks the image.
     widths: tuple[int, ...] = (16, 32)
     strides: tuple[int, ...] = (4, 2)
-    hidden: int = 32
-    layers: int = 1
-    heads: int = 2
-    positions: int = 64
-    std: float = 0.3
-    seed: int = 0
 
     def build(self, out: Path) -> Path:
         from transformers import (

@@ -5,21 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.tiny.words import BERT_SPECIALS, spread_weights, word_vocabulary
+from captioner.tiny.words import BERT_SPECIALS, TinySizes, spread_weights, word_vocabulary
 
 
 @dataclass(frozen=True)
-class GitPreset:
+class GitPreset(TinySizes):
     """The sizes of a locally built GIT (image encoder and text decoder alike), and its weights' spread."""
 
-    image_size: int = 32
     patch_size: int = 8
-    hidden: int = 32
-    layers: int = 2
-    heads: int = 2
-    positions: int = 64
-    std: float = 0.3
-    seed: int = 0
 
     def build(self, out: Path) -> Path:
         from transformers import BertTokenizerFast, CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
@@ -28,8 +21,7 @@ class GitPreset:
         tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=self.positions)
         image_processor = CLIPImageProcessorPil(size={"shortest_edge": self.image_size},
                                                 crop_size={"height": self.image_size, "width": self.image_size})
-        sizes = {"hidden_size": self.hidden, "intermediate_size": self.hidden * 2, "num_hidden_layers": self.layers,
-                 "num_attention_heads": self.heads}
+        sizes = self.transformer
         config = GitConfig(
             vision_config={**sizes, "image_size": self.image_size, "patch_size": self.patch_size},
             **sizes, vocab_size=len(vocab), max_position_embeddings=self.positions,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.tiny.words import WORDS, byte_level_bpe, spread_weights, suppress_all_but_words
+from captioner.tiny.words import WORDS, TinySizes, byte_level_bpe, spread_weights, suppress_all_but_words
 
 # One user turn of images and text, then "Assistant:" where the answer begins, as SmolVLM's template renders it.
 CHAT_TEMPLATE = (
@@ -25,19 +25,14 @@ NAMED_SPECIALS = {"image_token": "<image>", "fake_image_token": "<fake_token_aro
 
 
 @dataclass(frozen=True)
-class Idefics3Preset:
+class Idefics3Preset(TinySizes):
     """The sizes of a locally built Idefics3, and its weights' spread. Images are scaled to ``longest_edge`` and
     tiled into ``image_size`` squares (plus the whole image), as SmolVLM does at 2048 and 512."""
 
-    image_size: int = 32
-    longest_edge: int = 64
-    patch_size: int = 8
-    hidden: int = 32
-    layers: int = 2
-    heads: int = 2
     positions: int = 256
     std: float = 0.1
-    seed: int = 0
+    longest_edge: int = 64
+    patch_size: int = 8
 
     def build(self, out: Path) -> Path:
         from transformers import (
@@ -60,8 +55,7 @@ class Idefics3Preset:
                                                     max_image_size={"longest_edge": self.image_size})
         # Image tokens per tile: its patches, merged SCALE² to one by the connector.
         image_tokens = (self.image_size // self.patch_size) ** 2 // SCALE**2
-        sizes = {"hidden_size": self.hidden, "intermediate_size": self.hidden * 2, "num_hidden_layers": self.layers,
-                 "num_attention_heads": self.heads}
+        sizes = self.transformer
         config = Idefics3Config(
             image_token_id=vocab["<image>"], scale_factor=SCALE,
             vision_config={**sizes, "image_size": self.image_size, "patch_size": self.patch_size},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # The words a tiny model's captions are made of.
@@ -66,3 +67,23 @@ def spread_weights(model: Any, std: float, seed: int) -> None:
         for parameter in model.parameters():
             if parameter.dim() >= 2:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """What the tiny presets of the families other than BLIP share: the image side, the width, depth and heads of
+    their transformers, the text length, and the spread and seed of their weights."""
+
+    image_size: int = 32
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    positions: int = 64
+    std: float = 0.3
+    seed: int = 0
+
+    @property
+    def transformer(self) -> dict[str, int]:
+        """The sizes of a transformer config (vision or text) of this preset."""
+        return {"hidden_size": self.hidden, "intermediate_size": self.hidden * 2, "num_hidden_layers": self.layers,
+                "num_attention_heads": self.heads}
