@@ -66,9 +66,11 @@ PROMPTS = ["", "a picture of", "two", "", "a red", "there is", "", "the"]
 
 
 def noise_pngs(seed: int) -> list[bytes]:
+    """Eight random images, one of each of SIZES."""
     rng = np.random.default_rng(seed)
     return [png(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))) for w, h in SIZES]
 
 
 def prompts_of(family: CaptionFamily) -> list[str]:
+    """A prompt for each of eight images: PROMPTS, or none where the family takes no caption prefix."""
     return PROMPTS if family.takes_prompts else [""] * len(PROMPTS)

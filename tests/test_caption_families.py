@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
@@ -29,31 +30,39 @@ from tests.gates import gate, wait_until
 on_the_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 MAX_NEW_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class Served:
+    """A family's tiny model served over gRPC, and the engine behind the server."""
+
+    family: CaptionFamily
+    server: GrpcServer
+
+    @property
+    def engine(self) -> CaptionEngine:
+        return self.server.app.engine()  # type: ignore[attr-defined,no-any-return]
+
+    def cancelled_calls(self) -> float:
+        """Caption calls the server saw end because their caller left."""
+        sample = self.server.metrics.registry.get_sample_value(
+            "imagewire_requests_total", {"method": "/imagewire.caption.v1.CaptionService/Caption", "code": "CANCELLED"})
+        return sample or 0.0
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=FAMILIES, ids=str)
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[GrpcServer]:
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     # A generous batch window, so that concurrent calls from one client share a batch even on a loaded CPU.
     limits = EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_ms=200)
-    async with family_server(request.param, limits) as running:
-        running.family = request.param  # type: ignore[attr-defined]
-        yield running
-
-
-def cancelled_calls(server: GrpcServer) -> float:
-    sample = server.metrics.registry.get_sample_value(
-        "imagewire_requests_total", {"method": "/imagewire.caption.v1.CaptionService/Caption", "code": "CANCELLED"})
-    return sample or 0.0
-
-
-def engine_of(server: GrpcServer) -> CaptionEngine:
-    return server.app.engine()  # type: ignore[attr-defined,no-any-return]
+    async with family_server(request.param, limits) as server:
+        yield Served(request.param, server)
 
 
 @on_the_session_loop
-async def test_concurrent_calls_get_their_one_by_one_captions_made_of_words(server: GrpcServer) -> None:
-    family: CaptionFamily = server.family  # type: ignore[attr-defined]
-    images, prompts = noise_pngs(seed=1), prompts_of(family)
-    engine = engine_of(server)
-    async with AsyncCaptionClient(server.address, timeout=60) as client:
+async def test_concurrent_calls_get_their_one_by_one_captions_made_of_words(served: Served) -> None:
+    images, prompts = noise_pngs(seed=1), prompts_of(served.family)
+    engine = served.engine
+    async with AsyncCaptionClient(served.server.address, timeout=60) as client:
         alone = [await client.caption(image, prompt=prompt) for image, prompt in zip(images, prompts)]
         runs_before = engine.stats.runs_completed
         together = await asyncio.gather(*(client.caption(image, prompt=prompt)
@@ -71,15 +80,15 @@ async def test_concurrent_calls_get_their_one_by_one_captions_made_of_words(serv
 
 
 @on_the_session_loop
-async def test_a_cancelled_call_stops_its_generation_at_the_next_step(server: GrpcServer) -> None:
-    engine = engine_of(server)
+async def test_a_cancelled_call_stops_its_generation_at_the_next_step(served: Served) -> None:
+    engine = served.engine
     backend = engine.batcher("").backend
-    image, prompt = noise_pngs(seed=2)[0], prompts_of(server.family)[1]  # type: ignore[attr-defined]
-    async with AsyncCaptionClient(server.address, timeout=60) as client:
+    image, prompt = noise_pngs(seed=2)[0], prompts_of(served.family)[1]
+    async with AsyncCaptionClient(served.server.address, timeout=60) as client:
         steps_before = engine.stats.steps
         await client.caption(image, prompt=prompt, max_new_tokens=24)
         assert engine.stats.steps - steps_before > 4, "the premise: left alone, this caption takes many steps"
-        stopped_before, cancelled_before = engine.stats.runs_stopped, cancelled_calls(server)
+        stopped_before, cancelled_before = engine.stats.runs_stopped, served.cancelled_calls()
         with gate(backend) as held:
             call = asyncio.create_task(client.caption(image, prompt=prompt, max_new_tokens=24))
             await held.wait_entered()  # in a batch of its own, held before generation starts
@@ -87,7 +96,7 @@ async def test_a_cancelled_call_stops_its_generation_at_the_next_step(server: Gr
             with pytest.raises(asyncio.CancelledError):
                 await call
             # The server sees the caller go (its handler is cancelled) while the model is held.
-            await wait_until(lambda: cancelled_calls(server) == cancelled_before + 1)
+            await wait_until(lambda: served.cancelled_calls() == cancelled_before + 1)
             steps_before = engine.stats.steps
             held.release()
             await wait_until(lambda: engine.stats.runs_stopped == stopped_before + 1)
@@ -95,10 +104,9 @@ async def test_a_cancelled_call_stops_its_generation_at_the_next_step(server: Gr
 
 
 @on_the_session_loop
-async def test_a_prompt_filling_the_text_length_leaves_the_reported_room(server: GrpcServer,
+async def test_a_prompt_filling_the_text_length_leaves_the_reported_room(served: Served,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    family: CaptionFamily = server.family  # type: ignore[attr-defined]
-    backend = engine_of(server).batcher("").backend
+    family, backend = served.family, served.engine.batcher("").backend
     image = decode_image(noise_pngs(seed=3)[4])
     prompt = " ".join(["a picture of"] * 8) if family.takes_prompts else ""
     budget = backend.token_budget(prompt)
