@@ -44,6 +44,7 @@ FAMILIES = (
     # Florence-2 answers its <CAPTION> task: no caption prefix.
     CaptionFamily("florence2", "tiny-florence2", ALL_FIELDS - {"prompt"}),
     CaptionFamily("idefics3", "tiny-idefics3"),
+    CaptionFamily("llava", "tiny-llava"),
 )
 family_params = pytest.mark.parametrize("family", FAMILIES, ids=str)
 

@@ -31,13 +31,21 @@ class ChatCaptioner(Captioner):
             raise ValueError("its processor has no chat template (chat_template.jinja or processor_config.json)")
         turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.instruction}]}]
         self.chat: str = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+        self._chat_ids = list(self.tokenizer(self.chat, add_special_tokens=False).input_ids)
         pad = self.tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else self.tokenizer.eos_token_id
         self._longest_chat = self._measure_longest_chat()
 
     def _prefix(self, prompt: str) -> list[int]:
+        """The prompt's tokens as they follow the chat prompt: tokenized in context, so that tokenizers which
+        mark a word's leading space (byte-level BPE's "Ġ", SentencePiece's "▁") give the ids of running text."""
         if not prompt:
             return []
+        chat = self._chat_ids
+        ids = list(self.tokenizer(self.chat + self.prefix_separator + prompt, add_special_tokens=False).input_ids)
+        if ids[:len(chat)] == chat:
+            return ids[len(chat):]
+        # The prompt merged into the chat's last token: its own tokens are the closest honest choice.
         return list(self.tokenizer(self.prefix_separator + prompt, add_special_tokens=False).input_ids)
 
     def start_tokens(self, prompt: str) -> int:

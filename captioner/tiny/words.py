@@ -25,30 +25,47 @@ def word_vocabulary(specials: Sequence[str]) -> dict[str, int]:
 
 
 def byte_level_bpe(words: Iterable[str], specials: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The vocabulary and merges of a byte-level BPE (the tokenizers of BART, GPT-2 and the Llama-like models),
-    trained here on ``words`` so that each word, alone or after a space, is one token.
+    """The vocabulary and merges of a byte-level BPE (the tokenizers of BART, GPT-2 and SmolLM), trained here on
+    ``words`` so that each word, alone or after a space ("Ġ"), is one token.
 
     The byte alphabet and the merges' partial words are in the vocabulary too, as in any byte-level BPE: tiny
     models keep them out of their captions with :func:`suppress_all_but_words`.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import pre_tokenizers
+
+    words = list(words)
+    return _train_bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), [*words, *(" " + word for word in words)],
+                      specials, pre_tokenizers.ByteLevel.alphabet())
+
+
+def sentencepiece_bpe(texts: Iterable[str], specials: Sequence[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges of a SentencePiece-style BPE (Llama's: a word's leading space is "▁"), trained on
+    ``texts`` (words, and the chat prompt with its punctuation and newlines) so that each word is one token."""
+    from tokenizers import pre_tokenizers
+
+    return _train_bpe(pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True), texts,
+                      specials, [])
+
+
+def _train_bpe(pre_tokenizer: Any, texts: Iterable[str], specials: Sequence[str], alphabet: list[str]
+               ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from tokenizers import Tokenizer, models, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizer
     trainer = trainers.BpeTrainer(vocab_size=1_000_000, special_tokens=list(specials), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    words = list(words)
-    tokenizer.train_from_iterator([*words, *(" " + word for word in words)], trainer)
+                                  initial_alphabet=alphabet)
+    tokenizer.train_from_iterator(list(texts), trainer)
     model = json.loads(tokenizer.to_str())["model"]
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in model["merges"]]
     return model["vocab"], merges  # type: ignore[return-value]
 
 
 def suppress_all_but_words(tokenizer: Any, *keep: int) -> list[int]:
-    """Every token id but the space-led words of WORDS and ``keep``: for a tiny model's generation config, so its
-    captions are words of the vocabulary (never a byte or half a word, which random weights would pick as
-    readily)."""
-    words = {f"Ġ{word}" for word in WORDS}
+    """Every token id but the space-led words of WORDS ("Ġword" or "▁word") and ``keep``: for a tiny model's
+    generation config, so its captions are words of the vocabulary (never a byte or half a word, which random
+    weights would pick as readily)."""
+    words = {f"{space}{word}" for word in WORDS for space in ("Ġ", "▁")}
     allowed = {index for token, index in tokenizer.get_vocab().items() if token in words} | set(keep)
     return sorted(set(tokenizer.get_vocab().values()) - allowed)
 

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class CaptionServiceStub:
     """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
-    Florence-2, Idefics3/SmolVLM); ListModels names each model's family and the request fields it uses.
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -55,7 +55,7 @@ class CaptionServiceStub:
 
 class CaptionServiceServicer:
     """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
-    Florence-2, Idefics3/SmolVLM); ListModels names each model's family and the request fields it uses.
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -115,7 +115,7 @@ def add_CaptionServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CaptionService:
     """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
-    Florence-2, Idefics3/SmolVLM); ListModels names each model's family and the request fields it uses.
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.

@@ -272,8 +272,8 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
   usdPerInputPixel: number;
 
   /**
-   * The model family, which decides how the model is loaded and run: "blip", "git", "florence2" or
-   * "idefics3" (docs/models.md).
+   * The model family, which decides how the model is loaded and run: "blip", "git", "florence2",
+   * "idefics3" or "llava" (docs/models.md).
    *
    * @generated from field: string family = 12;
    */
@@ -349,7 +349,7 @@ export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
 
 /**
  * CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
- * Florence-2, Idefics3/SmolVLM); ListModels names each model's family and the request fields it uses.
+ * Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
  *
  * Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
  * google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
