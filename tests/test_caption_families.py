@@ -2,8 +2,9 @@
 
 Per family: captions are words of the tiny vocabulary; eight concurrent calls with different images (of different
 shapes, prompts mixed where the family takes them) get exactly their one-by-one captions, in fewer model calls;
-a cancelled call stops its generation at the next step; a prompt filling the model's text length leaves room for
-the bound ListModels reports; the model runs in bfloat16 too.
+a cancelled call stops its generation at the next step; running out of device memory is RESOURCE_EXHAUSTED and the
+model serves on; a prompt filling the model's text length leaves room for the bound ListModels reports; the model
+runs in bfloat16 too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 import pytest
 import pytest_asyncio
 import torch
-from imagewire.client import AsyncCaptionClient
+from imagewire.client import AsyncCaptionClient, ImagewireError
 
 from captioner.backend import GenerationOptions
 from captioner.engine import CaptionEngine
@@ -26,6 +28,7 @@ from imagewire_serving.images import decode_image
 from imagewire_serving.server import GrpcServer
 from tests.families import FAMILIES, CaptionFamily, family_params, family_server, model_dir, noise_pngs, prompts_of
 from tests.gates import gate, wait_until
+from tests.test_device_memory import OutOfMemory
 
 on_the_session_loop = pytest.mark.asyncio(loop_scope="session")
 
@@ -124,3 +127,23 @@ def test_the_family_runs_in_bfloat16(family: CaptionFamily) -> None:
     image = decode_image(noise_pngs(seed=4)[1])
     (caption,) = backend.generate([image], [""], GenerationOptions(max_new_tokens=MAX_NEW_TOKENS, num_beams=2))
     assert caption and set(caption.split()) <= set(WORDS)
+
+
+@on_the_session_loop
+async def test_out_of_memory_is_resource_exhausted_and_the_model_serves_on(served: Served) -> None:
+    backend = served.engine.batcher("").backend
+    image = noise_pngs(seed=5)[0]
+    async with AsyncCaptionClient(served.server.address, timeout=60) as client:
+        before = (await client.caption(image)).text
+        failures = iter([True])
+        # The real torch.OutOfMemoryError, raised once from inside the model (its input embeddings, which every
+        # family's generate runs).
+        hook = OutOfMemory(backend.model.get_input_embeddings(), lambda _: next(failures, False))  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(ImagewireError) as caught:
+                await client.caption(image)
+            assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
+            assert (await client.caption(image)).text == before
+        finally:
+            hook.remove()
+    assert hook.batch_sizes, "the model never ran where the failure was installed"
