@@ -15,7 +15,7 @@ from animator.limits import MIN_SIDE, EngineLimits
 from animator.video import CONTRACT_PREFIX, VideoFormat
 from imagewire_serving import errors
 from imagewire_serving.errors import FieldViolation
-from imagewire_serving.fields import RequestField, check_fields
+from imagewire_serving.fields import RequestField, check_fields, unused_field
 
 MAX_GUIDANCE_SCALE = 20.0
 # Job ids travel in metadata (x-imagewire-job-id) and logs: short, and safe in any header or URL.
@@ -189,8 +189,7 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
     """Apply the model's and the server's defaults and check every field against its bounds; one InvalidArgument
     names every violated field, including those the model does not take (the image is checked when decoded)."""
     fields = request_fields(model, limits)
-    unused = [FieldViolation(name, f"{name} is not used by model {errors.shown(model_id)} ({model.family}); "
-                                   f"leave it unset") for name in FAMILY_FIELDS
+    unused = [unused_field(name, model_id, model.family) for name in FAMILY_FIELDS
               if getattr(request, name) is not None and name not in fields]
     taken = [*MODEL_DEFAULTS, *(name for name in FAMILY_FIELDS if name in fields)]
     values = {name: fields[name].default if getattr(request, name) is None else getattr(request, name)

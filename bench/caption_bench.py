@@ -6,7 +6,7 @@ Every figure comes from this one run, measured side by side on the same model (a
 built offline on first use), the same kind of images and the same generation options (``--max-new-tokens``,
 greedy) in every path:
 
-- ``limit``: per dtype, ``BlipBackend.generate`` called in this process with no serving around it: the latency of
+- ``limit``: per dtype, the captioner's ``generate`` called in this process with no serving around it: the latency of
   one image, and the throughput one image at a time and in batches of ``--batch-size`` (the physical limit of the
   machine in that dtype). This process runs with the servers' own threading (``imagewire_serving.threads``), so
   the ratios to it isolate what serving adds.

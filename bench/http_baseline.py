@@ -2,7 +2,7 @@
 
 Built the way the reference system's runner is: FastAPI + uvicorn, ``POST /image-to-text`` with the image as the
 multipart form file field ``image`` (and optional form fields ``prompt`` and ``max_new_tokens``), answering
-``{"text": ...}``. It runs the same :class:`~captioner.backend.BlipBackend` as the gRPC captioner (same loader,
+``{"text": ...}``. It runs the same :class:`~captioner.backend.CaptionBackend` as the gRPC captioner (same loader,
 device, dtype and generation options) but serves one request at a time, with no batching::
 
     python -m bench.http_baseline --model DIR [--port 0] [--device cpu]
@@ -26,7 +26,8 @@ from typing import Annotated
 from fastapi import FastAPI, File, Form, HTTPException, Response, UploadFile
 from PIL import Image
 
-from captioner.backend import BlipBackend, GenerationOptions
+from captioner.backend import CaptionBackend, GenerationOptions
+from captioner.families import load_captioner
 from imagewire_serving.announce import listening_line, ready_line
 from imagewire_serving.device import DTYPES, resolve_device
 from imagewire_serving.errors import InvalidArgument
@@ -39,7 +40,7 @@ NAME = "http-baseline"
 COMPUTE_HEADER = "x-compute-ms"
 
 
-def create_app(backend: BlipBackend, *, default_max_new_tokens: int, num_beams: int) -> FastAPI:
+def create_app(backend: CaptionBackend, *, default_max_new_tokens: int, num_beams: int) -> FastAPI:
     """The FastAPI app: one route, one request on the model at a time."""
     app = FastAPI(title="caption baseline")
     # A sync route runs in Starlette's thread pool, which would otherwise run several generate calls at once;
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     device = resolve_device(args.device)
-    backend = BlipBackend.load(args.model, device, DTYPES[args.dtype])
+    backend = load_captioner(args.model, device, DTYPES[args.dtype])
     # The same warm-up as the gRPC captioner, so neither server's first request pays for lazy initialisation.
     backend.generate([Image.new("RGB", (64, 64), (127, 127, 127))], [""], GenerationOptions(4, 1))
     app = create_app(backend, default_max_new_tokens=args.default_max_new_tokens, num_beams=args.num_beams)

@@ -10,8 +10,9 @@ import torch
 from imagewire.caption.v1 import caption_pb2_grpc
 
 from captioner import tiny
-from captioner.backend import BlipBackend, CaptionBackend
+from captioner.backend import CaptionBackend
 from captioner.engine import CaptionEngine, default_options, default_request, request_fields
+from captioner.families import load_captioner
 from captioner.service import SERVICE_NAME, CaptionServicer
 from captioner.settings import CaptionerSettings
 from imagewire_serving.app import EngineApp
@@ -36,7 +37,7 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
         return "tiny-random-blip", str(tiny.ensure_model("tiny"))
 
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> CaptionBackend:
-        return BlipBackend.load(source, device, dtype, model_id=model_id)
+        return load_captioner(source, device, dtype, model_id=model_id)
 
     def probe(self, backend: CaptionBackend) -> None:
         default_request(backend, default_options(request_fields(self.settings.limits, backend)))

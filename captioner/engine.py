@@ -20,7 +20,7 @@ from imagewire_serving import errors, tracing
 from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
-from imagewire_serving.fields import RequestField, check_fields
+from imagewire_serving.fields import RequestField, check_fields, unused_field
 from imagewire_serving.images import decode_image
 from imagewire_serving.metrics import Metrics
 
@@ -100,15 +100,13 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         batcher = self.batcher(request.model_id)
         backend = batcher.backend
         fields = self._fields[backend.model_id]
-        violations = check_fields(fields, [("prompt", request.prompt), ("num_beams", request.num_beams)])
-        if not request.prompt.isprintable():
-            violations.append(FieldViolation("prompt", "must be printable text"))
+        violations = option_violations(backend, fields, request)
         with tracing.span("caption.decode_image"):
             image, budget = await asyncio.to_thread(self._prepare, backend, request, violations)
         max_new_tokens = self._max_new_tokens(request, fields["max_new_tokens"], budget, violations)
         errors.collect(violations)
         assert image is not None
-        num_beams = fields["num_beams"].default if request.num_beams is None else request.num_beams
+        num_beams = default_options(fields).num_beams if request.num_beams is None else request.num_beams
         options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
         done = await batcher.submit(image, request.prompt, options, deadline)
         computed = time.monotonic() - done.compute_s
@@ -162,16 +160,17 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             **self._card_basics(backend, fields.values()), max_image_pixels=limits.image.max_pixels,
             default_max_new_tokens=fields["max_new_tokens"].default,
             max_new_tokens_limit=int(fields["max_new_tokens"].maximum or 0),
-            default_num_beams=fields["num_beams"].default, num_beams_limit=limits.num_beams_limit,
+            default_num_beams=default_options(fields).num_beams, num_beams_limit=limits.num_beams_limit,
             max_batch_size=limits.max_batch_size, usd_per_input_pixel=limits.usd_per_input_pixel,
         )
 
 
 def request_fields(limits: EngineLimits, backend: CaptionBackend) -> dict[str, RequestField]:
-    """Every request field a caption model accepts, with its default and bounds: what is validated and reported.
+    """Every request field a caption model uses, with its default and bounds: what is validated and reported.
 
-    The max_new_tokens bound is the operator's limit lowered to what the model's text length leaves after an
-    empty prompt (a prompt lowers it further per request); the defaults are the operator's, else the model's.
+    Only the fields the model's family uses are listed (a set field outside them is rejected). The max_new_tokens
+    bound is the operator's limit lowered to what the model's text length leaves after an empty prompt (a prompt
+    lowers it further per request); the defaults are the operator's, else the model's.
     """
     token_limit = min(limits.max_new_tokens_limit, backend.token_budget(""))
     max_new_tokens = limits.default_max_new_tokens or backend.defaults.max_new_tokens
@@ -182,13 +181,28 @@ def request_fields(limits: EngineLimits, backend: CaptionBackend) -> dict[str, R
         RequestField("max_new_tokens", min(max_new_tokens, token_limit), 1, token_limit),
         RequestField("num_beams", min(num_beams, limits.num_beams_limit), 1, limits.num_beams_limit),
     )
-    return {field.name: field for field in fields}
+    return {field.name: field for field in fields if field.name in backend.fields_used}
+
+
+def option_violations(backend: CaptionBackend, fields: dict[str, RequestField], request: CaptionInput
+                      ) -> list[FieldViolation]:
+    """What is wrong with the request's prompt and num_beams (max_new_tokens is checked against the prompt's
+    token budget later), and every field set that the model does not use: never silently ignored."""
+    options = {"prompt": request.prompt or None, "max_new_tokens": request.max_new_tokens,
+               "num_beams": request.num_beams}
+    violations = [unused_field(name, backend.model_id, backend.family)
+                  for name, value in options.items() if value is not None and name not in fields]
+    violations += check_fields(fields, [(name, options[name]) for name in ("prompt", "num_beams") if name in fields])
+    if "prompt" in fields and not request.prompt.isprintable():
+        violations.append(FieldViolation("prompt", "must be printable text"))
+    return violations
 
 
 def default_options(fields: dict[str, RequestField]) -> GenerationOptions:
-    """The decoding of a request that leaves every option unset."""
+    """The decoding of a request that leaves every option unset (greedy where the model takes no num_beams)."""
+    beams = fields.get("num_beams")
     return GenerationOptions(max_new_tokens=int(fields["max_new_tokens"].default),
-                             num_beams=int(fields["num_beams"].default))
+                             num_beams=int(beams.default) if beams is not None else 1)
 
 
 def default_request(backend: CaptionBackend, options: GenerationOptions, batch_size: int = 1) -> None:

@@ -56,3 +56,9 @@ def check_fields(fields: Mapping[str, RequestField], values: Iterable[tuple[str,
     """The violations among ``values`` (name, value) of the named fields; values of None are not checked."""
     found = (fields[name].violation(value) for name, value in values if value is not None)
     return [violation for violation in found if violation is not None]
+
+
+def unused_field(name: str, model_id: str, family: str) -> FieldViolation:
+    """A field set on a request that the model does not take: refused, never silently ignored. The model id is the
+    server's own (a loaded model's), so it is named whole."""
+    return FieldViolation(name, f"{name} is not used by model {model_id!r} ({family}); leave it unset")

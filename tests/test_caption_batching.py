@@ -24,9 +24,11 @@ from PIL import Image
 
 from captioner import tiny
 from captioner.app import CaptionerApp
-from captioner.backend import BlipBackend, GenerationOptions
+from captioner.backend import GenerationOptions
 from captioner.batcher import Batcher
 from captioner.engine import CaptionEngine, CaptionInput
+from captioner.families import load_captioner
+from captioner.families.blip import BlipCaptioner
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving import errors
@@ -93,8 +95,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def backend(model_dir: Path) -> BlipBackend:
-    return BlipBackend.load(str(model_dir), torch.device("cpu"), torch.float32)
+def backend(model_dir: Path) -> BlipCaptioner:
+    loaded = load_captioner(str(model_dir), torch.device("cpu"), torch.float32)
+    assert isinstance(loaded, BlipCaptioner)
+    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +112,14 @@ def prompts(images: list[bytes]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def one_by_one(backend: BlipBackend, images: list[bytes], prompts: list[str]) -> list[str]:
+def one_by_one(backend: BlipCaptioner, images: list[bytes], prompts: list[str]) -> list[str]:
     """Each image captioned alone, straight through the backend: what every batched answer must equal."""
     options = GenerationOptions(max_new_tokens=MAX_NEW_TOKENS, num_beams=1)
     return [backend.generate([decode_image(data)], [prompt], options)[0] for data, prompt in zip(images, prompts)]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def engine(backend: BlipBackend) -> AsyncIterator[CaptionEngine]:
+async def engine(backend: BlipCaptioner) -> AsyncIterator[CaptionEngine]:
     limits = EngineLimits(default_max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16, max_batch_delay_ms=200,
                           max_queue=16)
     engine = CaptionEngine([backend], limits, Metrics())
@@ -193,7 +197,7 @@ async def test_engine_mixed_prompt_batch_keeps_each_prompt(
         assert result.text == expected
 
 
-def stock_generate(backend: BlipBackend, images: list[Image.Image], prompt: str, options: GenerationOptions
+def stock_generate(backend: BlipCaptioner, images: list[Image.Image], prompt: str, options: GenerationOptions
                    ) -> list[str]:
     """BLIP's own path for one prompt: the processor, then the model's generate, as its model card shows."""
     processor = backend.processor
@@ -207,7 +211,7 @@ def stock_generate(backend: BlipBackend, images: list[Image.Image], prompt: str,
 
 @pytest.mark.parametrize("num_beams", [1, 2])
 async def test_one_generate_for_mixed_prompts_gives_the_stock_captions_of_each_prompt(
-    backend: BlipBackend, images: list[bytes], num_beams: int, monkeypatch: pytest.MonkeyPatch
+    backend: BlipCaptioner, images: list[bytes], num_beams: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prompts of every length, up to one that leaves only the new tokens of the model's text length.
     longest = " ".join(["a picture of"] * 20)

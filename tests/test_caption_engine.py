@@ -10,9 +10,10 @@ import pytest_asyncio
 import torch
 from PIL import Image
 
-from captioner.backend import BlipBackend, GenerationOptions
+from captioner.backend import GenerationOptions
 from captioner.batcher import Captioned
 from captioner.engine import CaptionEngine, CaptionInput
+from captioner.families import load_captioner
 from captioner.limits import EngineLimits
 from imagewire_serving.metrics import Metrics
 from tests.gates import gate, wait_until
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(tiny_caption_model: str) -> AsyncIterator[CaptionEngine]:
-    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    backend = load_captioner(tiny_caption_model, torch.device("cpu"), torch.float32)
     engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=0, max_queue=2), Metrics())
     engine.start()
     yield engine
@@ -68,7 +69,7 @@ async def test_callers_who_left_do_not_hold_queue_slots(engine: CaptionEngine) -
 
 
 async def test_a_lone_caller_skips_the_batch_window_but_concurrent_callers_are_batched(tiny_caption_model: str) -> None:
-    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    backend = load_captioner(tiny_caption_model, torch.device("cpu"), torch.float32)
     # A window far longer than any caption: waiting it out would show in every queue time.
     engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=2000, default_max_new_tokens=4), Metrics())
     engine.start()
@@ -86,7 +87,7 @@ async def test_a_batch_waits_for_the_callers_the_last_batch_answered(tiny_captio
     """Closed-loop callers come back a little after the batch window; the next batch waits for them rather than
     splitting the load into two batches that would alternate from then on. Requests go straight to the batcher
     (already decoded), so which of them arrive together depends on no thread's timing."""
-    backend = BlipBackend.load(tiny_caption_model, torch.device("cpu"), torch.float32)
+    backend = load_captioner(tiny_caption_model, torch.device("cpu"), torch.float32)
     engine = CaptionEngine([backend], EngineLimits(max_batch_delay_ms=5, default_max_new_tokens=4), Metrics())
     engine.start()
     batcher = engine.batcher("")

@@ -11,7 +11,8 @@ from imagewire.client import AsyncCaptionClient
 from transformers import GenerationConfig
 
 from captioner.app import CaptionerApp
-from captioner.backend import BlipBackend, GenerationOptions, generation_defaults
+from captioner.backend import GenerationOptions, generation_defaults
+from captioner.families import load_captioner
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving.images import decode_image
@@ -43,7 +44,7 @@ def test_the_embedded_and_tiny_models_default_to_transformers_20_tokens(tiny_cap
     from captioner.app import SHIPPED_MODEL
 
     for source in (tiny_caption_model, str(SHIPPED_MODEL)):
-        backend = BlipBackend.load(source, torch.device("cpu"), torch.float32)
+        backend = load_captioner(source, torch.device("cpu"), torch.float32)
         assert backend.defaults == GenerationOptions(max_new_tokens=20, num_beams=1)
 
 

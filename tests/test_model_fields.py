@@ -22,6 +22,7 @@ from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
+from tests.families import CaptionFamily, family_params, family_server
 from tests.support import serving, solid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,6 +40,8 @@ SOME_VALUE = {"motion_bucket_id": 100, "noise_aug_strength": 0.1, "min_guidance_
               "max_guidance_scale": 2.0, "prompt": "a cat", "negative_prompt": "blurry", "guidance_scale": 2.0}
 # Each family's tiny model, as its preset is named.
 PRESETS = {"svd": "tiny", "ltx": "ltx-tiny", "wan": "wan-tiny"}
+# A valid value of each caption request field, to set one a model does not use.
+SET_VALUES = {"prompt": "a picture of", "max_new_tokens": 4, "num_beams": 1}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=sorted(PRESETS))
@@ -81,12 +84,13 @@ async def rejected(call: Any, request: Any) -> list[str]:
     return violated_fields(caught.value)
 
 
-async def test_caption_fields_are_what_the_server_enforces(caption_server: GrpcServer) -> None:
-    async with grpc.aio.insecure_channel(caption_server.address) as channel:
+@family_params
+async def test_caption_fields_are_what_the_server_enforces(family: CaptionFamily) -> None:
+    async with family_server(family) as server, grpc.aio.insecure_channel(server.address) as channel:
         stub = caption_pb2_grpc.CaptionServiceStub(channel)
         (model,) = (await stub.ListModels(caption_pb2.ListModelsRequest())).models
         fields = {info.name: info for info in model.fields}
-        assert model.family == "blip" and set(fields) == {"image", "prompt", "max_new_tokens", "num_beams"}
+        assert model.family == family.name and set(fields) == family.fields
         assert fields["max_new_tokens"].maximum == model.max_new_tokens_limit
         assert json_format.MessageToDict(fields["max_new_tokens"].default_value) == model.default_max_new_tokens
         assert fields["image"].maximum == model.max_image_bytes
@@ -94,8 +98,17 @@ async def test_caption_fields_are_what_the_server_enforces(caption_server: GrpcS
             for value in [] if name in NOT_RANGED else out_of_range(info):
                 request = caption_pb2.CaptionRequest(image=solid(), **{name: value})
                 assert await rejected(stub.Caption, request) == [name], (name, value)
-        too_long = caption_pb2.CaptionRequest(image=solid(), prompt="a" * (int(fields["prompt"].maximum) + 1))
-        assert await rejected(stub.Caption, too_long) == ["prompt"]
+        if "prompt" in fields:
+            too_long = caption_pb2.CaptionRequest(image=solid(), prompt="a" * (int(fields["prompt"].maximum) + 1))
+            assert await rejected(stub.Caption, too_long) == ["prompt"]
+        # A field the model does not use is refused naming it and the model, never silently ignored.
+        unused = {f.name for f in caption_pb2.CaptionRequest.DESCRIPTOR.fields} - set(fields) - {"model_id"}
+        for name in unused:
+            request = caption_pb2.CaptionRequest(image=solid(), **{name: SET_VALUES[name]})
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Caption(request, timeout=30)
+            assert violated_fields(caught.value) == [name] and model.model_id in (caught.value.details() or "")
+        assert await stub.Caption(caption_pb2.CaptionRequest(image=solid()), timeout=30)
 
 
 async def first(stub: animate_pb2_grpc.AnimateServiceStub, request: animate_pb2.AnimateRequest,

@@ -55,3 +55,19 @@ def test_data_flows_one_way() -> None:
             if module.name != "tiny.py":
                 assert f"{service}.tiny" not in imports or module.name == "app.py", (
                     f"{module.name} imports the test-model builder")
+
+
+def test_only_the_caption_families_name_a_model_class() -> None:
+    """Engines, batcher, servicer and App run any family through the backend protocol: none imports transformers or
+    a family's module, or names a family's class. Families never import the test-model builders."""
+    from captioner.families import families
+
+    classes = {family.__name__ for family in families().values()}
+    for name in ("engine.py", "batcher.py", "service.py", "app.py", "backend.py", "limits.py", "settings.py"):
+        module = ROOT / "captioner" / name
+        reached = [m for m in imported_modules(module)
+                   if m == "transformers" or m.startswith(("transformers.", "captioner.families."))]
+        assert not reached, f"captioner/{name} reaches into a model library or a family: {reached}"
+        assert not any(cls in module.read_text() for cls in classes), f"captioner/{name} names a family class"
+    for module in (ROOT / "captioner" / "families").glob("*.py"):
+        assert not any(m.startswith("captioner.tiny") for m in imported_modules(module)), module.name

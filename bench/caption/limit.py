@@ -19,12 +19,13 @@ class InProcess:
     def __init__(self, model_dir: Path, device_spec: str, dtype_name: str, max_new_tokens: int) -> None:
         import torch
 
-        from captioner.backend import BlipBackend, GenerationOptions
+        from captioner.backend import GenerationOptions
+        from captioner.families import load_captioner
         from imagewire_serving.device import DTYPES, resolve_device
 
         device = resolve_device(device_spec)
         self.dtype = dtype_name
-        self.backend = BlipBackend.load(str(model_dir), device, DTYPES[dtype_name])
+        self.backend = load_captioner(str(model_dir), device, DTYPES[dtype_name])
         self.options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=1)
         self.torch_threads = torch.get_num_threads()
 

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CaptionServiceStub:
-    """CaptionService describes images in text with a BLIP-family image-to-text model.
+    """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -53,7 +54,8 @@ class CaptionServiceStub:
 
 
 class CaptionServiceServicer:
-    """CaptionService describes images in text with a BLIP-family image-to-text model.
+    """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -65,12 +67,12 @@ class CaptionServiceServicer:
         """Caption describes one image. Concurrent calls are batched together by the server.
 
         Status codes: INVALID_ARGUMENT when the image is empty, not a decodable image, over 50 MiB or over the
-        server's pixel limit, or a field is outside the bounds ListModels reports (all wrong fields are named at
-        once); NOT_FOUND when model_id names no loaded model (the message lists the loaded ones);
-        RESOURCE_EXHAUSTED when the model's queue is full, the server is at its limit of concurrent calls, or the
-        request message is over 50 MiB plus 64 KiB; DEADLINE_EXCEEDED when the call's deadline passed (a request
-        still queued then is dropped unrun); CANCELLED when the caller cancelled; UNAVAILABLE while the server is loading its models or
-        shutting down.
+        server's pixel limit, a field is outside the bounds ListModels reports, or a field is set that the model
+        does not use (all wrong fields are named at once); NOT_FOUND when model_id names no loaded model (the
+        message lists the loaded ones); RESOURCE_EXHAUSTED when the model's queue is full, the server is at its
+        limit of concurrent calls, or the request message is over 50 MiB plus 64 KiB; DEADLINE_EXCEEDED when the
+        call's deadline passed (a request still queued then is dropped unrun); CANCELLED when the caller
+        cancelled; UNAVAILABLE while the server is loading its models or shutting down.
 
         Retries: Caption has no side effects, so retrying UNAVAILABLE, RESOURCE_EXHAUSTED (except for an
         oversized request, which fails again) and DEADLINE_EXCEEDED with exponential backoff is safe; another
@@ -112,7 +114,8 @@ def add_CaptionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CaptionService:
-    """CaptionService describes images in text with a BLIP-family image-to-text model.
+    """CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
+    Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
 
     Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
     google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.

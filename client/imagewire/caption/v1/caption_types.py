@@ -82,7 +82,9 @@ class ModelInfo(ProtoData):
     usd_per_input_pixel: float
     """The price of one input pixel, in US dollars."""
     family: str
-    """The model family, which decides how the model is loaded and run (such as "blip" or "svd")."""
+    """The model family, which decides how the model is loaded and run: "blip", "git", "florence2",
+    "idefics3" or "llava" (docs/models.md).
+    """
     fields: tuple[FieldInfo, ...]
     """Every request field this model accepts, with its default and bounds. A field not listed here is not
     used by this model: setting it is INVALID_ARGUMENT.

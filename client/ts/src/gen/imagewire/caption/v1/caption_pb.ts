@@ -37,7 +37,8 @@ export type CaptionRequest = Message<"imagewire.caption.v1.CaptionRequest"> & {
 
   /**
    * An optional caption prefix for conditional captioning, at most 512 characters: the caption continues
-   * this text.
+   * this text (for a chat model, the answer begins with it). A model whose ModelInfo.fields do not list
+   * "prompt" (Florence-2 answers its own captioning task) rejects a non-empty prompt with INVALID_ARGUMENT.
    *
    * @generated from field: string prompt = 3;
    */
@@ -271,7 +272,8 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
   usdPerInputPixel: number;
 
   /**
-   * The model family, which decides how the model is loaded and run (such as "blip" or "svd").
+   * The model family, which decides how the model is loaded and run: "blip", "git", "florence2",
+   * "idefics3" or "llava" (docs/models.md).
    *
    * @generated from field: string family = 12;
    */
@@ -346,7 +348,8 @@ export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
   messageDesc(file_imagewire_caption_v1_caption, 6);
 
 /**
- * CaptionService describes images in text with a BLIP-family image-to-text model.
+ * CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
+ * Florence-2, Idefics3/SmolVLM, LLaVA); ListModels names each model's family and the request fields it uses.
  *
  * Errors use the standard gRPC status codes, listed per RPC below. Rejected fields come with
  * google.rpc.BadRequest field violations (in the grpc-status-details-bin trailer) naming every wrong field.
@@ -360,12 +363,12 @@ export const CaptionService: GenService<{
    * Caption describes one image. Concurrent calls are batched together by the server.
    *
    * Status codes: INVALID_ARGUMENT when the image is empty, not a decodable image, over 50 MiB or over the
-   * server's pixel limit, or a field is outside the bounds ListModels reports (all wrong fields are named at
-   * once); NOT_FOUND when model_id names no loaded model (the message lists the loaded ones);
-   * RESOURCE_EXHAUSTED when the model's queue is full, the server is at its limit of concurrent calls, or the
-   * request message is over 50 MiB plus 64 KiB; DEADLINE_EXCEEDED when the call's deadline passed (a request
-   * still queued then is dropped unrun); CANCELLED when the caller cancelled; UNAVAILABLE while the server is loading its models or
-   * shutting down.
+   * server's pixel limit, a field is outside the bounds ListModels reports, or a field is set that the model
+   * does not use (all wrong fields are named at once); NOT_FOUND when model_id names no loaded model (the
+   * message lists the loaded ones); RESOURCE_EXHAUSTED when the model's queue is full, the server is at its
+   * limit of concurrent calls, or the request message is over 50 MiB plus 64 KiB; DEADLINE_EXCEEDED when the
+   * call's deadline passed (a request still queued then is dropped unrun); CANCELLED when the caller
+   * cancelled; UNAVAILABLE while the server is loading its models or shutting down.
    *
    * Retries: Caption has no side effects, so retrying UNAVAILABLE, RESOURCE_EXHAUSTED (except for an
    * oversized request, which fails again) and DEADLINE_EXCEEDED with exponential backoff is safe; another

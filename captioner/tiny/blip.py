@@ -1,32 +1,11 @@
-"""Caption models built locally from configs, so the server, tests and benchmarks run with no model hub.
-
-``tiny``: a random BLIP of a few hundred KB (fast tests of the serving path; captions are random words).
-``small``: a random BLIP with a ViT-S/16-like vision encoder at 224 px and a 4-layer BERT-like decoder: the
-caption benchmark's default, sized like the model the serving targets were set on.
-``bench``: the same with a ViT-B/16-like vision encoder (BLIP-base's), for benchmarks where the encoder dominates.
-
-Each is saved with ``save_pretrained`` into a cache directory keyed by its config, and loaded back through the
-same ``from_pretrained`` path a hub model takes.  ``python -m captioner.tiny --preset bench --out DIR`` builds one.
-"""
+"""Random BLIP captioners of any size, built from configs (the embedded default and the benchmarks' models)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagewire_serving.model_cache import LocalModels
-
-# Bumped whenever build_blip changes what it builds, so cached copies are rebuilt.
-_BUILDER_VERSION = 2
-
-_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-_WORDS = [
-    "a", "an", "the", "of", "on", "in", "with", "and", "at", "picture", "photo", "image", "there", "is",
-    "are", "two", "three", "small", "large", "red", "green", "blue", "yellow", "white", "black",
-    "orange", "purple", "circle", "square", "triangle", "star", "shape", "background", "sky", "tree",
-    "dog", "cat", "person", "road", "water", "house", "car", "table", "grass", "field", "street", "room",
-    "wall", "light", "dark", "bright", "near", "next", "to",
-]
+from captioner.tiny.words import BERT_SPECIALS, spread_weights, word_vocabulary
 
 
 @dataclass(frozen=True)
@@ -42,17 +21,12 @@ class BlipPreset:
     text_layers: int
     text_heads: int
     seed: int = 0
+    # Redraw the weights at this spread (captions that depend on the image; see words.spread_weights), or keep
+    # BLIP's own initialisation.
+    std: float | None = None
 
-
-PRESETS: dict[str, BlipPreset] = {
-    "tiny": BlipPreset(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
-                       text_hidden=32, text_layers=2, text_heads=2),
-    "small": BlipPreset(image_size=224, patch_size=16, vision_hidden=384, vision_layers=12, vision_heads=6,
-                        text_hidden=384, text_layers=4, text_heads=6),
-    # Compute dominated by the vision encoder, as in the real BLIP models.
-    "bench": BlipPreset(image_size=224, patch_size=16, vision_hidden=768, vision_layers=12, vision_heads=12,
-                        text_hidden=384, text_layers=4, text_heads=6),
-}
+    def build(self, out: Path) -> Path:
+        return build_blip(out, self)
 
 
 def build_blip(out: Path, preset: BlipPreset) -> Path:
@@ -66,7 +40,7 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
         BlipProcessor,
     )
 
-    vocab = {token: index for index, token in enumerate([*_SPECIAL, *_WORDS])}
+    vocab = word_vocabulary((*BERT_SPECIALS, "[DEC]"))
     # A word-level vocabulary passed as a dict: built from a vocab file, this tokenizer knew only its specials.
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
     image_processor = BlipImageProcessor(size={"height": preset.image_size, "width": preset.image_size})
@@ -98,15 +72,9 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
     )
     torch.manual_seed(preset.seed)
     model = BlipForConditionalGeneration(config).eval()
+    if preset.std is not None:
+        spread_weights(model, preset.std, preset.seed)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
-
-
-MODELS = LocalModels("blip", PRESETS, build_blip, version=_BUILDER_VERSION, marker="config.json")
-ensure_model = MODELS.ensure
-
-
-if __name__ == "__main__":
-    MODELS.main(__doc__)
