@@ -179,6 +179,37 @@ async def test_an_animate_refused_before_it_answers_is_retried_on_another_replic
         await broken.stop(0)
 
 
+async def test_the_calls_of_a_job_reach_the_replica_that_holds_it(animator: GrpcServer) -> None:
+    """Two replicas behind Envoy: Animate, WatchAnimation and CancelAnimation are hashed on the job-id key, so a
+    job's later calls find it on whichever replica runs it (the other would answer NOT_FOUND)."""
+    config = settings()
+    metrics = Metrics()
+    tiny_call = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
+    async with serving(AnimatorApp(config, metrics), metrics, config.server) as second:
+        replicas = (animator, second)
+        front = FrontDoor(captioners=(), animators=tuple(r.address for r in replicas), health_interval_s=0.25)
+        envoy = await asyncio.to_thread(Envoy.start, front)
+        try:
+            async with AsyncAnimateClient(envoy.target, health_check=False) as client:
+                results: dict[str, AnimateResult] = {}
+                # New jobs until both replicas hold some (each lands on either: a handful suffices).
+                while len(results) < 32 and not all(
+                        any(engine_of(r).jobs.find(job) for job in results) for r in replicas):
+                    job_id = f"routed-{len(results)}"
+                    result = [e async for e in client.animate(IMAGE, seed=1, job_id=job_id, **tiny_call)][-1]
+                    assert isinstance(result, AnimateResult)
+                    results[job_id] = result
+                for job_id, result in results.items():
+                    assert sum(engine_of(r).jobs.find(job_id) is not None for r in replicas) == 1
+                    watched = [e async for e in client.watch(job_id)]
+                    assert watched[-1] == result
+                    assert (await client.cancel(job_id)).job_id == job_id
+        finally:
+            await asyncio.to_thread(envoy.terminate)
+    for replica in replicas:
+        assert any(engine_of(replica).jobs.find(job) for job in results)
+
+
 def peer_of(caplog: pytest.LogCaptureFixture, request_id: str) -> str | None:
     """The client address of a logged call (a connection's own port)."""
     for record in caplog.records:
