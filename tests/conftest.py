@@ -19,7 +19,7 @@ from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
-from tests.support import serving
+from tests.support import require, serving
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,8 +68,8 @@ async def caption_server(tiny_caption_model: str) -> AsyncIterator[GrpcServer]:
 def typescript_client() -> Path:
     """The TypeScript client package (client/ts), built from its current sources for the Node and browser tests."""
     package = Path(__file__).resolve().parent.parent / "client" / "ts"
-    if shutil.which("npm") is None or not (package / "node_modules" / ".bin" / "tsc").exists():
-        pytest.skip("needs npm and `npm ci` in client/ts (make setup does it where npm exists)")
+    require(shutil.which("npm") is not None and (package / "node_modules" / ".bin" / "tsc").exists(),
+            "needs npm and `npm ci` in client/ts (make setup does it where npm exists)")
     build = subprocess.run(["npm", "run", "--silent", "build"], cwd=package, capture_output=True, text=True,
                            timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr

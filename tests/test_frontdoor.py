@@ -44,6 +44,12 @@ def test_envoy_accepts_the_rendered_configuration(front: FrontDoor, tmp_path: Pa
     assert "Deprecated" not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("origin", ["", "https://a.example'", "(unclosed", "https://a\nb"])
+def test_an_allowed_origin_must_be_a_quotable_regular_expression(origin: str) -> None:
+    with pytest.raises(ValueError, match="allow_origin"):
+        render(FrontDoor(captioners=(), animators=("127.0.0.1:1",), allow_origin=origin))
+
+
 def test_an_endpoint_must_name_its_port() -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         render(FrontDoor(captioners=("captioner",), animators=()))

@@ -16,19 +16,21 @@ import pytest
 
 from animator import tiny
 from imagewire_serving.launcher import ServerProcess, launch
-from tests.support import free_port, script, solid
+from tests.support import free_port, require, script, solid
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "node"
 # One OpenMP thread: the two cores are shared by both servers and node.
 ENV = {"OMP_NUM_THREADS": "1"}
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("node") is None or not (EXAMPLE / "node_modules" / "@imagewire").exists(),
-                       reason="needs node and `npm ci` in examples/node (make setup does it where npm exists)"),
-    # The package built from its current sources.
-    pytest.mark.usefixtures("typescript_client"),
-]
+# The package built from its current sources.
+pytestmark = pytest.mark.usefixtures("typescript_client", "node_example")
+
+
+@pytest.fixture(scope="module")
+def node_example() -> None:
+    require(shutil.which("node") is not None and (EXAMPLE / "node_modules" / "@imagewire").exists(),
+            "needs node and `npm ci` in examples/node (make setup does it where npm exists)")
 
 
 def node(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
 from tests import front_door
 from tests.gates import GATE_TIMEOUT_S, wait_until
-from tests.support import free_port, serving, solid
+from tests.support import free_port, require, serving, solid
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(300)]
 
@@ -52,12 +52,6 @@ ARTIFACTS = ROOT / "out" / "test-artifacts"
 CAPTION_SERVICE, ANIMATE_SERVICE = "imagewire.caption.v1.CaptionService", "imagewire.animate.v1.AnimateService"
 # The embedded tiny SVD's defaults: 8 frames at 128x72, decoded 4 at a time.
 FRAMES = 8
-
-
-def require(ready: bool, reason: str) -> None:
-    """Skip where the browser tooling is missing; in CI (.ci/run installs it) that is a failure instead."""
-    if not ready:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
 
 
 @contextlib.contextmanager
@@ -201,6 +195,7 @@ async def test_the_page_captions_and_plays_the_video_while_it_streams(page_bundl
                     assert 0 < shown["progress"] < 1
                     assert re.fullmatch(rf"(De|En)coding frames \d/{FRAMES}", shown["status"]), shown
                     await page.do("screenshot", path=str(ARTIFACTS / "web-page-mid-stream.png"))
+                    assert (ARTIFACTS / "web-page-mid-stream.png").read_bytes().startswith(b"\x89PNG")
                     hold.released.set()
                     shown = await page.do("finish", frames=FRAMES)
                 assert shown["animation"] == "done" and shown["frames"] >= FRAMES and shown["progress"] == 1

@@ -20,16 +20,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configmap", action="store_true", help=f"write the Kubernetes ConfigMap to {CONFIGMAP}")
     parser.add_argument("--captioner", action="append", default=[], metavar="HOST:PORT", help="a caption replica")
     parser.add_argument("--animator", action="append", default=[], metavar="HOST:PORT", help="an animate replica")
-    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="the gRPC listener")
-    parser.add_argument("--stats-port", type=int, default=KUBERNETES.stats_port)
-    parser.add_argument("--health-interval", type=float, default=KUBERNETES.health_interval_s, metavar="SECONDS")
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="the gRPC and gRPC-Web listener (default %(default)s)")
+    parser.add_argument("--stats-port", type=int, default=KUBERNETES.stats_port,
+                        help="Envoy's metrics and readiness listener (default %(default)s)")
+    parser.add_argument("--health-interval", type=float, default=KUBERNETES.health_interval_s, metavar="SECONDS",
+                        help="seconds between health checks of each replica (default %(default)s)")
+    parser.add_argument("--allow-origin", default=KUBERNETES.allow_origin, metavar="REGEX",
+                        help="the browser origins gRPC-Web calls are allowed from, a regular expression "
+                             "(default %(default)s: any)")
     args = parser.parse_args(argv)
     if args.configmap:
         CONFIGMAP.write_text(configmap())
         return 0
     host, _, port = args.listen.rpartition(":")
     front = FrontDoor(captioners=args.captioner, animators=args.animator, listen_address=host,
-                      listen_port=int(port), stats_port=args.stats_port, health_interval_s=args.health_interval)
+                      listen_port=int(port), stats_port=args.stats_port, health_interval_s=args.health_interval,
+                      allow_origin=args.allow_origin)
     try:
         sys.stdout.write(render(front))
     except ValueError as error:

@@ -9,6 +9,7 @@ comments, so the ConfigMap reads like the template.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class FrontDoor:
             "stats_port": str(self.stats_port),
             "admin_port": str(self.admin_port),
             "health_interval": f"{self.health_interval_s:g}s",
-            "allow_origin": self.allow_origin,
+            "allow_origin": _origin_pattern(self.allow_origin),
             "captioner_endpoints": _endpoints(self.captioners),
             "animator_endpoints": _endpoints(self.animators),
         }
@@ -65,6 +66,18 @@ KUBERNETES = FrontDoor(
     listen_port=8080,
     stats_port=9902,
 )
+
+
+def _origin_pattern(pattern: str) -> str:
+    """The CORS origin pattern, checked: a regular expression (Envoy's RE2 takes the common syntax Python's ``re``
+    checks here), written into a single-quoted YAML scalar, so without quotes or line breaks."""
+    if not pattern or any(character in pattern for character in "'\n\r"):
+        raise ValueError(f"allow_origin {pattern!r}: a non-empty regular expression without quotes or line breaks")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"allow_origin {pattern!r} is not a regular expression: {error}") from None
+    return pattern
 
 
 def _endpoints(addresses: Sequence[str]) -> str:

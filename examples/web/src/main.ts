@@ -88,6 +88,19 @@ async function captionImage(): Promise<void> {
   }
 }
 
+/** A generation preview (an animated image of the video so far) as the video's poster, until frames play; none
+ * clears it. The page counts them in data-previews. */
+function showPreview(preview: animate.Preview | undefined): void {
+  if (ui.video.poster) URL.revokeObjectURL(ui.video.poster);
+  ui.video.removeAttribute("poster");
+  if (preview === undefined) {
+    document.body.dataset.previews = "0";
+    return;
+  }
+  ui.video.poster = URL.createObjectURL(new Blob([preview.image.slice()], { type: preview.mimeType }));
+  document.body.dataset.previews = String(Number(document.body.dataset.previews ?? "0") + 1);
+}
+
 async function animateImage(): Promise<void> {
   if (image === undefined) return;
   const format = playableFormat((type) => typeof MediaSource !== "undefined" && MediaSource.isTypeSupported(type));
@@ -95,7 +108,8 @@ async function animateImage(): Promise<void> {
   ui.animate.disabled = true;
   ui.progress.value = 0;
   ui.status.textContent = "Starting";
-  player.reset(); // the last run's video goes before this one's first bytes arrive
+  player.reset(); // the last run's video and previews go before this one's first bytes arrive
+  showPreview(undefined);
   document.body.dataset.animation = "running";
   const sink = new VideoSink((bytes) => player.append(bytes));
   try {
@@ -103,6 +117,7 @@ async function animateImage(): Promise<void> {
     const stream = api().animate.animate(request, { timeoutMs: ANIMATE_TIMEOUT_MS });
     for await (const event of animateEvents(stream)) {
       if (event.case === "header") await player.open(mediaType(event.value));
+      if (event.case === "preview") showPreview(event.value);
       if (event.case === "progress") {
         ui.progress.value = fraction(event.value);
         ui.status.textContent = describe(event.value);

@@ -40,6 +40,7 @@ function snapshot() {
       progress: document.getElementById("progress").value,
       error: error.hidden ? "" : error.textContent,
       frames: video.getVideoPlaybackQuality().totalVideoFrames,
+      previews: Number(document.body.dataset.previews ?? 0),
       ended: video.ended,
     };
   });
