@@ -47,7 +47,7 @@ class Resume:
 
     def pause(self, attempt: int) -> float:
         """The pause before reconnection number ``attempt`` (0 first)."""
-        return min(self.backoff_s * 2**attempt, self.max_backoff_s)
+        return min(self.backoff_s * 2.0**attempt, self.max_backoff_s)
 
 
 @dataclass(frozen=True)
