@@ -35,7 +35,8 @@ class SafetyChecker:
         from transformers import CLIPImageProcessor
 
         processor = CLIPImageProcessor.from_pretrained(source)
-        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype).to(device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps, which mypy does not bind as a method.
+        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         _LOGGER.info("loaded safety checker %s on %s (%s)", source, device, dtype_name(dtype))
         return cls(model, processor, device, dtype)
 

@@ -13,6 +13,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 
@@ -51,8 +52,9 @@ def load_captioner(source: str, device: torch.device, dtype: torch.dtype, *, mod
         family = family_of(AutoConfig.from_pretrained(source).model_type)
         # Weights of the wrong shape are loaded as missing ones are (left random) and reported, not raised on with
         # a pointer to the report: the check below names them.
-        model, report = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+        # output_loading_info=True makes it a (model, report) pair, which transformers' annotation leaves out.
+        model, report = cast(tuple[Any, dict[str, Any]], AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True))
         check_report(report, f"its model ({type(model).__name__})")
         processor = AutoProcessor.from_pretrained(source)
     captioner = family(model_id or source, model.to(device).eval(), processor, device)
