@@ -43,6 +43,7 @@ class SafetyChecker:
     @torch.no_grad()
     def check(self, image: Image.Image) -> bool:
         """True when the image is flagged."""
+        # transformers types the processor's __call__ through a decorator mypy cannot call through.
         pixels = self.processor(images=[image], return_tensors="pt").pixel_values  # type: ignore[operator]
         # The checker blanks flagged images in place; we only need the verdict, so give it a 1-pixel stand-in.
         _, flagged = self.model(clip_input=pixels.to(self.device, self.dtype), images=np.zeros((1, 1, 1, 3)))

@@ -248,6 +248,7 @@ def main() -> None:
     backend = server.app.engine().backends[0]
     params = request_params(args, backend.accepts.defaults)
     try:
+        # The served model is an SVD family backend (this bench serves only that), which has a pipeline.
         runs = measure(address, backend.pipeline, params, args.repeats)  # type: ignore[attr-defined]
     finally:
         server.stop()

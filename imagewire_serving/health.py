@@ -45,6 +45,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         while True:
             async with self._changed:
                 await self._changed.wait_for(
+                    # A default binds this round's status; mypy cannot infer a lambda's default-argument type.
                     lambda last=sent: self._current(request.service) != last or self._draining  # type: ignore[misc]
                 )
                 status, draining = self._current(request.service), self._draining

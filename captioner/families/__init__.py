@@ -30,6 +30,7 @@ def families() -> dict[str, type[Captioner]]:
     for module in pkgutil.iter_modules(__path__):
         family = getattr(importlib.import_module(f"{__name__}.{module.name}"), "FAMILY", None)
         for model_type in getattr(family, "model_types", ()):
+            # A module's FAMILY is a Captioner subclass (read with getattr, so mypy sees object).
             served[model_type] = family  # type: ignore[assignment]
     return served
 

@@ -73,6 +73,7 @@ class Download:
     def __init__(self, first: Attempt, sink: VideoSink, resume: Resume, *, watch: WatchCall,
                  restart: AnimateCall | None = None) -> None:
         self.first = first
+        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
         self.job_id: str = first.call.request.job_id  # type: ignore[attr-defined]
         self.reconnect_timeout_s = resume.reconnect_timeout_s
         self.resumes = 0

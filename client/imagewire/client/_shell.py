@@ -6,7 +6,7 @@ line each: ask the core for a prepared call, send it with ``_unary`` or ``_strea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import grpc
@@ -115,7 +115,7 @@ class AsyncShell(_Shell[CoreT]):
         with call.options.raising():
             return call.decode(await call.start(method))
 
-    async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncIterator[ResultT]:
+    async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncGenerator[ResultT, None]:
         rpc = call.start(method)
         received = Received()
         try:
