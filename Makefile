@@ -42,6 +42,7 @@ protos: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 	if git rev-parse --verify -q HEAD >/dev/null; then $(BIN)/buf breaking --against '.git#ref=HEAD'; fi
 

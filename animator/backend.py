@@ -10,7 +10,7 @@ at a fraction of a step's cost.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from animator.params import GenerationParams, ModelFields
+from imagewire_serving.engine import Backend
 from imagewire_serving.errors import FieldViolation
 
 
@@ -37,13 +38,9 @@ class Step:
 StepCallback = Callable[[Step], None]
 
 
-class VideoBackend(Protocol):
+class VideoBackend(Backend, Protocol):
     """A loaded image-to-video model. All methods block and run on the engine's device worker thread."""
 
-    model_id: str
-    family: str
-    device: torch.device
-    dtype: torch.dtype
     # What the model accepts: its fields, defaults and grids (see animator.params.ModelFields).
     accepts: ModelFields
 
@@ -56,7 +53,7 @@ class VideoBackend(Protocol):
         """Encode the image and run the denoising loop; returns the final latents."""
         ...
 
-    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:
         """Decode latents to frames, yielding uint8 RGB arrays of shape (n, height, width, 3) chunk by chunk, the
         first chunk before the last frame is decoded when decode_chunk_size is below num_frames."""
         ...

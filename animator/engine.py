@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -121,7 +121,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             self._waiting.popleft().finish(shutting_down)
         await self.jobs.close()
 
-    async def animate(self, request: AnimateInput, *, deadline: float | None = None) -> AsyncIterator[Event]:
+    async def animate(self, request: AnimateInput, *, deadline: float | None = None) -> AsyncGenerator[Event, None]:
         """Start a job (or attach to the existing job ``request.job_id`` names) and yield its events.
 
         ``deadline`` is a time.monotonic() instant; past it this stream raises DeadlineExceeded. Leaving the
@@ -136,7 +136,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             async for event in events:
                 yield event
 
-    async def watch(self, job_id: str, offset: int = 0, *, deadline: float | None = None) -> AsyncIterator[Event]:
+    async def watch(self, job_id: str, offset: int = 0, *,
+                    deadline: float | None = None) -> AsyncGenerator[Event, None]:
         """Follow an existing job from byte ``offset``: NotFound for an unknown job, OutOfRange for an offset past
         the bytes it has produced."""
         job = self._job(job_id)
@@ -184,7 +185,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         self._metrics.jobs_created.labels(backend.model_id).inc()
         return job, True
 
-    async def _read(self, job: Job, status: JobStatus, offset: int, deadline: float | None) -> AsyncIterator[Event]:
+    async def _read(self, job: Job, status: JobStatus, offset: int,
+                    deadline: float | None) -> AsyncGenerator[Event, None]:
         """One stream of a job, with its metrics: time to the first byte (for the call that created the job) and
         bytes streamed."""
         model_id = job.backend.model_id

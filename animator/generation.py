@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 
+import torch
 from PIL import Image
 
 from animator import preview
@@ -83,13 +84,13 @@ def make_preview(backend: VideoBackend, step: Step, params: GenerationParams) ->
     return Preview(image, preview.MIME_TYPE, width, height, len(frames), step.done, step.total)
 
 
-def _decode_and_encode(job: Job, latents: object, encoder: StreamingVideoEncoder) -> tuple[int, bytes]:
+def _decode_and_encode(job: Job, latents: torch.Tensor, encoder: StreamingVideoEncoder) -> tuple[int, bytes]:
     """Decode latents chunk by chunk and post each frame's bytes as the muxer writes them."""
     params, post = job.spec.params, job.post
     sender = ByteSender(post)
     done = 0
     post(Progress(Stage.DECODE, 0, params.num_frames))
-    with contextlib.closing(job.backend.decode(latents, params)) as chunks:  # type: ignore[arg-type]
+    with contextlib.closing(job.backend.decode(latents, params)) as chunks:
         for frames in chunks:
             done += len(frames)
             post(Progress(Stage.DECODE, done, params.num_frames))

@@ -37,6 +37,7 @@ class JobTable:
         self.retained_bytes = 0
         self._task: asyncio.Task[None] | None = None
         for state in ("active", "detached", "retained"):
+            # The default binds each state; mypy cannot infer a lambda's default-argument type.
             metrics.jobs.labels(state).set_function(lambda state=state: self._count(state))  # type: ignore[misc]
         metrics.job_bytes.set_function(lambda: self.retained_bytes)
 

@@ -224,7 +224,8 @@ def warm_up_params(model: ModelFields, limits: EngineLimits, *, default_shape: b
         side = -(-MIN_SIDE // model.size_multiple) * model.size_multiple
         request = AnimateInput(image=b"warm-up", width=side, height=side, num_frames=model.frames.minimum,
                                num_inference_steps=model.min_steps, seed=0,
-                               decode_chunk_size=fields["decode_chunk_size"].minimum)
+                               # An integer field's minimum is whole (RequestField types bounds as floats).
+                               decode_chunk_size=fields["decode_chunk_size"].minimum)  # type: ignore[arg-type]
     return resolve(request, "warm-up", model, limits).params
 
 

@@ -35,13 +35,15 @@ class SafetyChecker:
         from transformers import CLIPImageProcessor
 
         processor = CLIPImageProcessor.from_pretrained(source)
-        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype).to(device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps, which mypy does not bind as a method.
+        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         _LOGGER.info("loaded safety checker %s on %s (%s)", source, device, dtype_name(dtype))
         return cls(model, processor, device, dtype)
 
     @torch.no_grad()
     def check(self, image: Image.Image) -> bool:
         """True when the image is flagged."""
+        # transformers types the processor's __call__ through a decorator mypy cannot call through.
         pixels = self.processor(images=[image], return_tensors="pt").pixel_values  # type: ignore[operator]
         # The checker blanks flagged images in place; we only need the verdict, so give it a 1-pixel stand-in.
         _, flagged = self.model(clip_input=pixels.to(self.device, self.dtype), images=np.zeros((1, 1, 1, 3)))

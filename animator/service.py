@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc.aio
@@ -28,7 +28,7 @@ def to_format(value: int) -> VideoFormat | None:
     """The contract's VideoFormat as the engine's (None for unspecified); an unknown value is INVALID_ARGUMENT."""
     if value == animate_pb2.VIDEO_FORMAT_UNSPECIFIED:
         return None
-    name = _REQUEST.fields_by_name["format"].enum_type.values_by_number.get(value)
+    name = _REQUEST.fields_by_name["format"].enum_type.values_by_number.get(value)  # type: ignore[union-attr] # an enum field
     if name is None or name.name.removeprefix(CONTRACT_PREFIX) not in VideoFormat.__members__:
         raise errors.InvalidArgument(f"unknown video format {value}", field="format")
     return VideoFormat[name.name.removeprefix(CONTRACT_PREFIX)]
@@ -36,7 +36,9 @@ def to_format(value: int) -> VideoFormat | None:
 
 def to_input(request: animate_pb2.AnimateRequest) -> AnimateInput:
     """The request in plain values; absent optional fields become None (the model's default)."""
-    optional = {name: getattr(request, name) if request.HasField(name) else None for name in _OPTIONAL}
+    # HasField's stubs take the literal field names; _OPTIONAL holds names read from the same descriptor.
+    optional = {name: getattr(request, name) if request.HasField(name) else None  # type: ignore[arg-type]
+                for name in _OPTIONAL}
     return AnimateInput(image=request.image, model_id=request.model_id, safety_check=request.safety_check,
                         format=to_format(request.format), job_id=request.job_id, **optional)
 
@@ -80,7 +82,7 @@ def _annotate(event: Event) -> None:
                                 price_usd=event.usage.price_usd, nsfw=event.nsfw)
 
 
-async def _responses(stream: AsyncIterator[Event], response_type: Any) -> AsyncIterator[Any]:
+async def _responses(stream: AsyncGenerator[Event, None], response_type: Any) -> AsyncIterator[Any]:
     # aclosing: when the call ends early, the engine's stream is closed at once (detaching from the job) rather
     # than whenever it is garbage-collected.
     phases = tracing.Phases()
@@ -101,7 +103,7 @@ class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
         self._engine = engine
 
     async def Animate(  # noqa: N802 - gRPC method name
-        self, request: animate_pb2.AnimateRequest, context: grpc.aio.ServicerContext
+        self, request: animate_pb2.AnimateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[animate_pb2.AnimateResponse]:
         current_call().annotate(image_bytes=len(request.image))
         stream = self._engine().animate(to_input(request), deadline=deadline_of(context))
@@ -109,19 +111,19 @@ class AnimateServicer(animate_pb2_grpc.AnimateServiceServicer):
             yield response
 
     async def WatchAnimation(  # noqa: N802 - gRPC method name
-        self, request: animate_pb2.WatchAnimationRequest, context: grpc.aio.ServicerContext
+        self, request: animate_pb2.WatchAnimationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[animate_pb2.WatchAnimationResponse]:
         stream = self._engine().watch(request.job_id, request.offset, deadline=deadline_of(context))
         async for response in _responses(stream, animate_pb2.WatchAnimationResponse):
             yield response
 
     async def CancelAnimation(  # noqa: N802 - gRPC method name
-        self, request: animate_pb2.CancelAnimationRequest, context: grpc.aio.ServicerContext
+        self, request: animate_pb2.CancelAnimationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> animate_pb2.CancelAnimationResponse:
         status = await self._engine().cancel(request.job_id, deadline=deadline_of(context))
         return animate_pb2.CancelAnimationResponse(job=to_status(status))
 
     async def ListModels(  # noqa: N802 - gRPC method name
-        self, request: animate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: animate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> animate_pb2.ListModelsResponse:
         return model_list(self._engine(), animate_pb2.ListModelsResponse, animate_pb2.ModelInfo)

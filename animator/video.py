@@ -23,6 +23,7 @@ import enum
 import logging
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import numpy as np
@@ -166,7 +167,9 @@ class StreamingVideoEncoder:
         self._sink = _Sink()
         self._container = av.open(self._sink, mode="w", format=self.spec.muxer,
                                   options=dict(self.spec.container_options))
-        stream = self._container.add_stream(self.spec.encoder, rate=fps, options=dict(self.spec.encoder_options))
+        # Every spec's encoder is a video codec; PyAV types a stream added by a codec name it cannot read as any kind.
+        stream = cast(av.VideoStream, self._container.add_stream(self.spec.encoder, rate=fps,
+                                                                 options=dict(self.spec.encoder_options)))
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
@@ -178,7 +181,7 @@ class StreamingVideoEncoder:
         self._container.start_encoding()
         context = stream.codec_context
         self.codecs = (h264_codecs(bytes(context.extradata or b"")) if self.spec.codec == "h264"
-                       else vp9_codecs(context.pix_fmt, width, height, fps))
+                       else vp9_codecs(context.pix_fmt, width, height, fps))  # type: ignore[arg-type] # set above
 
     def write(self, frames: np.ndarray) -> bytes:
         """Encode frames of shape (n, height, width, 3) or (height, width, 3), uint8 RGB."""

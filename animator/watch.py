@@ -13,7 +13,7 @@ import asyncio
 import bisect
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from animator.events import Chunk, Event, JobStatus
 from animator.jobs import Job
@@ -39,7 +39,7 @@ def snapshot(job: Job, offset: int) -> list[Event]:
 
 
 async def follow(job: Job, status: JobStatus, *, offset: int = 0,
-                 deadline: float | None = None) -> AsyncIterator[Event]:
+                 deadline: float | None = None) -> AsyncGenerator[Event, None]:
     """Watch ``job`` from byte ``offset``: ``status`` first, then the snapshot, then live events to the end.
 
     The job counts this reader as a watcher until the iteration ends, however it ends. ``deadline`` is a
@@ -54,10 +54,10 @@ async def follow(job: Job, status: JobStatus, *, offset: int = 0,
             yield event
         while True:
             while cursor < len(job.log):
-                event = job.log[cursor]
+                logged = job.log[cursor]
                 cursor += 1
-                if event is not None:
-                    yield event
+                if logged is not None:
+                    yield logged
             if job.state.finished:
                 if job.error is not None:
                     raise copy.copy(job.error)  # a copy: each reader's traceback is its own

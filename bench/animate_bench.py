@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.utils import export_to_video
+from diffusers.utils.export_utils import export_to_video
 from imagewire.client import AnimateClient, VideoChunk
 from PIL import Image
 
@@ -95,7 +95,7 @@ def run_plain(pipeline: Any, image: Image.Image, params: dict[str, int], out: Pa
     return time.perf_counter() - started
 
 
-def run_served(client: AnimateClient, image_png: bytes, params: dict[str, int], out: Path) -> tuple[float, float, int]:
+def run_served(client: AnimateClient, image_png: bytes, params: dict[str, Any], out: Path) -> tuple[float, float, int]:
     """One streamed request to a file; returns the seconds to the first video byte, the total, the bytes."""
     started = time.perf_counter()
     first_byte: list[float] = []
@@ -199,7 +199,7 @@ def report(runs: Runs, header: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def frames_in(source: str, dtype: torch.dtype, params: dict[str, int]) -> np.ndarray:
+def frames_in(source: str, dtype: torch.dtype, params: dict[str, Any]) -> np.ndarray:
     """Every frame of one generation through the server's backend, loaded in ``dtype`` on the CPU."""
     from animator.families.svd import SvdBackend
     from animator.limits import EngineLimits
@@ -248,6 +248,7 @@ def main() -> None:
     backend = server.app.engine().backends[0]
     params = request_params(args, backend.accepts.defaults)
     try:
+        # The served model is an SVD family backend (this bench serves only that), which has a pipeline.
         runs = measure(address, backend.pipeline, params, args.repeats)  # type: ignore[attr-defined]
     finally:
         server.stop()

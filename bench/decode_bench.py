@@ -35,7 +35,7 @@ from animator import families, tiny
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, resolve
 from bench.animate_bench import conditioning_image
-from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.device import choose_dtype, resolve_device
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,7 +75,7 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     model = args.model or str(tiny.ensure_model(args.preset))
     device = resolve_device(args.device)
-    backend = families.load(model, model, device, default_dtype(device))
+    backend = families.load(model, model, device, choose_dtype("auto", device).candidates[0])
     limits = EngineLimits(max_num_frames=1000, max_pixels_per_frame=4096 * 4096)
     request = AnimateInput(image=b"bench", seed=7, num_frames=args.num_frames, num_inference_steps=args.steps,
                            decode_chunk_size=args.chunk, prompt="" if "prompt" in _fields(backend) else None)

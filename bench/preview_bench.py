@@ -36,7 +36,7 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.preview import LatentProjection
 from bench.animate_bench import conditioning_image
-from imagewire_serving.device import default_dtype, resolve_device
+from imagewire_serving.device import choose_dtype, resolve_device
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,7 +106,7 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     model = args.model or str(tiny.ensure_model(args.preset))
     device = resolve_device(args.device)
-    dtype = default_dtype(device)
+    dtype = choose_dtype("auto", device).candidates[0]  # float16 on CUDA, float32 on the CPU
     backend = SvdBackend.load(model, device, dtype)
     assert isinstance(backend, SvdBackend)
     fitted = time.perf_counter()

@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
 from PIL import Image
+
+from imagewire_serving.engine import Backend
 
 # transformers' own caption length when a model's generation config sets neither max_new_tokens nor max_length.
 TRANSFORMERS_DEFAULT_NEW_TOKENS = 20
@@ -40,18 +41,20 @@ def generation_defaults(config: object, start_tokens: int = 1) -> GenerationOpti
                              num_beams=int(getattr(config, "num_beams", None) or 1))
 
 
-class CaptionBackend(Protocol):
-    """A loaded caption model. ``generate`` is blocking and runs on the engine's device worker thread."""
+class CaptionBackend(Backend, Protocol):
+    """A loaded caption model (its family is ListModels' ModelInfo.family, such as "blip" or "florence2").
+    ``generate`` is blocking and runs on the engine's device worker thread."""
 
-    model_id: str
-    # The model family (ListModels' ModelInfo.family), such as "blip" or "florence2".
-    family: str
-    device: torch.device
-    dtype: torch.dtype
-    # What the model's generation config asks for when a request leaves max_new_tokens or num_beams unset.
-    defaults: GenerationOptions
-    # The CaptionRequest fields the model uses (besides model_id): setting any other is INVALID_ARGUMENT.
-    fields_used: frozenset[str]
+    # Read-only, so that a family's class attributes and properties satisfy them.
+    @property
+    def defaults(self) -> GenerationOptions:
+        """What the model's generation config asks for when a request leaves max_new_tokens or num_beams unset."""
+        ...
+
+    @property
+    def fields_used(self) -> frozenset[str]:
+        """The CaptionRequest fields the model uses (besides model_id): setting any other is INVALID_ARGUMENT."""
+        ...
 
     def token_budget(self, prompt: str) -> int:
         """How many new tokens fit after ``prompt`` (and whatever else the model's input holds) in its text

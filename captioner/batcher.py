@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
@@ -27,7 +27,13 @@ MEMORY_HINT = "retry with a smaller num_beams or max_new_tokens"
 # How long a batch may wait for the callers the last batch answered, as a fraction of that batch's model time.
 RETURN_WAIT_FRACTION = 0.25
 
-RunOnDevice = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
+
+
+class RunOnDevice(Protocol):
+    """The engine's ``run_on_device``: run a blocking model call on the device thread."""
+
+    def __call__(self, function: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc.aio
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
@@ -31,7 +32,7 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
         self._engine = engine
 
     async def Caption(  # noqa: N802 - gRPC method name
-        self, request: caption_pb2.CaptionRequest, context: grpc.aio.ServicerContext
+        self, request: caption_pb2.CaptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> caption_pb2.CaptionResponse:
         result = await self._engine().caption(to_input(request), deadline=deadline_of(context))
         current_call().annotate(
@@ -45,6 +46,6 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
                                            usage=usage)
 
     async def ListModels(  # noqa: N802 - gRPC method name
-        self, request: caption_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: caption_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> caption_pb2.ListModelsResponse:
         return model_list(self._engine(), caption_pb2.ListModelsResponse, caption_pb2.ModelInfo)

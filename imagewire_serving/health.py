@@ -8,12 +8,14 @@ ends its stream, leaving only real work for the grace period.
 from __future__ import annotations
 
 import asyncio
+from typing import TypeAlias
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+# A value of health_pb2.HealthCheckResponse.ServingStatus (typed as a plain int by the stubs).
+ServingStatus: TypeAlias = int
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -25,7 +27,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._draining = False
 
     async def Check(  # noqa: N802 - gRPC method name
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
     ) -> health_pb2.HealthCheckResponse:
         status = self._statuses.get(request.service)
         if status is None:
@@ -33,12 +37,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(  # noqa: N802 - gRPC method name
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
     ) -> None:
         sent: ServingStatus | None = None
         while True:
             async with self._changed:
                 await self._changed.wait_for(
+                    # A default binds this round's status; mypy cannot infer a lambda's default-argument type.
                     lambda last=sent: self._current(request.service) != last or self._draining  # type: ignore[misc]
                 )
                 status, draining = self._current(request.service), self._draining

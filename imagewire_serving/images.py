@@ -6,6 +6,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 from imagewire.limits import MAX_IMAGE_BYTES
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,7 +43,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), *, field: str
         # Pillow's own bomb warning is redundant with the explicit limit below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except UnidentifiedImageError:
             raise InvalidArgument(
                 f"image is not a decodable {'/'.join(ALLOWED_FORMATS)} file", field=field
@@ -75,7 +76,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # Wide greyscale: scale to 8 bits instead of letting conversion clip everything above 255.
         image = image.convert("F")
-        low, high = image.getextrema()
+        # One band, so (min, max) as floats; Pillow's types also allow the per-band tuples of a multi-band image.
+        low, high = cast(tuple[float, float], image.getextrema())
         scale = 255.0 / (high - low) if high > low else 0.0
         image = image.point(lambda value: (value - low) * scale).convert("L")
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info

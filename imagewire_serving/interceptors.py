@@ -53,9 +53,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH_PREFIX):
             return handler
@@ -90,14 +90,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         return hmac.compare_digest(given, self._expected_auth)
 
     def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with self._call(method, request_id, authorised, context):
                 return await behaviour(request, context)
 
         return unary
 
     def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             async with self._call(method, request_id, authorised, context) as send_headers:
                 async for response in behaviour(request, context):
                     await send_headers()
@@ -107,7 +107,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _call(
-        self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext
+        self, method: str, request_id: str, authorised: bool, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
         """The scope of one RPC: auth, the call record, error mapping, metrics and the log line. Yields the
         function a stream calls before each response: it sends the response headers, once."""
@@ -147,7 +147,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         finally:
             self._close(record, code)
 
-    def _open(self, method: str, request_id: str, context: grpc.aio.ServicerContext) -> calls.CallRecord:
+    def _open(self, method: str, request_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> calls.CallRecord:
         self._metrics.inflight.labels(method).inc()
         return calls.CallRecord(method=method, request_id=request_id, peer=context.peer())
 
@@ -177,17 +177,17 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
 
 
-def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     code = context.code()
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
-async def _reject_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+async def _reject_stream(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
 

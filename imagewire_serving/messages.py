@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 
 from imagewire_serving.engine import ModelCard
 from imagewire_serving.fields import RequestField
+
+R = TypeVar("R")
 
 
 class _Describes(Protocol):
@@ -17,7 +20,7 @@ class _Describes(Protocol):
     def describe(self) -> list[Any]: ...
 
 
-def model_list(engine: _Describes, response_type: Any, info_type: Any) -> Any:
+def model_list(engine: _Describes, response_type: Callable[..., R], info_type: Any) -> R:
     """A ListModelsResponse of the engine's model cards, whose fields are named as the ModelInfo message's."""
     cards: list[ModelCard] = engine.describe()
     return response_type(default_model_id=engine.default_model_id, models=[_info(card, info_type) for card in cards])

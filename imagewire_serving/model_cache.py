@@ -14,11 +14,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
 
-PresetT = TypeVar("PresetT")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+# Presets are dataclasses: their fields are the recipe their cache key is made from.
+PresetT = TypeVar("PresetT", bound="DataclassInstance")
 
 
 def cache_root() -> Path:
@@ -66,7 +70,7 @@ class LocalModels(Generic[PresetT]):
     def ensure(self, name: str) -> Path:
         """The cached directory of a preset, built on first use."""
         preset = self.presets[name]
-        recipe = {**dataclasses.asdict(preset), "builder": self.version}  # type: ignore[call-overload]
+        recipe = {**dataclasses.asdict(preset), "builder": self.version}
         return build_once(f"{self.kind}-{name}", recipe, lambda out: self.build(out, preset), marker=self.marker)
 
     def main(self, description: str | None, argv: Sequence[str] | None = None) -> None:

@@ -61,7 +61,10 @@ class StartupError(Exception):
 class App(Protocol):
     """What a service plugs into the runtime."""
 
-    service_names: tuple[str, ...]
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The gRPC services it registers, by full name (health and reflection report them)."""
+        ...
 
     def register(self, server: grpc.aio.Server) -> None:
         """Add the service's servicers to the server."""

@@ -29,7 +29,7 @@ INTERNAL_MESSAGE = "internal error; the server logged the details"
 def code_of(error: BaseException) -> grpc.StatusCode:
     """The gRPC status code for an exception; anything that is not a ServingError is INTERNAL."""
     for kind in type(error).__mro__:
-        code = _CODES.get(kind)  # type: ignore[call-overload]
+        code = _CODES.get(kind)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

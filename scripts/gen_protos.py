@@ -1,7 +1,8 @@
 """Regenerate everything derived from protos/ (the one command behind `make protos`):
 
-- client/: the protobuf and gRPC stubs (*_pb2.py, *_pb2.pyi, *_pb2_grpc.py) and the typed result classes
-  (*_types.py, see scripts/gen_types.py);
+- client/: the protobuf and gRPC stubs (*_pb2.py, *_pb2_grpc.py), their type stubs (*_pb2.pyi, *_pb2_grpc.pyi, from
+  mypy-protobuf: typed stubs and servicers with the proto comments as docstrings, which mypy checks our code against)
+  and the typed result classes (*_types.py, see scripts/gen_types.py);
 - client/ts/src/gen/: the TypeScript messages and service descriptors (`buf generate` with client/ts/buf.gen.yaml
   and protoc-gen-es from client/ts/node_modules; skipped with a note where `npm ci` has not run there);
 - docs/api.md: the contract reference (scripts/gen_api_docs.py).
@@ -25,13 +26,18 @@ TS_PACKAGE = Path("client") / "ts"
 PROTOC_GEN_ES = ROOT / TS_PACKAGE / "node_modules" / ".bin" / "protoc-gen-es"
 # The buf binary of the buf-bin package, installed beside this interpreter.
 BUF = Path(sys.executable).parent / "buf"
+# mypy-protobuf's protoc plugins, installed beside this interpreter (a dev dependency); named explicitly so that
+# `make protos` needs nothing on PATH.
+MYPY_PLUGINS = [f"--plugin=protoc-gen-{name}={Path(sys.executable).parent / f'protoc-gen-{name}'}"
+                for name in ("mypy", "mypy_grpc")]
 API_DOCS = Path("docs") / "api.md"
 
 
 def generate_python(out_dir: Path) -> None:
     """Write every generated module of the Python client package into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_protoc(f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}")
+    run_protoc(*MYPY_PLUGINS, f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
+               f"--mypy_out=quiet:{out_dir}", f"--mypy_grpc_out=quiet:{out_dir}")
     for proto in read_protos():
         path = out_dir / proto.descriptor.name.replace(".proto", "_types.py")
         path.write_text(render(proto))

@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,7 +88,7 @@ class PipelineBackend:
         """The dtype to load in: the family's training dtype where the server would use float16 on CUDA."""
         if device.type == "cuda" and dtype == torch.float16 and cls.trained_dtype not in (None, dtype):
             _LOGGER.info("%s models run in %s on CUDA, the dtype they were trained in", cls.family, cls.trained_dtype)
-            return cls.trained_dtype  # type: ignore[return-value]
+            return cls.trained_dtype
         return dtype
 
     # What a family says -----------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class PipelineBackend:
         generator the denoising used (as the plain pipeline call goes on to)."""
         return latents
 
-    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:
         raise NotImplementedError
 
     def violations(self, params: GenerationParams) -> list[FieldViolation]:

@@ -16,7 +16,7 @@ one tile, which is the plain pipeline's untiled decode exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -103,7 +103,7 @@ class LtxBackend(PromptedBackend):
         return (1 - scale) * latents + scale * drawn
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:
         pipeline, vae = self.pipeline, self.pipeline.vae
         time = _time_compression(pipeline)
         stride = max(1, params.decode_chunk_size // time)  # latent frames per tile, beyond the overlap

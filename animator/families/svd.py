@@ -10,7 +10,7 @@ with the same seed and chunk size.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ class SvdBackend(PipelineBackend):
         return None if estimate is None else estimate[0]
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:
         pipeline = self.pipeline
         vae = pipeline.vae
         latents = 1 / vae.config.scaling_factor * latents.flatten(0, 1)  # the pipeline's own arithmetic

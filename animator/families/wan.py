@@ -13,7 +13,7 @@ seed, whatever the chunk size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,7 @@ class WanBackend(PromptedBackend):
         return latents / inverse_std + mean
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Iterator[np.ndarray]:
+    def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:
         from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
         pipeline, vae = self.pipeline, self.pipeline.vae

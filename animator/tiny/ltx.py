@@ -58,8 +58,10 @@ def build_ltx(out: Path, preset: LtxPreset) -> Path:
         cross_attention_dim=preset.heads * preset.head_dim, num_layers=preset.layers,
         caption_channels=preset.text.width,
     )
-    pipeline = LTXImageToVideoPipeline(scheduler=_scheduler(), vae=vae.eval(), text_encoder=text_encoder.eval(),
-                                       tokenizer=tokenizer, transformer=transformer.eval())
+    # mypy finds no nn.Module.eval on these diffusers model classes (it is there at run time).
+    pipeline = LTXImageToVideoPipeline(scheduler=_scheduler(), vae=vae.eval(),  # type: ignore[attr-defined]
+                                       text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                                       transformer=transformer.eval())  # type: ignore[attr-defined] # as vae
     return save(pipeline, out, preset.defaults)
 
 

@@ -60,9 +60,11 @@ def build_wan(out: Path, preset: WanPreset) -> Path:
         hidden_size=preset.clip_hidden, num_hidden_layers=2, num_attention_heads=preset.heads,
         intermediate_size=2 * preset.clip_hidden, image_size=224, patch_size=32))
     pipeline = WanImageToVideoPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), scheduler=_scheduler(),
+        # mypy finds no nn.Module.eval on these diffusers model classes (it is there at run time).
+        tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(),  # type: ignore[attr-defined]
+        scheduler=_scheduler(),
         image_processor=CLIPImageProcessor(crop_size=224, size=224), image_encoder=image_encoder.eval(),
-        transformer=transformer.eval(),
+        transformer=transformer.eval(),  # type: ignore[attr-defined] # as vae above
     )
     return save(pipeline, out, preset.defaults, processors={"image_processor": "CLIPImageProcessor"})
 

@@ -40,9 +40,9 @@ class InProcess:
         import torch
 
         backend = self.backend
-        inputs = backend.processor(images=[image], return_tensors="pt")  # type: ignore[operator]
+        inputs = backend.processor(images=[image], return_tensors="pt")
         with torch.inference_mode():
-            output = backend.model.generate(  # type: ignore[operator]
+            output = backend.model.generate(
                 pixel_values=inputs["pixel_values"].to(backend.device, backend.dtype),
                 max_new_tokens=self.options.max_new_tokens, num_beams=1, do_sample=False,
             )

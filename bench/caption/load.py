@@ -92,7 +92,7 @@ async def measure_servers(targets: Sequence[Target], models: dict[str, InProcess
     duration = max(plan.duration_s, plan.min_batches * longest_batch)
     for index, concurrency in enumerate(plan.concurrency):
         # Rotate which server goes first so that a steady drift in the machine's load favours none.
-        for target in targets[index % len(targets):] + targets[: index % len(targets)]:
+        for target in [*targets[index % len(targets):], *targets[: index % len(targets)]]:
             # c=1 throughput comes from the interleaved run: a closed loop of one caller is exactly that.
             level = c1[target.name] if concurrency == 1 else await closed_loop(target, pool, concurrency, duration)
             results[target.name]["throughput"][str(concurrency)] = level_summary(level, limits[target.dtype])

@@ -15,7 +15,7 @@ from bench.caption.plan import Plan
 from bench.caption.stats import load_average, ratio
 
 if TYPE_CHECKING:
-    from captioner.tiny import BlipPreset
+    from captioner.tiny import Preset
 
 # The targets (issue 12). Against the model called in process in the same dtype: what serving costs one caller,
 # and how much of the batch-16 rate survives serving. Against the one-at-a-time FastAPI baseline in float32: what
@@ -42,7 +42,7 @@ def machine(model: InProcess) -> dict[str, Any]:
     }
 
 
-def setup(preset_name: str, preset: BlipPreset, model_dir: Path, model: InProcess, pool: ImagePool, plan: Plan,
+def setup(preset_name: str, preset: Preset, model_dir: Path, model: InProcess, pool: ImagePool, plan: Plan,
           *, max_new_tokens: int, image_size: int) -> dict[str, Any]:
     """The model, the generation options and the images every path used, and the plan."""
     return {

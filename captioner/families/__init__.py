@@ -13,6 +13,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 
@@ -29,6 +30,7 @@ def families() -> dict[str, type[Captioner]]:
     for module in pkgutil.iter_modules(__path__):
         family = getattr(importlib.import_module(f"{__name__}.{module.name}"), "FAMILY", None)
         for model_type in getattr(family, "model_types", ()):
+            # A module's FAMILY is a Captioner subclass (read with getattr, so mypy sees object).
             served[model_type] = family  # type: ignore[assignment]
     return served
 
@@ -51,8 +53,9 @@ def load_captioner(source: str, device: torch.device, dtype: torch.dtype, *, mod
         family = family_of(AutoConfig.from_pretrained(source).model_type)
         # Weights of the wrong shape are loaded as missing ones are (left random) and reported, not raised on with
         # a pointer to the report: the check below names them.
-        model, report = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+        # output_loading_info=True makes it a (model, report) pair, which transformers' annotation leaves out.
+        model, report = cast(tuple[Any, dict[str, Any]], AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True))
         check_report(report, f"its model ({type(model).__name__})")
         processor = AutoProcessor.from_pretrained(source)
     captioner = family(model_id or source, model.to(device).eval(), processor, device)

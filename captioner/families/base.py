@@ -27,7 +27,7 @@ class _StopWhen:
     def __init__(self, predicate: Callable[[], bool]) -> None:
         self._predicate = predicate
 
-    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self._predicate(), dtype=torch.bool, device=input_ids.device)
 
 

@@ -33,7 +33,7 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
     """Build a random BLIP with this preset's sizes and save model + processor to ``out``."""
     import torch
     from transformers import (
-        BertTokenizerFast,
+        BertTokenizer,
         BlipConfig,
         BlipForConditionalGeneration,
         BlipImageProcessor,
@@ -42,7 +42,7 @@ def build_blip(out: Path, preset: BlipPreset) -> Path:
 
     vocab = word_vocabulary((*BERT_SPECIALS, "[DEC]"))
     # A word-level vocabulary passed as a dict: built from a vocab file, this tokenizer knew only its specials.
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
     image_processor = BlipImageProcessor(size={"height": preset.image_size, "width": preset.image_size})
     config = BlipConfig(
         vision_config={

@@ -32,7 +32,8 @@ class Florence2Preset(TinySizes):
         )
 
         vocab, merges = byte_level_bpe([*WORDS, *TASK_WORDS], SPECIALS)
-        tokenizer = BartTokenizer(vocab=vocab, merges=merges, model_max_length=self.positions,
+        # Merges as pairs work (the fast tokenizer's own form); the annotation names only strings.
+        tokenizer = BartTokenizer(vocab=vocab, merges=merges, model_max_length=self.positions,  # type: ignore[arg-type]
                                   extra_special_tokens={"image_token": "<image>"})
         # One image token per cell of the last stage's grid, and one for the whole image.
         image_tokens = (self.image_size // math.prod(self.strides)) ** 2 + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from captioner.tiny.words import BERT_SPECIALS, TinySizes, spread_weights, word_vocabulary
 
@@ -15,13 +16,14 @@ class GitPreset(TinySizes):
     patch_size: int = 8
 
     def build(self, out: Path) -> Path:
-        from transformers import BertTokenizerFast, CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
+        from transformers import BertTokenizer, CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
 
         vocab = word_vocabulary(BERT_SPECIALS)
-        tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=self.positions)
+        tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=self.positions)
         image_processor = CLIPImageProcessorPil(size={"shortest_edge": self.image_size},
                                                 crop_size={"height": self.image_size, "width": self.image_size})
-        sizes = self.transformer
+        # Any: spread into GitConfig's keywords, whose types differ.
+        sizes: dict[str, Any] = self.transformer
         config = GitConfig(
             vision_config={**sizes, "image_size": self.image_size, "patch_size": self.patch_size},
             **sizes, vocab_size=len(vocab), max_position_embeddings=self.positions,

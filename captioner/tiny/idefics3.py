@@ -47,9 +47,11 @@ class Idefics3Preset(TinySizes):
         rows = [f"<row_{row}_col_{col}>" for row in range(1, tiles + 1) for col in range(1, tiles + 1)]
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *NAMED_SPECIALS.values(), *rows]
         vocab, merges = byte_level_bpe([*WORDS, *CHAT_WORDS], specials)
-        tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, bos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                  eos_token="<end_of_utterance>", pad_token="<|im_end|>",
-                                  extra_special_tokens=NAMED_SPECIALS, model_max_length=self.positions)
+        # Merges as pairs work (the fast tokenizer's own form); the annotation names only strings.
+        tokenizer = GPT2Tokenizer(
+            vocab=vocab, merges=merges, bos_token="<|endoftext|>", unk_token="<|endoftext|>",  # type: ignore[arg-type]
+            eos_token="<end_of_utterance>", pad_token="<|im_end|>", extra_special_tokens=NAMED_SPECIALS,
+            model_max_length=self.positions)
         tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *rows]})
         image_processor = Idefics3ImageProcessorPil(size={"longest_edge": self.longest_edge},
                                                     max_image_size={"longest_edge": self.image_size})

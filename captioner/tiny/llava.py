@@ -43,7 +43,8 @@ class LlavaPreset(TinySizes):
                                    model_max_length=self.positions)
         image_processor = CLIPImageProcessorPil(size={"shortest_edge": self.image_size},
                                                 crop_size={"height": self.image_size, "width": self.image_size})
-        config = LlavaConfig(
+        # LlavaConfig takes image_token_id through its attribute map, which its __init__'s annotation leaves out.
+        config = LlavaConfig(  # type: ignore[call-arg]
             vision_config={**self.transformer, "model_type": "clip_vision_model", "image_size": self.image_size,
                            "patch_size": self.patch_size},
             text_config={**self.transformer, "model_type": "llama", "num_key_value_heads": self.heads,

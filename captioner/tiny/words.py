@@ -58,7 +58,7 @@ def _train_bpe(pre_tokenizer: Any, texts: Iterable[str], specials: Sequence[str]
     tokenizer.train_from_iterator(list(texts), trainer)
     model = json.loads(tokenizer.to_str())["model"]
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in model["merges"]]
-    return model["vocab"], merges  # type: ignore[return-value]
+    return model["vocab"], merges
 
 
 def suppress_all_but_words(tokenizer: Any, *keep: int) -> list[int]:

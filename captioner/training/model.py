@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    BertTokenizerFast,
+    BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
     BlipImageProcessor,
@@ -36,13 +36,13 @@ def build_vocab() -> dict[str, int]:
 def build_processor(image_size: int) -> BlipProcessor:
     """The tokenizer over :func:`build_vocab` (padding on the left) and an image processor at ``image_size``."""
     # vocab= (not vocab_file=) is what gives a working WordPiece model with these words.
-    tokenizer = BertTokenizerFast(vocab=build_vocab(), do_lower_case=True, padding_side="left")
+    tokenizer = BertTokenizer(vocab=build_vocab(), do_lower_case=True, padding_side="left")
     tokenizer.model_max_length = 64
     image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
     return BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_config(settings: TrainSettings, tokenizer: BertTokenizerFast) -> BlipConfig:
+def build_config(settings: TrainSettings, tokenizer: BertTokenizer) -> BlipConfig:
     """A small BLIP whose special token ids fall inside the tokenizer's vocabulary."""
     hidden = settings.hidden_size
     text_config = {

@@ -13,10 +13,15 @@ import functools
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    # A message class's descriptors are typed as either implementation's (pure Python or upb).
+    from google._upb._message import FieldDescriptor as UpbFieldDescriptor
+    from google.protobuf.descriptor import FieldDescriptor
 
 # What a google.protobuf.Value holds, in Python.
 JsonValue = str | float | bool | list[Any] | dict[str, Any] | None
@@ -38,7 +43,8 @@ class ProtoData:
     @classmethod
     def from_proto(cls, message: Message) -> Self:
         """The dataclass holding ``message``'s values."""
-        return cls(**{name: convert(message) for name, convert in _converters(cls)})
+        # A dataclass's __hash__ is None on its instances, not on the class, which mypy does not tell apart.
+        return cls(**{name: convert(message) for name, convert in _converters(cls)})  # type: ignore[arg-type]
 
 
 def registered() -> dict[str, type[ProtoData]]:
@@ -67,9 +73,12 @@ def _converters(cls: type[ProtoData]) -> tuple[tuple[str, Callable[[Message], An
     # Resolved once per class: the hints are strings under `from __future__ import annotations`.
     hints = typing.get_type_hints(cls)
     fields = cls.PROTO.DESCRIPTOR.fields_by_name
-    return tuple((name, _field_converter(name, hints[name], fields[name].message_type is not None
-                                         and fields[name].message_type.full_name == _VALUE))
+    return tuple((name, _field_converter(name, hints[name], _is_json_value(fields[name])))
                  for name in cls.__dataclass_fields__)  # type: ignore[attr-defined] # subclasses are dataclasses
+
+
+def _is_json_value(field: FieldDescriptor | UpbFieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.full_name == _VALUE
 
 
 def _field_converter(name: str, hint: Any, json_value: bool) -> Callable[[Message], Any]:

@@ -47,7 +47,7 @@ class Resume:
 
     def pause(self, attempt: int) -> float:
         """The pause before reconnection number ``attempt`` (0 first)."""
-        return min(self.backoff_s * 2**attempt, self.max_backoff_s)
+        return min(self.backoff_s * 2.0**attempt, self.max_backoff_s)
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Download:
     def __init__(self, first: Attempt, sink: VideoSink, resume: Resume, *, watch: WatchCall,
                  restart: AnimateCall | None = None) -> None:
         self.first = first
+        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
         self.job_id: str = first.call.request.job_id  # type: ignore[attr-defined]
         self.reconnect_timeout_s = resume.reconnect_timeout_s
         self.resumes = 0

@@ -6,7 +6,7 @@ line each: ask the core for a prepared call, send it with ``_unary`` or ``_strea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import grpc
@@ -34,7 +34,8 @@ class _Shell(Generic[CoreT]):
     """
 
     _core_type: ClassVar[type[ServiceCore]]
-    _stub_type: ClassVar[Callable[[Any], Any]]
+    # A class, not a Callable: mypy would bind a Callable class attribute as a method.
+    _stub_type: ClassVar[type[Any]]
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class _Shell(Generic[CoreT]):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         health_check: bool = True,
     ) -> None:
+        # A ClassVar cannot name CoreT, so _core_type is typed as the base; each subclass pairs them.
         self._core: CoreT = self._core_type(  # type: ignore[assignment]
             timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata,
             max_attempts=max_attempts, health_check=health_check,
@@ -113,7 +115,7 @@ class AsyncShell(_Shell[CoreT]):
         with call.options.raising():
             return call.decode(await call.start(method))
 
-    async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncIterator[ResultT]:
+    async def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> AsyncGenerator[ResultT, None]:
         rpc = call.start(method)
         received = Received()
         try:

@@ -60,6 +60,7 @@ def decode_event(response: Any) -> AnimateEvent:
     kind = response.WhichOneof("event")
     if kind is None:  # empty, or an event type newer than this client
         raise ImagewireError(grpc.StatusCode.INTERNAL, "server sent a response without a known event")
+    # from_message gives the class registered for the message; every event member's is an AnimateEvent.
     return from_message(getattr(response, kind))  # type: ignore[return-value]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Unpack
 
@@ -51,6 +51,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         ``args``: AnimateRequest fields (``model_id``, ``format``, ``job_id``, any of :data:`PARAMETERS`...) and
         the call's ``timeout`` and ``request_id``. They are checked here, before the call starts.
         """
+        # **args carries fields and call options alike; mypy checks FieldValue against timeout and request_id too.
         call = self._core.animate(image, **args)  # type: ignore[arg-type]
         return self._owned(call, self._stream(self._stub.Animate, call))
 
@@ -68,6 +69,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Interrupting it (Ctrl-C) cancels the job."""
         sink = VideoSink(path, on_event)
+        # As in animate: **args carries fields and call options alike.
         return self._download(self._core.animate_download(image, sink, resume, **args), sink, owned=True)  # type: ignore[arg-type]
 
     def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
@@ -104,6 +106,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
             raise _reconnect_failed(timeout) from None
 
     def _owned(self, call: PreparedCall[AnimateEvent], events: Iterator[AnimateEvent]) -> Iterator[AnimateEvent]:
+        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
         with self._cancel_on_exit(call.request.job_id):  # type: ignore[attr-defined]
             yield from events
 
@@ -130,6 +133,7 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
     def animate(self, image: ImageInput, **args: FieldValue) -> AsyncIterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
         the job."""
+        # **args carries fields and call options alike; mypy checks FieldValue against timeout and request_id too.
         call = self._core.animate(image, **args)  # type: ignore[arg-type]
         return self._owned(call, self._stream(self._stub.Animate, call))
 
@@ -146,6 +150,7 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Cancelling the task cancels the job."""
         sink = VideoSink(path, on_event)
+        # As in animate: **args carries fields and call options alike.
         download = self._core.animate_download(image, sink, resume, **args)  # type: ignore[arg-type]
         return await self._download(download, sink, owned=True)
 
@@ -182,9 +187,10 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
             raise _reconnect_failed(timeout) from None
 
     async def _owned(self, call: PreparedCall[AnimateEvent],
-                     events: AsyncIterator[AnimateEvent]) -> AsyncIterator[AnimateEvent]:
+                     events: AsyncGenerator[AnimateEvent, None]) -> AsyncIterator[AnimateEvent]:
+        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
         job_id = call.request.job_id  # type: ignore[attr-defined]
-        async with self._cancel_on_exit(job_id), contextlib.aclosing(events):  # type: ignore[type-var]
+        async with self._cancel_on_exit(job_id), contextlib.aclosing(events):
             async for event in events:
                 yield event
 

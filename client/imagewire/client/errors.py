@@ -63,6 +63,7 @@ def _field_violations(error: grpc.RpcError) -> tuple[FieldViolation, ...]:
     except ImportError:  # the optional rich-errors extra is not installed
         return ()
     try:
+        # The stubs want a grpc.Call; the RpcError a failed call raises is also its Call.
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except (ValueError, AttributeError):
         return ()

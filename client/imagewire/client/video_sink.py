@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Self
 
 import grpc
 
@@ -30,6 +30,7 @@ class VideoSink:
         self._on_event = on_event
         self._digest = hashlib.sha256()
         self._keep = offset > 0
+        self._file: BinaryIO
         if offset:
             self._file = self.path.open("r+b")
             self._hash_existing(offset)
