@@ -15,6 +15,7 @@ from imagewire.animate.v1 import animate_types
 from imagewire.caption.v1 import caption_types
 from imagewire.client import TlsConfig
 from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS
+from imagewire.client._core import check_timeout
 from imagewire.client._messages import optional_fields, python_type
 
 DEFAULT_CAPTION_TARGET = "127.0.0.1:50051"
@@ -98,9 +99,12 @@ def tls_config(args: argparse.Namespace) -> TlsConfig | None:
 
 
 def client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    # --timeout 0 reaches the client, which refuses it, rather than silently meaning the default.
-    return {"auth_token": args.auth_token, "tls": tls_config(args), "timeout": args.timeout,
+    """The clients' options from the flags; a --timeout that is not a positive number of seconds is refused
+    here (ValueError), before any call, rather than silently meaning the default."""
+    timeout = None if args.timeout is None else check_timeout(args.timeout)
+    return {"auth_token": args.auth_token, "tls": tls_config(args), "timeout": timeout,
             "max_attempts": args.max_attempts, "health_check": args.health_check}
+
 
 def default_target(service: str) -> str:
     variable, default = TARGETS[service]

@@ -217,7 +217,7 @@ def _print_result(output: Path, result: AnimateResult, seconds: float) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    kwargs = client_kwargs(args)
+    kwargs = client_kwargs(args)  # the flags are checked before reflection is asked
     if args.service is None:
         args.target = args.target or default_target("caption")
         args.service = find_service(args.target, tls=kwargs["tls"], auth_token=args.auth_token)
