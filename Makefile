@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml client/pyproject.toml $(NPM_LOCKS)
 	else \
 		$(BIN)/pip install --quiet torch==2.13.0; \
 	fi
-	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+	$(BIN)/pip install --quiet -e './client[cli]' -e '.[dev]'
 	# Where npm exists: the TypeScript client (its prepare script builds it), then the Node example and the web
 	# page that link to it (their install scripts are not needed: the page is bundled here).
 	if command -v npm >/dev/null 2>&1; then \

@@ -2,8 +2,9 @@
 Python enum per enum, with the proto comments as docstrings (run by scripts/gen_protos.py).
 
 Requests are built by the clients from keyword arguments and a oneof envelope is decoded into its member, so
-neither gets a class. Field types: scalars as int/float/bool/str/bytes, ``optional`` scalars as ``T | None``,
-messages as their class, repeated fields as tuples, enums as their enum, ``google.protobuf.Value`` as JSON.
+neither gets a class; the comments of the requests' fields go into ``REQUEST_FIELD_DOCS`` instead (the CLI's
+help). Field types: scalars as int/float/bool/str/bytes, ``optional`` scalars as ``T | None``, messages as their
+class, repeated fields as tuples, enums as their enum, ``google.protobuf.Value`` as JSON.
 """
 
 from __future__ import annotations
@@ -33,10 +34,18 @@ def render(proto: ProtoFile) -> str:
     for index, enum in enumerate(file.enum_type):
         body.append(_enum(enum, proto.comment(ENUM, index)))
         names.append(enum.name)
+    docs: dict[str, str] = {}
     for index, message in enumerate(file.message_type):
         if _is_result(message):
             body.append(_message(message, stub, package, proto, index))
             names.append(message.name)
+        elif message.name.endswith("Request"):
+            docs.update({f"{package}.{message.name}.{field.name}": " ".join(proto.comment(MESSAGE, index, FIELD,
+                                                                                            number).split())
+                         for number, field in enumerate(message.field)})
+    body.append("#: The comment of each request field, one paragraph, by the field's full name.\n"
+                f"REQUEST_FIELD_DOCS: dict[str, str] = {docs!r}\n")
+    names.append("REQUEST_FIELD_DOCS")
     text = "\n\n".join(body)
     runtime = ", ".join(name for name in ("JsonValue", "ProtoData", "ProtoEnum") if f"{name}" in text)
     parts = [

@@ -99,11 +99,13 @@ async def test_unknown_model_is_not_found_and_names_the_loaded_ones(caption_serv
         assert (await client.caption(solid(), model_id=loaded)).model_id == loaded
 
 
-async def test_oversized_request_is_resource_exhausted_not_a_dropped_connection(caption_server: GrpcServer) -> None:
+async def test_oversized_image_is_refused_by_the_client_naming_the_limit(caption_server: GrpcServer) -> None:
     async with AsyncCaptionClient(caption_server.address) as client:
         with pytest.raises(ImagewireError) as caught:
             await client.caption(b"\x89PNG" + b"\0" * (51 * 1024 * 1024))
-        assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Before sending (not gRPC's "Sent message larger than max"), in the shape of the server's own answer.
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in caught.value.field_violations] == ["image"] and "limit" in caught.value.message
         assert (await client.caption(solid())).text
 
 

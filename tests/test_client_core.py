@@ -14,6 +14,8 @@ import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from imagewire import cli
+from imagewire._display import progress_display
+from imagewire._formats import video_formats
 from imagewire._protodata import JsonValue, ProtoData, ProtoEnum, registered
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
@@ -260,7 +262,7 @@ def test_a_broken_stream_is_data_loss_and_leaves_no_file(tmp_path: Path, case: s
 
 
 def test_format_choices_come_from_the_video_format_enum() -> None:
-    assert cli.video_formats() == {"mp4": VideoFormat.MP4_H264, "mp4_h264": VideoFormat.MP4_H264,
+    assert video_formats() == {"mp4": VideoFormat.MP4_H264, "mp4_h264": VideoFormat.MP4_H264,
                                    "webm": VideoFormat.WEBM_VP9, "webm_vp9": VideoFormat.WEBM_VP9}
 
 
@@ -287,13 +289,15 @@ def test_cli_refuses_a_zero_timeout_instead_of_using_the_default(capsys: pytest.
     assert "timeout must be a positive" in capsys.readouterr().err
 
 
-def test_progress_bar_names_each_stage_once_off_a_terminal() -> None:
+def test_progress_names_each_stage_once_off_a_terminal() -> None:
     out = io.StringIO()
-    bar = cli.ProgressBar(out)
+    display = progress_display(out)  # a StringIO is no terminal
     for event in (Progress(Stage.QUEUED, 1, 0), Progress(Stage.ENCODE_IMAGE, 0, 1), Progress(Stage.DENOISE, 1, 2),
-                  Progress(Stage.DENOISE, 2, 2), VideoChunk(b"x", 0), result_of(b"x")):
-        bar(event)
-    assert out.getvalue() == "queued...\nencode image...\ndenoise...\n"
+                  Progress(Stage.DENOISE, 2, 2), Progress(Stage.DECODE, 2, 4), Progress(Stage.ENCODE_VIDEO, 2, 4),
+                  VideoChunk(b"x", 0), Progress(Stage.DECODE, 4, 4), Progress(Stage.ENCODE_VIDEO, 4, 4),
+                  result_of(b"x")):
+        display(event)
+    assert out.getvalue() == "queued...\nencode image...\ndenoise...\ndecode...\nencode video...\n"
 
 
 def test_a_stream_counts_what_it_delivered_and_its_failure_says_so() -> None:

@@ -4,128 +4,72 @@
     imagewire animate IMAGE -o OUT.mp4 --target HOST:PORT [--num-frames N --seed S ... --job-id ID --preview-dir D]
     imagewire watch JOB_ID -o OUT.mp4 --target HOST:PORT [--offset N] [--preview-dir D]
     imagewire cancel JOB_ID --target HOST:PORT
-    imagewire models --target HOST:PORT [--service caption|animate]
+    imagewire models --target HOST:PORT [--service caption|animate]   (absent: found by server reflection)
     imagewire demo [--caption-target T] [--animate-target T] [-o demo.mp4]
 
 --target takes any gRPC target string (host:port, dns:///name:port, ipv4:a:p1,b:p2); calls spread over every
 address it resolves to, skip replicas that are not SERVING, and are retried on another replica when one is
 unavailable (--max-attempts, --no-retry). Defaults come from
 IMAGEWIRE_CAPTION_TARGET / IMAGEWIRE_ANIMATE_TARGET, else the servers' default ports on 127.0.0.1.
+
+The video format follows -o's extension (.mp4, .webm) unless --format says. Ctrl-C cancels the job an animate
+started (watch only stops watching) and says what became of the output file. Exit status: 0 done, 1 a call
+failed, 2 a bad command line, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import concurrent.futures
 import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor
+import grpc
 
-from imagewire._display import PreviewSaver, ProgressBar
+from imagewire._cli_args import (
+    DEFAULT_ANIMATE_TARGET,
+    DEFAULT_CAPTION_TARGET,
+    TARGETS,
+    add_connection_flags,
+    add_optional_flags,
+    add_security_flags,
+    add_video_flags,
+    client_kwargs,
+    default_target,
+    field_help,
+    optional_values,
+    tls_config,
+)
+from imagewire._display import showing
+from imagewire._formats import UsageError, output_format, video_formats
+from imagewire._services import SERVICES, find_service, other_service
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
 from imagewire.client import (
     AnimateClient,
-    AnimateEvent,
     AnimateResult,
     Caption,
     CaptionClient,
     ImagewireError,
-    TlsConfig,
 )
-from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS
-from imagewire.client._messages import enum_members, optional_fields, python_type
+from imagewire.client.animate import new_job_id
 
-DEFAULT_CAPTION_TARGET = "127.0.0.1:50051"
-DEFAULT_ANIMATE_TARGET = "127.0.0.1:50052"
+
+class Interrupted(Exception):
+    """Ctrl-C, with what became of the command's work."""
 
 
 def sample_image() -> bytes:
     """The demo image shipped with the client: a drawn scene the embedded caption model knows."""
     return resources.files("imagewire.data").joinpath("sample.png").read_bytes()
 
-
-def video_formats() -> dict[str, int]:
-    """``--format``'s choices, read from the VideoFormat enum: each format by its lower-case name (``mp4_h264``)
-    and, where no other format shares it, by its container alone (``mp4``)."""
-    formats = {name.lower(): number for name, number in enum_members(animate_pb2.VideoFormat.DESCRIPTOR).items()
-               if number}  # 0 is UNSPECIFIED: leaving --format out asks for it
-    containers = collections.Counter(name.split("_")[0] for name in formats)
-    aliases = {name.split("_")[0]: number for name, number in formats.items() if containers[name.split("_")[0]] == 1}
-    return {**formats, **aliases}
-
-
-def _add_optional_flags(parser: argparse.ArgumentParser, request: Descriptor) -> None:
-    """One flag per optional request field (``num_frames`` -> ``--num-frames``), typed from the field."""
-    for field in optional_fields(request):
-        kind = python_type(field)
-        # argparse's type=bool would read "false" as True: a boolean field gets --name / --no-name instead.
-        typing: dict[str, Any] = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        parser.add_argument(f"--{field.name.replace('_', '-')}", **typing,
-                            help=f"{request.name}.{field.name} (absent: the server's default)")
-
-
-def _optional_values(args: argparse.Namespace, request: Descriptor) -> dict[str, Any]:
-    return {field.name: getattr(args, field.name) for field in optional_fields(request)}
-
-
-def _add_connection_flags(parser: argparse.ArgumentParser, *, target_env: str, default_target: str) -> None:
-    parser.add_argument(
-        "--target", default=os.environ.get(target_env, default_target),
-        help=f"gRPC target (default ${target_env} or {default_target})",
-    )
-    _add_security_flags(parser)
-
-
-def _add_security_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, help="deadline of each call in seconds")
-    retries = parser.add_mutually_exclusive_group()
-    retries.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
-                         help="attempts per call, retries on another replica included (1-5, default "
-                              f"{DEFAULT_MAX_ATTEMPTS})")
-    retries.add_argument("--no-retry", dest="max_attempts", action="store_const", const=1,
-                         help="never retry a call (--max-attempts 1)")
-    parser.add_argument("--no-health-check", dest="health_check", action="store_false",
-                        help="do not health-check the target's replicas (a proxy such as Envoy does it)")
-    parser.add_argument("--auth-token", default=os.environ.get("IMAGEWIRE_AUTH_TOKEN"),
-                        help="bearer token (default $IMAGEWIRE_AUTH_TOKEN)")
-    parser.add_argument("--tls", action="store_true", help="use TLS with the system's trusted roots")
-    parser.add_argument("--tls-ca", type=Path, help="CA certificate to verify the server (implies --tls)")
-    parser.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
-    parser.add_argument("--tls-key", type=Path, help="client private key for mutual TLS")
-    parser.add_argument("--tls-server-name", help="expected name in the server certificate")
-
-
-def _add_video_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preview-dir", type=Path, help="save each preview image into this directory")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    _add_connection_flags(parser, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
-
-
-def _on_event(args: argparse.Namespace) -> Callable[[AnimateEvent], None] | None:
-    display = None if args.quiet else ProgressBar()
-    return display if args.preview_dir is None else PreviewSaver(args.preview_dir, display)
-
-
-def _tls(args: argparse.Namespace) -> TlsConfig | None:
-    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
-        return None
-    return TlsConfig(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
-
-
-def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    # --timeout 0 reaches the client, which refuses it, rather than silently meaning the default.
-    return {"auth_token": args.auth_token, "tls": _tls(args), "timeout": args.timeout,
-            "max_attempts": args.max_attempts, "health_check": args.health_check}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,46 +79,55 @@ def _parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser("caption", help="caption one or more images")
     caption.add_argument("images", nargs="+", type=Path, help="image files")
-    caption.add_argument("--prompt", default="", help="caption prefix to continue")
-    caption.add_argument("--model-id", default="", help="model to use (default: the server's)")
-    _add_optional_flags(caption, caption_pb2.CaptionRequest.DESCRIPTOR)
-    caption.add_argument("--json", action="store_true", help="print one JSON object per image")
-    _add_connection_flags(caption, target_env="IMAGEWIRE_CAPTION_TARGET", default_target=DEFAULT_CAPTION_TARGET)
+    caption.add_argument("--prompt", default="", help=field_help(caption_pb2.CaptionRequest.DESCRIPTOR
+                                                                 .fields_by_name["prompt"], "none"))
+    caption.add_argument("--model-id", default="", help="model to use (default: the server's default model)")
+    add_optional_flags(caption, caption_pb2.CaptionRequest.DESCRIPTOR)
+    caption.add_argument("--json", action="store_true", help="print one JSON object per image (default: the text)")
+    add_connection_flags(caption, "caption")
 
     animate = commands.add_parser("animate", help="generate a video from an image")
     animate.add_argument("image", type=Path, help="conditioning image file")
-    animate.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
-    animate.add_argument("--model-id", default="", help="model to use (default: the server's)")
-    _add_optional_flags(animate, animate_pb2.AnimateRequest.DESCRIPTOR)
-    animate.add_argument("--safety-check", action="store_true", help="run the server's safety checker")
-    animate.add_argument("--format", choices=sorted(video_formats()), help="container and codec (default: mp4)")
-    animate.add_argument("--job-id", help="the job's id (an idempotency key; default: a new one)")
-    _add_video_flags(animate)
+    animate.add_argument("-o", "--output", type=Path, required=True,
+                         help="video file to write; its extension (.mp4, .webm) chooses the format")
+    animate.add_argument("--model-id", default="", help="model to use (default: the server's default model)")
+    add_optional_flags(animate, animate_pb2.AnimateRequest.DESCRIPTOR)
+    animate.add_argument("--safety-check", action="store_true",
+                         help="run the server's safety checker on the image (default: off)")
+    animate.add_argument("--format", choices=sorted(video_formats()),
+                         help="container and codec (default: the one -o's extension names)")
+    animate.add_argument("--job-id", help="the job's id, an idempotency key (default: a new one, printed first)")
+    add_video_flags(animate)
 
     watch = commands.add_parser("watch", help="write a job's video to a file, from where it is")
     watch.add_argument("job_id", help="the job's id, as animate printed it")
     watch.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
     watch.add_argument("--offset", type=int, default=0,
-                       help="bytes of the video the output file already has: continue it from there")
-    _add_video_flags(watch)
+                       help="bytes of the video the output file already has: continue it from there (default 0)")
+    add_video_flags(watch)
 
     cancel = commands.add_parser("cancel", help="stop a job at its next step")
     cancel.add_argument("job_id", help="the job's id")
-    _add_connection_flags(cancel, target_env="IMAGEWIRE_ANIMATE_TARGET", default_target=DEFAULT_ANIMATE_TARGET)
+    add_connection_flags(cancel, "animate")
 
     models = commands.add_parser("models", help="list a server's models, limits and defaults")
-    models.add_argument("--service", choices=("caption", "animate"), default="caption")
-    models.add_argument("--target", help="gRPC target (default: the service's default target)")
-    _add_security_flags(models)
+    models.add_argument("--service", choices=sorted(TARGETS),
+                        help="the service to ask (default: the one the target serves, found by server reflection)")
+    models.add_argument("--target", help="gRPC target (default: the --service's default target: "
+                        f"${TARGETS['caption'][0]} or {DEFAULT_CAPTION_TARGET} for caption and without --service, "
+                        f"${TARGETS['animate'][0]} or {DEFAULT_ANIMATE_TARGET} for animate)")
+    add_security_flags(models, None)
 
     demo = commands.add_parser("demo", help="caption and animate the bundled sample image")
-    demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET))
-    demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET))
-    demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"))
+    demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET),
+                      help=f"the captioner (default $IMAGEWIRE_CAPTION_TARGET or {DEFAULT_CAPTION_TARGET})")
+    demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET),
+                      help=f"the animator (default $IMAGEWIRE_ANIMATE_TARGET or {DEFAULT_ANIMATE_TARGET})")
+    demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"),
+                      help="video file to write; its extension (.mp4, .webm) chooses the format (default demo.mp4)")
     # Unset sizes take the served model's defaults (small for the embedded model, SVD-XT's for the real one).
-    _add_optional_flags(demo, animate_pb2.AnimateRequest.DESCRIPTOR)
-    demo.set_defaults(seed=7)
-    _add_security_flags(demo)
+    add_optional_flags(demo, animate_pb2.AnimateRequest.DESCRIPTOR, seed=7)
+    add_security_flags(demo, None)
     return parser
 
 
@@ -184,10 +137,10 @@ def _caption_json(path: Path, result: Caption) -> str:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    fields = _optional_values(args, caption_pb2.CaptionRequest.DESCRIPTOR)
-    failures = 0
+    fields = optional_values(args, caption_pb2.CaptionRequest.DESCRIPTOR)
+    failures: list[Exception] = []
     with (
-        CaptionClient(args.target, **_client_kwargs(args)) as client,
+        CaptionClient(args.target, **client_kwargs(args)) as client,
         # Send every image at once: the server batches concurrent requests.
         concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool,
     ):
@@ -197,38 +150,61 @@ def _caption(args: argparse.Namespace) -> int:
             try:
                 result = future.result()
             except (ImagewireError, OSError) as error:
-                failures += 1
+                failures.append(error)
                 print(f"{path}: error: {error}", file=sys.stderr)
                 continue
             if args.json:
                 print(_caption_json(path, result))
             else:
                 print(result.text if len(args.images) == 1 else f"{path}: {result.text}")
+    calls = [error for error in failures if isinstance(error, ImagewireError)]
+    if calls:
+        _hint_service(args, calls[0])
     return 1 if failures else 0
 
 
 def _animate(args: argparse.Namespace) -> int:
+    video_format = output_format(args.output, args.format)
+    job_id = args.job_id or new_job_id()  # chosen here, so that an interruption can name it
     started = time.perf_counter()
-    with AnimateClient(args.target, **_client_kwargs(args)) as client:
-        result = client.animate_to_file(
-            args.image, args.output, on_event=_on_event(args), model_id=args.model_id, job_id=args.job_id,
-            safety_check=args.safety_check, format=video_formats()[args.format] if args.format else None,
-            **_optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
-        )
+    try:
+        with showing(args.quiet, args.preview_dir) as on_event, \
+                AnimateClient(args.target, **client_kwargs(args)) as client:
+            result = client.animate_to_file(
+                args.image, args.output, on_event=on_event, model_id=args.model_id, job_id=job_id,
+                safety_check=args.safety_check, format=video_format,
+                **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with AnimateClient(args.target, **_client_kwargs(args)) as client:
-        result = client.watch_to_file(args.job_id, args.output, offset=args.offset, on_event=_on_event(args))
+    try:
+        with showing(args.quiet, args.preview_dir) as on_event, \
+                AnimateClient(args.target, **client_kwargs(args)) as client:
+            result = client.watch_to_file(args.job_id, args.output, offset=args.offset, on_event=on_event)
+    except KeyboardInterrupt:
+        kept = args.output.stat().st_size if args.output.exists() else 0
+        again = f"imagewire watch {args.job_id} -o {args.output}" + (f" --offset {kept}" if kept else "")
+        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {_left_behind(args.output)}; "
+                          f"`{again}` picks it up again") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
+def _left_behind(output: Path) -> str:
+    """What an interrupted download left of its output file."""
+    if output.exists():
+        return f"{output} keeps its first {output.stat().st_size} bytes"
+    return f"the partial {output} was removed"
+
+
 def _cancel(args: argparse.Namespace) -> int:
-    with AnimateClient(args.target, **_client_kwargs(args)) as client:
+    with AnimateClient(args.target, **client_kwargs(args)) as client:
         status = client.cancel(args.job_id)
     print(f"job {status.job_id}: {status.state.name.lower()}")
     return 0
@@ -241,30 +217,62 @@ def _print_result(output: Path, result: AnimateResult, seconds: float) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    kwargs = _client_kwargs(args)
-    if args.service == "caption":
-        with CaptionClient(args.target or DEFAULT_CAPTION_TARGET, **kwargs) as client:
-            models: Any = client.list_models()
-    else:
-        with AnimateClient(args.target or DEFAULT_ANIMATE_TARGET, **kwargs) as client:
-            models = client.list_models()
+    kwargs = client_kwargs(args)  # the flags are checked before reflection is asked
+    if args.service is None:
+        args.target = args.target or default_target("caption")
+        args.service = find_service(args.target, tls=kwargs["tls"], auth_token=args.auth_token)
+    args.target = args.target or default_target(args.service)
+    client_type: Any = CaptionClient if args.service == "caption" else AnimateClient
+    with client_type(args.target, **kwargs) as client:
+        models = client.list_models()
     print(json.dumps(dataclasses.asdict(models), indent=2))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    video_format = output_format(args.output, None)
     image = sample_image()
-    kwargs = _client_kwargs(args)
+    kwargs = client_kwargs(args)
     with CaptionClient(args.caption_target, **kwargs) as captions:
         caption = captions.caption(image)
     print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.usage.price_usd:.8f})")
     started = time.perf_counter()
-    with AnimateClient(args.animate_target, **kwargs) as animator:
-        result = animator.animate_to_file(image, args.output, on_event=ProgressBar(),
-                                          **_optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
+    job_id = new_job_id()
+    try:
+        with showing(False, None) as on_event, AnimateClient(args.animate_target, **kwargs) as animator:
+            result = animator.animate_to_file(image, args.output, on_event=on_event, job_id=job_id,
+                                              format=video_format,
+                                              **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
+    except KeyboardInterrupt:
+        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
     print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
           f"{time.perf_counter() - started:.1f}s")
     return 0
+
+
+# The service each command calls (models: the one --service names or reflection found).
+_SERVICE_OF = {"caption": "caption", "animate": "animate", "watch": "animate", "cancel": "animate"}
+
+
+def _report(args: argparse.Namespace, error: ImagewireError) -> None:
+    """Print a failed call: the error, the field violations its message does not already hold, and a hint when
+    the call reached a server that does not serve the command's service."""
+    print(f"imagewire {args.command}: {error}", file=sys.stderr)
+    for violation in error.field_violations:
+        if violation.description not in error.message:  # the server's message usually joins them already
+            print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+    _hint_service(args, error)
+
+
+def _hint_service(args: argparse.Namespace, error: ImagewireError) -> None:
+    """After a call that failed as if the target did not serve the command's service: what it serves instead."""
+    service = _SERVICE_OF.get(args.command, getattr(args, "service", None))
+    if service and error.code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE):
+        other = other_service(args.target, service, tls=tls_config(args), auth_token=args.auth_token)
+        if other is not None:
+            advice = f"use --service {other}" if args.command == "models" else "is --target the right server?"
+            print(f"  hint: {args.target} serves {SERVICES[other]}, not {SERVICES[service]}: {advice}",
+                  file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,14 +283,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ImagewireError as error:
-        print(f"imagewire {args.command}: {error}", file=sys.stderr)
-        for violation in error.field_violations:
-            print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        _report(args, error)
         return 1
+    except UsageError as error:
+        print(f"imagewire {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as error:
         print(f"imagewire {args.command}: {error}", file=sys.stderr)
         return 1
+    except Interrupted as interrupted:
+        print(f"imagewire {args.command}: interrupted: {interrupted}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
+        print(f"imagewire {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

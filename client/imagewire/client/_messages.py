@@ -1,15 +1,20 @@
 """Descriptor-driven helpers of the client cores and the CLI: which fields a request has, their Python types,
-and building a request from keyword arguments, so that nothing lists a field twice. The typed results are
-generated from the protos (``imagewire/*/v1/*_types.py``, on the runtime in ``imagewire._protodata``).
+and building a request from keyword arguments, checked before it is sent, so that nothing lists a field twice.
+The typed results are generated from the protos (``imagewire/*/v1/*_types.py``, on the runtime in
+``imagewire._protodata``).
 """
 
 
 from __future__ import annotations
 
-from typing import TypeVar
+import math
+from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.limits import MAX_IMAGE_BYTES
 
 MessageT = TypeVar("MessageT", bound=Message)
 
@@ -25,6 +30,21 @@ _SCALAR_TYPES: dict[int, type] = {
     FieldDescriptor.CPPTYPE_STRING: str,  # also bytes fields; their type is told apart below
     FieldDescriptor.CPPTYPE_ENUM: int,
 }
+
+# What the wire type of an integer field can carry: protobuf itself raises a bare "Value out of range" otherwise.
+_INTEGER_RANGES: dict[int, tuple[str, int, int]] = {
+    FieldDescriptor.CPPTYPE_INT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: ("uint64", 0, 2**64 - 1),
+    FieldDescriptor.CPPTYPE_ENUM: ("enum", -(2**31), 2**31 - 1),
+}
+# The largest finite float32: protobuf silently stores a larger value as infinity.
+_FLOAT32_MAX = 3.4028234663852886e38
+# The contract's bounds on bytes fields, by field name (imagewire.limits; the protos' comments state them). Every
+# other bound is the model's (ListModels) and the server's to check.
+_MAX_BYTES = {"image": MAX_IMAGE_BYTES}
+
 
 def enum_members(descriptor: EnumDescriptor) -> dict[str, int]:
     """The enum's values by name without the style guide's ``ENUM_NAME_`` prefix (``STAGE_QUEUED`` -> ``QUEUED``)."""
@@ -50,10 +70,55 @@ def python_type(field: FieldDescriptor) -> type:
 def build_message(message_type: type[MessageT], **fields: object) -> MessageT:
     """A message with the given fields set; None leaves a field unset (absent where it has presence).
 
-    An unknown field name raises TypeError; protobuf rejects a value of the wrong type or range.
+    Each value is checked against what its field can carry (the sign and range of its wire type, the contract's
+    50 MiB image limit) before anything is sent: violations raise :class:`ImagewireError` INVALID_ARGUMENT with
+    a field violation naming each field, as the server's own answer would. An unknown field name, or a value of
+    the wrong Python type, raises TypeError naming the field.
     """
-    unknown = sorted(set(fields) - set(message_type.DESCRIPTOR.fields_by_name))
+    # Message.DESCRIPTOR is typed as either protobuf implementation's; both have the python API's interface.
+    descriptor = cast(Descriptor, message_type.DESCRIPTOR)
+    unknown = sorted(set(fields) - set(descriptor.fields_by_name))
     if unknown:
-        raise TypeError(f"{message_type.DESCRIPTOR.name} has no field {', '.join(unknown)}")
-    return message_type(**{name: value for name, value in fields.items() if value is not None})
+        raise TypeError(f"{descriptor.name} has no field {', '.join(unknown)}")
+    present = {name: value for name, value in fields.items() if value is not None}
+    found = (field_violation(descriptor.fields_by_name[name], value) for name, value in present.items())
+    violations = tuple(violation for violation in found if violation is not None)
+    if violations:
+        raise ImagewireError.invalid_argument(violations)
+    return message_type(**present)
 
+
+def field_violation(field: FieldDescriptor, value: object) -> FieldViolation | None:
+    """Why ``value`` cannot be sent in the scalar ``field``, or None; TypeError for a value of the wrong type."""
+    kind = python_type(field)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # protobuf takes an int for a float field
+    if field.type == FieldDescriptor.TYPE_BYTES and isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        owner = f"{field.containing_type.name}." if field.containing_type is not None else ""
+        raise TypeError(f"{owner}{field.name} takes {kind.__name__}, not {type(value).__name__}")
+    limits = _INTEGER_RANGES.get(field.cpp_type)
+    if limits is not None:
+        name, low, high = limits
+        if not low <= value <= high:  # type: ignore[operator] # an int, checked above
+            return FieldViolation(field.name, f"must be {low}..{high} ({name}), not {value}")
+    too_large = isinstance(value, float) and math.isfinite(value) and abs(value) > _FLOAT32_MAX
+    if field.cpp_type == FieldDescriptor.CPPTYPE_FLOAT and too_large:
+        return FieldViolation(field.name, f"must be within the float range (±{_FLOAT32_MAX:.7g}), not {value:g}")
+    if isinstance(value, str) and not _is_utf8(value):
+        return FieldViolation(field.name, "must be valid Unicode text (it holds unpaired surrogates)")
+    limit = _MAX_BYTES.get(field.name)
+    if isinstance(value, bytes) and limit is not None and len(value) > limit:
+        return FieldViolation(field.name, f"{field.name} is {len(value)} bytes; the limit is {limit} "
+                                          f"({limit / 2**20:g} MiB)")
+    return None
+
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

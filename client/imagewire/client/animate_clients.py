@@ -33,6 +33,16 @@ EventCallback = Callable[[AnimateEvent], None]
 DEFAULT_RESUME = Resume()
 
 
+def _planned(sink: VideoSink, plan: Callable[[], Download]) -> Download:
+    """The download ``plan`` makes; a request refused before sending (a bad field, a bad deadline) leaves no
+    empty file behind."""
+    try:
+        return plan()
+    except BaseException:
+        sink.abort()
+        raise
+
+
 def _reconnect_failed(timeout: float) -> ImagewireError:
     return ImagewireError(grpc.StatusCode.UNAVAILABLE, f"the channel did not reconnect within {timeout:g} s")
 
@@ -70,7 +80,8 @@ class AnimateClient(BlockingShell[AnimateCore]):
         verified result. Interrupting it (Ctrl-C) cancels the job."""
         sink = VideoSink(path, on_event)
         # As in animate: **args carries fields and call options alike.
-        return self._download(self._core.animate_download(image, sink, resume, **args), sink, owned=True)  # type: ignore[arg-type]
+        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))  # type: ignore[arg-type]
+        return self._download(download, sink, owned=True)
 
     def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
                       on_event: EventCallback | None = None, resume: Resume = DEFAULT_RESUME,
@@ -78,7 +89,8 @@ class AnimateClient(BlockingShell[AnimateCore]):
         """Write job ``job_id``'s video into ``path`` (keeping its first ``offset`` bytes, already there), resuming
         after dropped connections; returns the verified result."""
         sink = VideoSink(path, on_event, offset=offset)
-        return self._download(self._core.watch_download(job_id, sink, resume, **args), sink, owned=False)
+        return self._download(_planned(sink, lambda: self._core.watch_download(job_id, sink, resume, **args)), sink,
+                              owned=False)
 
     def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
         """The server's loaded models with their limits and defaults."""
@@ -151,7 +163,7 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
         verified result. Cancelling the task cancels the job."""
         sink = VideoSink(path, on_event)
         # As in animate: **args carries fields and call options alike.
-        download = self._core.animate_download(image, sink, resume, **args)  # type: ignore[arg-type]
+        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))  # type: ignore[arg-type]
         return await self._download(download, sink, owned=True)
 
     async def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
@@ -159,7 +171,8 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
                             **args: Unpack[CallArgs]) -> AnimateResult:
         """Write job ``job_id``'s video into ``path`` from byte ``offset``, resuming after dropped connections."""
         sink = VideoSink(path, on_event, offset=offset)
-        return await self._download(self._core.watch_download(job_id, sink, resume, **args), sink, owned=False)
+        download = _planned(sink, lambda: self._core.watch_download(job_id, sink, resume, **args))
+        return await self._download(download, sink, owned=False)
 
     async def list_models(self, **args: Unpack[CallArgs]) -> AnimateModelList:
         """The server's loaded models with their limits and defaults."""

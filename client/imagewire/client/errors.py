@@ -47,6 +47,14 @@ class ImagewireError(Exception):
         self.bytes_received = bytes_received
 
     @classmethod
+    def invalid_argument(cls, violations: tuple[FieldViolation, ...]) -> ImagewireError:
+        """A request refused before it was sent, in the shape of the server's INVALID_ARGUMENT: a message joining
+        the violations (each prefixed by its field unless it names it first) and the violations themselves."""
+        message = "; ".join(v.description if v.description.startswith(v.field) else f"{v.field}: {v.description}"
+                            for v in violations)
+        return cls(grpc.StatusCode.INVALID_ARGUMENT, message, violations)
+
+    @classmethod
     def from_rpc_error(cls, error: grpc.RpcError, request_id: str | None = None, *, responses_received: int = 0,
                        bytes_received: int = 0) -> ImagewireError:
         """Build from a grpc.RpcError (sync) or grpc.aio.AioRpcError."""

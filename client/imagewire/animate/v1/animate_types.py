@@ -274,6 +274,35 @@ class FieldInfo(ProtoData):
     """
 
 
+#: The comment of each request field, one paragraph, by the field's full name.
+REQUEST_FIELD_DOCS: dict[str, str] = {
+    "imagewire.animate.v1.AnimateRequest.image": "The encoded conditioning image: PNG, JPEG, WebP, GIF, BMP or TIFF, at most 50 MiB. It is resized to width x height.",
+    "imagewire.animate.v1.AnimateRequest.model_id": "The model to use, as listed by ListModels. Empty selects the server's default model.",
+    "imagewire.animate.v1.AnimateRequest.width": "The video width in pixels: a multiple of 8 (32 for LTX-Video, 16 for Wan), at least 64, and width times height at most ModelInfo.max_pixels_per_frame (default: the model's, 1024 for SVD-XT).",
+    "imagewire.animate.v1.AnimateRequest.height": "The video height in pixels, under the same rules as width (default: the model's, 576 for SVD-XT).",
+    "imagewire.animate.v1.AnimateRequest.num_frames": "The number of frames to generate, 2 to ModelInfo.max_num_frames; of the form 8k + 1 for LTX-Video and 4k + 1 for Wan, whose video VAEs compress time by 8 and 4 (default: the model's, 25 for SVD-XT).",
+    "imagewire.animate.v1.AnimateRequest.fps": "Frames per second, from 1 to the server's maximum (60 unless configured otherwise): the rate written into the video and, for SVD and LTX-Video, the frame rate the model is conditioned on (default: the model's, 6 for SVD, 25 for LTX-Video, 16 for Wan).",
+    "imagewire.animate.v1.AnimateRequest.motion_bucket_id": "How much motion to generate, 0 to 1023; SVD only (default 127).",
+    "imagewire.animate.v1.AnimateRequest.noise_aug_strength": "Noise added to the conditioning image, 0 to 1; SVD only (default 0.02).",
+    "imagewire.animate.v1.AnimateRequest.num_inference_steps": "The number of denoising steps, 1 to ModelInfo.max_num_inference_steps (default 25).",
+    "imagewire.animate.v1.AnimateRequest.seed": "The random seed, any value. Absent picks a random seed (below 2^63), which the header and result report. The same request with the same seed gives the same video bytes from the same model on the same kind of device.",
+    "imagewire.animate.v1.AnimateRequest.decode_chunk_size": "How many frames the VAE decodes at once, 1 to ModelInfo.max_num_frames; also how often video bytes are sent. A value above num_frames means one chunk, so no bytes leave before every frame is decoded (default 8). For LTX-Video and Wan a multiple of 8 and 4 (their VAEs' time compression). Wan's frames are the same whatever the chunk size; LTX-Video's decoder looks at neighbouring frames, so smaller chunks are decoded as overlapping temporal tiles blended together (diffusers' framewise decoding), and a value of num_frames - 1 or more decodes the video in one piece.",
+    "imagewire.animate.v1.AnimateRequest.safety_check": "Run the server's safety checker on the input image and report the verdict in the result.",
+    "imagewire.animate.v1.AnimateRequest.format": "The container and codec of the video.",
+    "imagewire.animate.v1.AnimateRequest.min_guidance_scale": "The classifier-free guidance scale at the first frame, 0 to 20; SVD only (default 1.0).",
+    "imagewire.animate.v1.AnimateRequest.max_guidance_scale": "The classifier-free guidance scale at the last frame, 0 to 20; SVD only (default 3.0).",
+    "imagewire.animate.v1.AnimateRequest.job_id": 'The job\'s id, chosen by the caller as an idempotency key; empty lets the server assign one (the stream\'s first event says it). 1 to 128 characters from A-Z, a-z, 0-9, "-", "_" and ".". If a job with this id exists on the server, the call attaches to it; with different parameters it fails with FAILED_PRECONDITION naming them.',
+    "imagewire.animate.v1.AnimateRequest.preview_every": "Send a Preview every this many denoising steps; 0 sends none (default: the model's, 5 for SVD-XT).",
+    "imagewire.animate.v1.AnimateRequest.detach_grace_seconds": "Seconds the job keeps running once no call is watching it, waiting for a watcher to come back, before it stops; 0 stops it at the next step (default: the server's --detach-grace).",
+    "imagewire.animate.v1.AnimateRequest.prompt": "What the video should show, in words, for models that take a text prompt (LTX-Video, Wan; see ModelInfo.fields). At most the number of characters ListModels reports, and at most the model's token limit once tokenized (128 tokens for LTX-Video, 512 for Wan); a longer prompt is INVALID_ARGUMENT, never cut short (default: the empty prompt). Setting it for a model that takes no prompt (SVD) is INVALID_ARGUMENT naming the field and the model.",
+    "imagewire.animate.v1.AnimateRequest.negative_prompt": "What the video should not show, for models that take a prompt; used only when guidance_scale is above 1, under the same bounds as prompt (default: the empty prompt).",
+    "imagewire.animate.v1.AnimateRequest.guidance_scale": "The classifier-free guidance scale for models that take a prompt, 0 to 20: how strongly the video follows the prompt against the negative prompt; 1 or less turns guidance off and halves the work per step (default: the model's pipeline default, 3 for LTX-Video, 5 for Wan). SVD uses min_guidance_scale and max_guidance_scale instead; setting it for SVD is INVALID_ARGUMENT.",
+    "imagewire.animate.v1.WatchAnimationRequest.job_id": "The job's id, as in AnimateRequest.job_id or the first event of its Animate stream.",
+    "imagewire.animate.v1.WatchAnimationRequest.offset": "The first byte of the video to send: the number of bytes the caller already has (0 for all of it). An offset past the bytes produced so far is OUT_OF_RANGE.",
+    "imagewire.animate.v1.CancelAnimationRequest.job_id": "The job's id.",
+}
+
+
 __all__ = [
     "AnimateResult",
     "CancelAnimationResponse",
@@ -284,6 +313,7 @@ __all__ = [
     "ModelInfo",
     "Preview",
     "Progress",
+    "REQUEST_FIELD_DOCS",
     "Stage",
     "Usage",
     "VideoChunk",

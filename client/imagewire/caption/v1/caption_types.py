@@ -115,4 +115,14 @@ class FieldInfo(ProtoData):
     """A numeric value must be a multiple of this; 0 when any value in range is accepted."""
 
 
-__all__ = ["CaptionResponse", "FieldInfo", "ListModelsResponse", "ModelInfo", "Usage"]
+#: The comment of each request field, one paragraph, by the field's full name.
+REQUEST_FIELD_DOCS: dict[str, str] = {
+    "imagewire.caption.v1.CaptionRequest.image": "The encoded image: PNG, JPEG, WebP, GIF, BMP or TIFF, at most 50 MiB. EXIF orientation is applied, any colour mode is converted to RGB, and an animated image contributes its first frame.",
+    "imagewire.caption.v1.CaptionRequest.model_id": "The model to use, as listed by ListModels. Empty selects the server's default model.",
+    "imagewire.caption.v1.CaptionRequest.prompt": 'An optional caption prefix for conditional captioning, at most 512 characters: the caption continues this text (for a chat model, the answer begins with it). A model whose ModelInfo.fields do not list "prompt" (Florence-2 answers its own captioning task) rejects a non-empty prompt with INVALID_ARGUMENT.',
+    "imagewire.caption.v1.CaptionRequest.max_new_tokens": "The most tokens to generate, 1 to ModelInfo.max_new_tokens_limit. Absent selects the model's default (ModelInfo.default_max_new_tokens).",
+    "imagewire.caption.v1.CaptionRequest.num_beams": "The beam search width, 1 to ModelInfo.num_beams_limit; 1 is greedy decoding. Absent selects the model's default (ModelInfo.default_num_beams).",
+}
+
+
+__all__ = ["CaptionResponse", "FieldInfo", "ListModelsResponse", "ModelInfo", "REQUEST_FIELD_DOCS", "Usage"]

@@ -1,0 +1,50 @@
+"""The ``imagewire`` command's video formats: ``--format``'s choices, read from the VideoFormat enum, and the
+format an output file's extension asks for."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from imagewire.animate.v1 import animate_pb2
+from imagewire.client._messages import enum_members
+
+
+class UsageError(Exception):
+    """A command line that cannot be right, found before anything is sent (exit status 2, as argparse's)."""
+
+
+def video_formats() -> dict[str, int]:
+    """``--format``'s choices, read from the VideoFormat enum: each format by its lower-case name (``mp4_h264``)
+    and, where no other format shares it, by its container alone (``mp4``)."""
+    formats = {name.lower(): number for name, number in enum_members(animate_pb2.VideoFormat.DESCRIPTOR).items()
+               if number}  # 0 is UNSPECIFIED: leaving --format out asks for it
+    containers = collections.Counter(_container(name) for name in formats)
+    aliases = {_container(name): number for name, number in formats.items() if containers[_container(name)] == 1}
+    return {**formats, **aliases}
+
+
+def _container(name: str) -> str:
+    return name.split("_")[0]
+
+
+def output_format(output: Path, explicit: str | None) -> int:
+    """The VideoFormat to ask for when writing ``output``: ``explicit`` (a ``--format`` choice) when given, which
+    must agree with the file's extension if that names a container; else the one format of the container the
+    extension names (``.mp4``, ``.webm``). UsageError otherwise, naming the choices."""
+    formats = video_formats()
+    containers = sorted({_container(name) for name in formats})
+    extension = output.suffix.lower().removeprefix(".")
+    if explicit is not None:
+        if extension in containers and _container(explicit) != extension:
+            raise UsageError(f"--format {explicit} writes {_container(explicit).upper()}, but {output} ends in "
+                             f".{extension}: change one of them")
+        return formats[explicit]
+    if extension not in containers:
+        raise UsageError(f"cannot tell the video format from {output}'s extension: name the file "
+                         f"{' or '.join('.' + c for c in containers)}, or give --format "
+                         f"({', '.join(sorted(formats))})")
+    if extension not in formats:  # a container with several codecs: the extension alone does not say which
+        codecs = sorted(name for name in formats if _container(name) == extension and name != extension)
+        raise UsageError(f"{output}: .{extension} holds several codecs: give --format ({', '.join(codecs)})")
+    return formats[extension]
