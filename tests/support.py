@@ -72,7 +72,7 @@ def captioner_app(model: str, limits: CaptionLimits | None = None, **server: obj
     from captioner.limits import EngineLimits
     from captioner.settings import CaptionerSettings
 
-    settings = CaptionerSettings(server=ServerSettings(port=0, models=(model,), **server),  # type: ignore[arg-type]
+    settings = CaptionerSettings(server=ServerSettings(port=0, models=(model,), **server),
                                  limits=limits or EngineLimits(default_max_new_tokens=4))
     return CaptionerApp(settings, Metrics())
 
@@ -85,7 +85,7 @@ def animator_app(model: str, limits: AnimateLimits | None = None, *, cpu_offload
     from animator.limits import EngineLimits
     from animator.settings import AnimatorSettings
 
-    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), **server),  # type: ignore[arg-type]
+    settings = AnimatorSettings(server=ServerSettings(port=0, models=(model,), **server),
                                 limits=limits or EngineLimits(), cpu_offload=cpu_offload)
     return AnimatorApp(settings, Metrics())
 

@@ -51,7 +51,7 @@ async def test_prompted_families_on_cuda_in_their_trained_dtype(preset: str, cpu
     backend = families.load(preset, str(tiny.ensure_model(preset)), torch.device("cuda:0"), torch.float16,
                             cpu_offload=cpu_offload, dtype_chosen=False)
     assert backend.dtype == torch.bfloat16
-    assert backend.pipeline.vae.dtype == (torch.float32 if backend.family == "wan" else torch.bfloat16)  # type: ignore[attr-defined]
+    assert backend.pipeline.vae.dtype == (torch.float32 if backend.family == "wan" else torch.bfloat16)
     engine = AnimateEngine([backend], EngineLimits(), Metrics())
     engine.start()
     try:

@@ -56,7 +56,7 @@ async def engine(backend: SvdBackend) -> AsyncIterator[AnimateEngine]:
 
 
 async def collect(engine: AnimateEngine, **fields: object) -> list[Event]:
-    return [event async for event in engine.animate(AnimateInput(image=png(picture()), **fields))]  # type: ignore[arg-type]
+    return [event async for event in engine.animate(AnimateInput(image=png(picture()), **fields))]
 
 
 def params(**overrides: object) -> GenerationParams:
@@ -66,7 +66,7 @@ def params(**overrides: object) -> GenerationParams:
         "max_guidance_scale": 3.0,
     }
     values.update(overrides)
-    return GenerationParams(**values)  # type: ignore[arg-type]
+    return GenerationParams(**values)
 
 
 def test_streamed_frames_equal_the_plain_pipeline_call(backend: SvdBackend) -> None:
@@ -78,7 +78,7 @@ def test_streamed_frames_equal_the_plain_pipeline_call(backend: SvdBackend) -> N
     assert [len(c) for c in chunks] == [2, 2, 1]
     streamed = np.concatenate(chunks)
 
-    plain = backend.pipeline(  # type: ignore[operator]
+    plain = backend.pipeline(
         image, width=p.width, height=p.height, num_frames=p.num_frames, num_inference_steps=p.num_inference_steps,
         fps=p.fps + 1, motion_bucket_id=p.motion_bucket_id, noise_aug_strength=p.noise_aug_strength,
         decode_chunk_size=p.decode_chunk_size, generator=torch.Generator().manual_seed(p.seed),
@@ -104,7 +104,7 @@ async def test_the_engine_encodes_exactly_the_plain_pipeline_frames(
                            num_inference_steps=2, decode_chunk_size=3)
     events = [event async for event in engine.animate(request)]
     assert isinstance(events[-1], Result)
-    plain = backend.pipeline(  # type: ignore[operator]
+    plain = backend.pipeline(
         Image.open(io.BytesIO(request.image)).convert("RGB"), width=96, height=64, num_frames=5,
         num_inference_steps=2, fps=7 + 1, decode_chunk_size=3, generator=torch.Generator().manual_seed(42),
     ).frames[0]
@@ -115,9 +115,9 @@ def test_the_requested_fps_is_what_the_unet_sees(backend: SvdBackend) -> None:
     seen: list[torch.Tensor] = []
 
     def spy(_module: torch.nn.Module, _args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        seen.append(kwargs["added_time_ids"])  # type: ignore[arg-type]
+        seen.append(kwargs["added_time_ids"])
 
-    handle = backend.pipeline.unet.register_forward_pre_hook(spy, with_kwargs=True)  # type: ignore[attr-defined]
+    handle = backend.pipeline.unet.register_forward_pre_hook(spy, with_kwargs=True)
     try:
         backend.denoise(picture(), params(fps=9, motion_bucket_id=40, num_inference_steps=1), lambda step: None)
     finally:
@@ -156,7 +156,7 @@ async def test_same_seed_same_bytes_and_a_random_seed_is_reported(engine: Animat
     header = next(e for e in unseeded if isinstance(e, Header))
     result = unseeded[-1]
     assert isinstance(result, Result) and result.seed == header.seed
-    assert result.sha256 != first[-1].sha256  # type: ignore[union-attr]
+    assert result.sha256 != first[-1].sha256
 
 
 def test_validation_names_every_bad_field(engine: AnimateEngine, backend: SvdBackend) -> None:
@@ -200,14 +200,14 @@ async def first_of(stream: AsyncIterator[Event], stage: Stage) -> float:
 async def test_leaving_with_no_grace_stops_at_the_next_step_and_frees_the_worker(engine: AnimateEngine) -> None:
     before = engine.stats.steps
     stopped = engine.stats.runs_stopped
-    long = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
+    long = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))
     await first_of(long, Stage.DENOISE)
     await long.aclose()  # what a cancelled call does to the servicer's generator
     cancelled_at = time.monotonic()
 
     steps_of_long: list[int] = []
     started_after: list[float] = []
-    async for event in engine.animate(AnimateInput(image=png(picture()), seed=2, **SMALL)):  # type: ignore[arg-type]
+    async for event in engine.animate(AnimateInput(image=png(picture()), seed=2, **SMALL)):
         if isinstance(event, Progress) and event.stage is Stage.ENCODE_IMAGE:  # the worker left the stopped job
             steps_of_long.append(engine.stats.steps - before)
         if isinstance(event, Progress) and event.stage is Stage.DENOISE and not started_after:
@@ -220,7 +220,7 @@ async def test_leaving_with_no_grace_stops_at_the_next_step_and_frees_the_worker
 async def test_a_passed_deadline_ends_the_call_and_with_no_grace_the_generation(engine: AnimateEngine) -> None:
     stopped = engine.stats.runs_stopped
     with pytest.raises(errors.DeadlineExceeded):
-        async for _ in engine.animate(AnimateInput(image=png(picture()), detach_grace_seconds=0, **LONG),  # type: ignore[arg-type]
+        async for _ in engine.animate(AnimateInput(image=png(picture()), detach_grace_seconds=0, **LONG),
                                       deadline=time.monotonic() + 0.3):
             pass
     assert (await collect(engine, seed=3, **SMALL))[-1]  # the worker is free again
@@ -228,24 +228,24 @@ async def test_a_passed_deadline_ends_the_call_and_with_no_grace_the_generation(
 
 
 async def test_a_full_queue_is_overloaded_at_once(engine: AnimateEngine) -> None:
-    running = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
+    running = engine.animate(AnimateInput(image=png(picture()), seed=1, detach_grace_seconds=0, **LONG))
     await first_of(running, Stage.DENOISE)
-    waiting = engine.animate(AnimateInput(image=png(picture()), seed=2, detach_grace_seconds=0, **LONG))  # type: ignore[arg-type]
+    waiting = engine.animate(AnimateInput(image=png(picture()), seed=2, detach_grace_seconds=0, **LONG))
     status = await anext(waiting)
     assert isinstance(status, JobStatus) and (status.state, status.queue_position) == (JobState.QUEUED, 1)
     assert await anext(waiting) == Progress(Stage.QUEUED, 1, 1)
     asked = time.monotonic()
     with pytest.raises(errors.Overloaded):
-        await anext(engine.animate(AnimateInput(image=png(picture()), **SMALL)))  # type: ignore[arg-type]
+        await anext(engine.animate(AnimateInput(image=png(picture()), **SMALL)))
     assert time.monotonic() - asked < 5
     await waiting.aclose()
     await running.aclose()
     assert engine.queue_depth == 0
-    await wait_until(lambda: engine.jobs.find(status.job_id).state is JobState.CANCELLED)  # type: ignore[union-attr]
+    await wait_until(lambda: engine.jobs.find(status.job_id).state is JobState.CANCELLED)
 
 
 async def test_a_reader_that_stops_reading_never_pauses_the_generation(engine: AnimateEngine) -> None:
-    stream = engine.animate(AnimateInput(image=png(picture()), seed=77, **SMALL))  # type: ignore[arg-type]
+    stream = engine.animate(AnimateInput(image=png(picture()), seed=77, **SMALL))
     status = await anext(stream)
     assert isinstance(status, JobStatus)
     job = engine.jobs.get(status.job_id)

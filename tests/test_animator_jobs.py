@@ -45,7 +45,7 @@ async def engine(backend: SvdBackend) -> AsyncIterator[AnimateEngine]:
 
 
 def request(**fields: object) -> AnimateInput:
-    return AnimateInput(image=image(), **fields)  # type: ignore[arg-type]
+    return AnimateInput(image=image(), **fields)
 
 
 def video(events: list[Event]) -> bytes:
@@ -123,11 +123,11 @@ async def test_animate_again_with_the_same_id_attaches_instead_of_generating(eng
     with pytest.raises(errors.FailedPrecondition, match="'retried' exists with different parameters: num_frames"):
         await anext(engine.animate(request(job_id="retried", **{**SMALL, "num_frames": 5})))
     with pytest.raises(errors.FailedPrecondition, match="image"):
-        await anext(engine.animate(AnimateInput(image=png(Image.new("RGB", (64, 64))), job_id="retried", **SMALL)))  # type: ignore[arg-type]
+        await anext(engine.animate(AnimateInput(image=png(Image.new("RGB", (64, 64))), job_id="retried", **SMALL)))
     # Spelling out a default is the same request as leaving it out.
     again = engine.animate(request(job_id="retried", preview_every=engine.backends[0].accepts.defaults["preview_every"],
                                    **SMALL))
-    assert not (await anext(again)).created  # type: ignore[union-attr]
+    assert not (await anext(again)).created
     await again.aclose()
 
 
@@ -137,13 +137,13 @@ async def test_a_job_nobody_watches_runs_for_its_grace_period_then_stops(engine:
     await until(stream, Stage.DENOISE)
     job = engine.jobs.get("abandoned")
     await stream.aclose()
-    left, step_when_left = time.monotonic(), job.progress.step  # type: ignore[union-attr]
+    left, step_when_left = time.monotonic(), job.progress.step
     samples: list[tuple[float, int]] = []
     while not job.state.finished:
-        samples.append((time.monotonic() - left, job.progress.step))  # type: ignore[union-attr]
+        samples.append((time.monotonic() - left, job.progress.step))
         await asyncio.sleep(0.01)
-    stopped_after = job.finished_at - left  # type: ignore[operator]
-    final = job.progress.step  # type: ignore[union-attr]
+    stopped_after = job.finished_at - left
+    final = job.progress.step
     print(f"grace {grace}: stopped after {stopped_after:.3f} s, steps {step_when_left} -> {final}")
     assert job.state is JobState.CANCELLED and "no call watched the job for 0.5 s" in str(job.error)
     assert grace <= stopped_after < grace + 10
@@ -151,7 +151,7 @@ async def test_a_job_nobody_watches_runs_for_its_grace_period_then_stops(engine:
     assert final < LONG["num_inference_steps"]  # and stopped before its end
     assert max(step for at, step in samples if at < grace) <= final  # steps advanced only until the stop
     await asyncio.sleep(0.1)
-    assert job.progress.step == final  # type: ignore[union-attr] # ... and never after
+    assert job.progress.step == final
 
 
 async def test_a_watcher_back_within_the_grace_period_keeps_the_job(engine: AnimateEngine) -> None:
@@ -168,17 +168,17 @@ async def test_cancel_stops_the_job_at_its_next_step_for_every_watcher(engine: A
     await until(stream, Stage.DENOISE)
     watcher = asyncio.create_task(_collect(engine.watch("cancelled")))
     job = engine.jobs.get("cancelled")
-    step_at_cancel = job.progress.step  # type: ignore[union-attr]
+    step_at_cancel = job.progress.step
     status = await engine.cancel("cancelled")
     assert status.state is JobState.CANCELLED
-    assert job.progress.step <= step_at_cancel + 2  # type: ignore[union-attr] # of 100: the step in flight, at most
+    assert job.progress.step <= step_at_cancel + 2
     for reader in (_collect(stream), watcher):
         with pytest.raises(errors.Cancelled, match="'cancelled' was cancelled"):
             await reader
     # Cancelling a finished job changes nothing; Animate with its id then starts it afresh.
     assert (await engine.cancel("cancelled")).state is JobState.CANCELLED
     fresh = engine.animate(request(seed=3, job_id="cancelled", **LONG))
-    assert (await anext(fresh)).created  # type: ignore[union-attr]
+    assert (await anext(fresh)).created
     await engine.cancel("cancelled")
     await fresh.aclose()
 

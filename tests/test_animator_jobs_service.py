@@ -52,7 +52,7 @@ def sample(server: GrpcServer, name: str, labels: dict[str, str]) -> float:
 async def test_watch_and_cancel_through_the_client(server: GrpcServer, tmp_path: Path) -> None:
     resumes = sample(server, "imagewire_job_resumes_total", {"rpc": "watch"})
     async with AsyncAnimateClient(server.address, timeout=120) as client:
-        result = await client.animate_to_file(image(), tmp_path / "made.mp4", job_id="svc-1", seed=3, **SMALL)  # type: ignore[arg-type]
+        result = await client.animate_to_file(image(), tmp_path / "made.mp4", job_id="svc-1", seed=3, **SMALL)
         watched = await client.watch_to_file("svc-1", tmp_path / "watched.mp4")
         events = [event async for event in client.watch("svc-1", offset=result.total_bytes - 10)]
         cancelled = await client.cancel("svc-1")
@@ -68,13 +68,13 @@ async def test_watch_and_cancel_through_the_client(server: GrpcServer, tmp_path:
 
 async def test_job_errors_have_their_status_codes(server: GrpcServer) -> None:
     async with AsyncAnimateClient(server.address, timeout=120) as client:
-        events = [event async for event in client.animate(image(), job_id="svc-codes", seed=1, **SMALL)]  # type: ignore[arg-type]
-        size = events[-1].total_bytes  # type: ignore[union-attr]
+        events = [event async for event in client.animate(image(), job_id="svc-codes", seed=1, **SMALL)]
+        size = events[-1].total_bytes
         cases = [
             (client.watch("nobody-has-this"), grpc.StatusCode.NOT_FOUND, "'nobody-has-this'"),
             (client.watch("svc-codes", offset=size + 1), grpc.StatusCode.OUT_OF_RANGE, f"past the {size} bytes"),
             (client.watch("bad id!"), grpc.StatusCode.INVALID_ARGUMENT, "job_id must be"),
-            (client.animate(image(), job_id="svc-codes", seed=2, **SMALL), grpc.StatusCode.FAILED_PRECONDITION,  # type: ignore[arg-type]
+            (client.animate(image(), job_id="svc-codes", seed=2, **SMALL), grpc.StatusCode.FAILED_PRECONDITION,
              "different parameters: seed"),
         ]
         for stream, code, message in cases:
@@ -92,7 +92,7 @@ async def test_job_errors_have_their_status_codes(server: GrpcServer) -> None:
 async def test_every_job_call_carries_the_job_id_metadata(server: GrpcServer) -> None:
     seen: list[tuple[bytes, str | None]] = []
 
-    async def record(continuation, details, request):  # type: ignore[no-untyped-def]
+    async def record(continuation, details, request):
         seen.append((details.method, dict(details.metadata or ()).get(JOB_ID_KEY)))
         return await continuation(details, request)
 
@@ -108,8 +108,8 @@ async def test_every_job_call_carries_the_job_id_metadata(server: GrpcServer) ->
             return grpc.aio.insecure_channel(target, interceptors=[Streams(), Unary()])
 
     async with Recording(server.address, timeout=120) as client:
-        events = [event async for event in client.animate(image(), seed=1, **SMALL)]  # type: ignore[arg-type]
-        job_id = events[0].job_id  # type: ignore[union-attr]
+        events = [event async for event in client.animate(image(), seed=1, **SMALL)]
+        job_id = events[0].job_id
         [event async for event in client.watch(job_id)]
         await client.cancel(job_id)
     assert len(job_id) == 32  # the client chose it
@@ -120,17 +120,17 @@ async def test_every_job_call_carries_the_job_id_metadata(server: GrpcServer) ->
 async def test_leaving_animate_early_cancels_the_job(server: GrpcServer) -> None:
     engine = engine_of(server)
     async with AsyncAnimateClient(server.address, timeout=120) as client:
-        stream = client.animate(image(), job_id="svc-left-async", seed=1, **LONG)  # type: ignore[arg-type]
+        stream = client.animate(image(), job_id="svc-left-async", seed=1, **LONG)
         async for event in stream:
             if isinstance(event, Progress) and event.stage is Stage.DENOISE:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     # Not a detach waiting out its grace period (60 s by default): cancelled at once.
     assert engine.jobs.get("svc-left-async").state.name == "CANCELLED"
 
     def blocking() -> None:
         with AnimateClient(server.address, timeout=120) as client:
-            for event in client.animate(image(), job_id="svc-left-blocking", seed=1, **LONG):  # type: ignore[arg-type]
+            for event in client.animate(image(), job_id="svc-left-blocking", seed=1, **LONG):
                 if isinstance(event, Progress) and event.stage is Stage.DENOISE:
                     break  # the iterator is closed here
 
@@ -148,7 +148,7 @@ async def test_interrupting_a_download_cancels_the_job_and_removes_the_file(serv
 
     def blocking() -> None:
         with AnimateClient(server.address, timeout=120) as client, pytest.raises(KeyboardInterrupt):
-            client.animate_to_file(image(), tmp_path / "out.mp4", on_event=interrupt, job_id="svc-ctrl-c", **LONG)  # type: ignore[arg-type]
+            client.animate_to_file(image(), tmp_path / "out.mp4", on_event=interrupt, job_id="svc-ctrl-c", **LONG)
 
     await asyncio.to_thread(blocking)
     assert engine.jobs.get("svc-ctrl-c").state.name == "CANCELLED"

@@ -85,7 +85,7 @@ def first_chunk(event: AnimateEvent) -> bool:
 async def test_a_dropped_connection_is_resumed_from_its_offset(server: GrpcServer, tmp_path: Path) -> None:
     engine = engine_of(server)
     async with AsyncAnimateClient(server.address, timeout=120) as direct:
-        reference = await direct.animate_to_file(image(), tmp_path / "direct.mp4", **PARAMS)  # type: ignore[arg-type]
+        reference = await direct.animate_to_file(image(), tmp_path / "direct.mp4", **PARAMS)
     started, watched = engine.stats.runs_started, resumes(server)
 
     async with tcp_proxy(server.port) as proxy:
@@ -93,7 +93,7 @@ async def test_a_dropped_connection_is_resumed_from_its_offset(server: GrpcServe
         saboteur = Saboteur(proxy, engine, [first_denoise, first_chunk])
         async with AsyncAnimateClient(proxy.address, timeout=120) as client:
             result = await client.animate_to_file(image(), tmp_path / "resumed.mp4", on_event=saboteur,
-                                                  resume=FAST, **PARAMS)  # type: ignore[arg-type]
+                                                  resume=FAST, **PARAMS)
         await asyncio.gather(*saboteur.restarts)
 
     data = (tmp_path / "resumed.mp4").read_bytes()
@@ -118,13 +118,13 @@ async def test_the_blocking_client_resumes_too(server: GrpcServer, tmp_path: Pat
         def download() -> object:
             with AnimateClient(proxy.address, timeout=120) as client:
                 return client.animate_to_file(image(), tmp_path / "blocking.mp4", on_event=on_event, resume=FAST,
-                                              **{**PARAMS, "seed": 32})  # type: ignore[arg-type]
+                                              **{**PARAMS, "seed": 32})
 
         result = await asyncio.to_thread(download)
         await asyncio.gather(*saboteur.restarts)
     data = (tmp_path / "blocking.mp4").read_bytes()
     assert len(saboteur.restarts) == 1
-    assert hashlib.sha256(data).digest() == result.sha256  # type: ignore[attr-defined]
+    assert hashlib.sha256(data).digest() == result.sha256
     assert engine.stats.runs_started == started + 1
 
 

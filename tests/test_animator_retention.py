@@ -43,7 +43,7 @@ async def running(backend: SvdBackend, limits: EngineLimits) -> AsyncIterator[tu
 
 async def generate(engine: AnimateEngine, job_id: str, seed: int, **fields: object) -> list[Event]:
     image = png(Image.effect_noise((96, 64), 60).convert("RGB"))
-    request = AnimateInput(image=image, job_id=job_id, seed=seed, **{**TINY, **fields})  # type: ignore[arg-type]
+    request = AnimateInput(image=image, job_id=job_id, seed=seed, **{**TINY, **fields})
     return [event async for event in engine.animate(request)]
 
 

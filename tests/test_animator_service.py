@@ -61,7 +61,7 @@ async def timed_events(
 ) -> list[tuple[float, AnimateEvent]]:
     async with AsyncAnimateClient(server.address, timeout=120) as client:
         started = time.monotonic()
-        stream = client.animate(picture or image(), **params)  # type: ignore[arg-type]
+        stream = client.animate(picture or image(), **params)
         return [(time.monotonic() - started, e) async for e in stream]
 
 
@@ -124,7 +124,7 @@ async def test_same_seed_same_bytes(server: GrpcServer) -> None:
 async def test_an_absent_seed_is_chosen_and_reported(server: GrpcServer) -> None:
     stream = await events(server, **SMALL)
     header = next(e for e in stream if isinstance(e, VideoHeader))
-    assert stream[-1].seed == header.seed  # type: ignore[union-attr]
+    assert stream[-1].seed == header.seed
     again = await events(server, seed=header.seed, **SMALL)
     assert video_of(again) == video_of(stream)
 
@@ -290,7 +290,7 @@ async def test_a_complete_download_is_counted_ok_never_cancelled(server: GrpcSer
     ok, cancelled = count("OK"), count("CANCELLED")
     params = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
     async with AsyncAnimateClient(server.address, timeout=120) as client:
-        await client.animate_to_file(image(), tmp_path / "a.mp4", **params)  # type: ignore[arg-type]
+        await client.animate_to_file(image(), tmp_path / "a.mp4", **params)
     with AnimateClient(server.address, timeout=120) as blocking:
         await asyncio.to_thread(blocking.animate_to_file, image(), tmp_path / "b.mp4", **params)
     await wait_until(lambda: count("OK") == ok + 2)  # the server's bookkeeping ends just after the client's

@@ -202,11 +202,11 @@ def stock_generate(backend: BlipCaptioner, images: list[Image.Image], prompt: st
     """BLIP's own path for one prompt: the processor, then the model's generate, as its model card shows."""
     processor = backend.processor
     text = {"text": [prompt] * len(images)} if prompt else {}
-    inputs = processor(images=images, return_tensors="pt", **text)  # type: ignore[operator]
+    inputs = processor(images=images, return_tensors="pt", **text)
     with torch.inference_mode():
-        output = backend.model.generate(**inputs, max_new_tokens=options.max_new_tokens,  # type: ignore[operator]
+        output = backend.model.generate(**inputs, max_new_tokens=options.max_new_tokens,
                                         num_beams=options.num_beams, do_sample=False)
-    return [" ".join(t.split()) for t in processor.batch_decode(output, skip_special_tokens=True)]  # type: ignore[attr-defined]
+    return [" ".join(t.split()) for t in processor.batch_decode(output, skip_special_tokens=True)]
 
 
 @pytest.mark.parametrize("num_beams", [1, 2])
@@ -221,7 +221,7 @@ async def test_one_generate_for_mixed_prompts_gives_the_stock_captions_of_each_p
     options = GenerationOptions(max_new_tokens=MAX_NEW_TOKENS, num_beams=num_beams)
     expected = [stock_generate(backend, [image], prompt, options)[0] for image, prompt in zip(decoded, mixed)]
     calls: list[int] = []
-    model_generate = backend.model.generate  # type: ignore[attr-defined]
+    model_generate = backend.model.generate
     monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(1) or model_generate(**kw))
     assert backend.generate(decoded, mixed, options) == expected
     assert len(calls) == 1
@@ -307,7 +307,7 @@ async def test_service_full_queue_is_resource_exhausted_at_once(server: GrpcServ
 
 async def test_service_expired_and_cancelled_calls_never_reach_the_model(server: GrpcServer) -> None:
     batcher = batcher_of(server)
-    engine = server.app.engine()  # type: ignore[attr-defined]
+    engine = server.app.engine()
     blocker_png, expired_png, cancelled_png, kept_png = noise_pngs(4, seed=21)
     cancelled_before = ended_calls(server, "CANCELLED")
     expired_before = ended_calls(server, "DEADLINE_EXCEEDED")

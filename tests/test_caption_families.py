@@ -44,7 +44,7 @@ class Served:
 
     @property
     def engine(self) -> CaptionEngine:
-        return self.server.app.engine()  # type: ignore[attr-defined,no-any-return]
+        return self.server.app.engine()
 
     def cancelled_calls(self) -> float:
         """Caption calls the server saw end because their caller left."""
@@ -115,7 +115,7 @@ async def test_a_prompt_filling_the_text_length_leaves_the_reported_room(served:
     budget = backend.token_budget(prompt)
     assert 0 < budget < backend.token_budget("") or not prompt
     # The end token held back, so generation runs to the whole budget: it must fit the model's positions.
-    monkeypatch.setattr(backend.model.generation_config, "min_new_tokens", budget)  # type: ignore[attr-defined]
+    monkeypatch.setattr(backend.model.generation_config, "min_new_tokens", budget)
     (caption,) = backend.generate([image], [prompt], GenerationOptions(max_new_tokens=budget, num_beams=1))
     assert caption.startswith(prompt)
 
@@ -138,7 +138,7 @@ async def test_out_of_memory_is_resource_exhausted_and_the_model_serves_on(serve
         failures = iter([True])
         # The real torch.OutOfMemoryError, raised once from inside the model (its input embeddings, which every
         # family's generate runs).
-        hook = OutOfMemory(backend.model.get_input_embeddings(), lambda _: next(failures, False))  # type: ignore[attr-defined]
+        hook = OutOfMemory(backend.model.get_input_embeddings(), lambda _: next(failures, False))
         try:
             with pytest.raises(ImagewireError) as caught:
                 await client.caption(image)

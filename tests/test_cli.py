@@ -212,7 +212,7 @@ async def test_the_client_checks_in_the_shape_of_the_servers_answer(caption_serv
     assert [v.field for v in server.field_violations] == ["image"]
     assert violations["image"].startswith(server.field_violations[0].description)
     with CaptionClient(caption_server.address) as blocking, pytest.raises(TypeError, match="num_beams"):
-        blocking.caption(b"png", num_beams="3")  # type: ignore[typeddict-item]
+        blocking.caption(b"png", num_beams="3")
 
 
 def test_every_option_says_what_it_does_and_its_default() -> None:

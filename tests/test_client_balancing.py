@@ -42,7 +42,7 @@ def test_retries_and_health_checks_can_be_turned_off() -> None:
 @pytest.mark.parametrize("attempts", [0, 6, True, 2.0])
 def test_max_attempts_outside_one_to_five_is_refused_before_any_call(attempts: object) -> None:
     with pytest.raises(ValueError, match="max_attempts"):
-        CaptionCore(max_attempts=attempts)  # type: ignore[arg-type]
+        CaptionCore(max_attempts=attempts)
 
 
 def test_the_cli_turns_retries_and_health_checks_off() -> None:
@@ -72,7 +72,7 @@ def unavailable(server: GrpcServer) -> float:
 
 def failures(target: str, calls: int, **options: object) -> list[ImagewireError]:
     found = []
-    with CaptionClient(target, **options) as client:  # type: ignore[arg-type]
+    with CaptionClient(target, **options) as client:
         for _ in range(calls):
             try:
                 client.caption(solid(), max_new_tokens=2)

@@ -65,7 +65,7 @@ def test_every_result_message_has_a_dataclass() -> None:
 
 @pytest.mark.parametrize("cls", list(registered().values()), ids=list(registered()))
 def test_each_dataclass_has_its_messages_fields_in_order_with_matching_types(cls: type[ProtoData]) -> None:
-    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
     fields = cls.PROTO.DESCRIPTOR.fields
     assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in fields]
     hints = typing.get_type_hints(cls)
@@ -106,7 +106,7 @@ def test_from_proto_converts_nested_repeated_and_enum_fields() -> None:
     assert isinstance(models.models, tuple) and [m.model_id for m in models.models] == ["a", "b"]
     assert models.models[0].max_num_frames == 16 and models.models[1].safety_checker
     with pytest.raises(dataclasses.FrozenInstanceError):
-        models.default_model_id = "b"  # type: ignore[misc]
+        models.default_model_id = "b"
     assert CaptionModelList.from_proto(caption_pb2.ListModelsResponse()) == CaptionModelList((), "")
 
 
@@ -157,7 +157,7 @@ def test_caption_request_reads_a_path_and_leaves_unset_options_absent(tmp_path: 
     assert (request.image, request.prompt, request.max_new_tokens) == (b"png bytes", "a picture of", 5)
     assert request.HasField("max_new_tokens") and not request.HasField("num_beams")
     with pytest.raises(TypeError, match="beams"):
-        caption_request(b"x", beams=2)  # type: ignore[call-arg]
+        caption_request(b"x", beams=2)
 
 
 # --- deadlines, request ids, metadata -------------------------------------------------------------------------
@@ -177,13 +177,13 @@ def test_default_deadlines_and_per_call_overrides() -> None:
 @pytest.mark.parametrize("bad", BAD_TIMEOUTS, ids=repr)
 def test_a_timeout_that_is_not_a_positive_finite_number_is_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="timeout"):
-        CaptionCore().caption(b"x", timeout=bad)  # type: ignore[arg-type]
+        CaptionCore().caption(b"x", timeout=bad)
     with pytest.raises(ValueError, match="timeout"):
-        AnimateCore().list_models(timeout=bad)  # type: ignore[arg-type]
+        AnimateCore().list_models(timeout=bad)
     with pytest.raises(ValueError, match="timeout"):
-        CaptionClient("127.0.0.1:1", timeout=bad)  # type: ignore[arg-type]
+        CaptionClient("127.0.0.1:1", timeout=bad)
     with pytest.raises(ValueError, match="timeout"):
-        AnimateCore(control_timeout=bad)  # type: ignore[arg-type]
+        AnimateCore(control_timeout=bad)
 
 
 def test_call_options_carry_the_request_id_in_metadata_with_token_and_extras() -> None:
@@ -233,7 +233,7 @@ async def test_failed_asyncio_calls_and_streams_carry_their_request_id() -> None
 
 def result_of(data: bytes) -> AnimateResult:
     return decode_event(animate_pb2.AnimateResponse(result=animate_pb2.AnimateResult(
-        total_bytes=len(data), sha256=hashlib.sha256(data).digest())))  # type: ignore[return-value]
+        total_bytes=len(data), sha256=hashlib.sha256(data).digest())))
 
 
 def test_the_sink_writes_chunks_in_order_and_verifies_the_result(tmp_path: Path) -> None:

@@ -20,13 +20,13 @@ DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
 def test_animate_calls_carry_a_job_id_in_the_request_and_the_metadata() -> None:
     core = AnimateCore()
     chosen = core.animate(b"img")
-    assert len(chosen.request.job_id) == 32  # type: ignore[attr-defined]
-    assert (JOB_ID_KEY, chosen.request.job_id) in chosen.options.metadata  # type: ignore[attr-defined]
+    assert len(chosen.request.job_id) == 32
+    assert (JOB_ID_KEY, chosen.request.job_id) in chosen.options.metadata
     given = core.animate(b"img", job_id="mine")
-    assert given.request.job_id == "mine" and (JOB_ID_KEY, "mine") in given.options.metadata  # type: ignore[attr-defined]
+    assert given.request.job_id == "mine" and (JOB_ID_KEY, "mine") in given.options.metadata
     for call in (core.watch("mine", offset=7), core.cancel("mine")):
         assert (JOB_ID_KEY, "mine") in call.options.metadata
-    assert core.watch("mine", offset=7).request.offset == 7  # type: ignore[attr-defined]
+    assert core.watch("mine", offset=7).request.offset == 7
     assert core.cancel("mine").options.timeout == core.control_timeout
 
 
@@ -46,7 +46,7 @@ def test_a_drop_resumes_from_the_bytes_written_with_growing_pauses_then_gives_up
         pauses.append(attempt.pause)
         assert attempt.method == "WatchAnimation"
         request = attempt.call.request
-        assert (request.job_id, request.offset) == ("job-1", 3)  # type: ignore[attr-defined]
+        assert (request.job_id, request.offset) == ("job-1", 3)
         assert attempt.call.options.request_id == plan.first.call.options.request_id
         assert attempt.call.options.timeout < 900  # what is left of the download's deadline
     assert pauses == [0.5, 1.0, 1.5, 1.5]
@@ -70,8 +70,8 @@ def test_a_lost_job_is_generated_again_under_its_id_and_the_file_restarted(tmp_p
     sink.feed(VideoChunk(b"abc", 0))
     watch = plan.after(DROP, plan.first)
     again = plan.after(ImagewireError(grpc.StatusCode.NOT_FOUND, "job 'job-1' is not on this server"), watch)
-    assert again.method == "Animate" and again.call.request.job_id == "job-1"  # type: ignore[attr-defined]
-    assert again.call.request.seed == 3 and sink.written == 0  # type: ignore[attr-defined]
+    assert again.method == "Animate" and again.call.request.job_id == "job-1"
+    assert again.call.request.seed == 3 and sink.written == 0
     sink.abort()
     # Watching alone, there is nothing to start again.
     watcher = VideoSink(tmp_path / "w.mp4")
@@ -93,7 +93,7 @@ def test_no_resume_after_the_deadline(tmp_path: Path) -> None:
                                  {"reconnect_timeout_s": -1}])
 def test_resume_settings_are_checked(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        Resume(**bad)  # type: ignore[arg-type]
+        Resume(**bad)
 
 
 def test_a_sink_continues_an_existing_file_from_its_offset(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_a_sink_continues_an_existing_file_from_its_offset(tmp_path: Path) -> No
         sink.feed(VideoChunk(b"de", 3))
         result = decode_event(animate_pb2.AnimateResponse(result=animate_pb2.AnimateResult(
             total_bytes=5, sha256=hashlib.sha256(b"abcde").digest())))
-        sink.feed(result)  # type: ignore[arg-type]
+        sink.feed(result)
     assert path.read_bytes() == b"abcde"
     with pytest.raises(ValueError, match="fewer than the offset 9"):
         VideoSink(path, offset=9)

@@ -31,7 +31,7 @@ def test_manifest_is_valid_kubernetes(path: Path, doc: dict[str, object]) -> Non
 def servers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(Deployment, container) of every imagewire server the manifests run."""
     return [(doc, container) for _, doc in documents() if doc["kind"] == "Deployment"
-            for container in doc["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+            for container in doc["spec"]["template"]["spec"]["containers"]
             if container.get("command", [""])[0] in SETTINGS]
 
 
@@ -53,7 +53,7 @@ def test_container_flags_and_environment_parse(deployment: dict[str, Any], conta
 
 
 def kinds(kind: str) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for _, doc in documents() if doc["kind"] == kind}  # type: ignore[index]
+    return {doc["metadata"]["name"]: doc for _, doc in documents() if doc["kind"] == kind}
 
 
 def test_every_disruption_budget_and_autoscaler_has_its_deployment() -> None:

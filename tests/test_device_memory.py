@@ -83,7 +83,7 @@ async def test_caption_out_of_memory_is_resource_exhausted_with_a_hint_and_the_e
         engine: CaptionEngine = app.engine()
         backend = engine.batcher("").backend
         failures = iter([True])
-        hook = out_of_memory(backend.model.vision_model, lambda _: next(failures, False))  # type: ignore[attr-defined]
+        hook = out_of_memory(backend.model.vision_model, lambda _: next(failures, False))
         async with AsyncCaptionClient(server.address, timeout=60) as client:
             with pytest.raises(ImagewireError) as caught:
                 await client.caption(solid())
@@ -104,7 +104,7 @@ async def test_a_caption_batch_out_of_memory_is_retried_in_halves(
         async with AsyncCaptionClient(server.address, timeout=60) as client:
             alone = [(await client.caption(solid(colour))).text for colour in colours]
             # Only single images fit: every batch of more fails and must be split down to them.
-            hook = out_of_memory(batcher.backend.model.vision_model, lambda size: size > 1)  # type: ignore[attr-defined]
+            hook = out_of_memory(batcher.backend.model.vision_model, lambda size: size > 1)
             with gate(batcher.backend) as held:
                 blocker = asyncio.create_task(client.caption(solid((9, 9, 9))))
                 await held.wait_entered()
@@ -125,17 +125,17 @@ async def test_animate_out_of_memory_is_resource_exhausted_with_a_hint_and_the_e
     async with serving(app, app.metrics, app.settings.server) as server:
         engine = app.engine()
         failures = iter([True])
-        pipeline = engine.backends[0].pipeline  # type: ignore[attr-defined]
+        pipeline = engine.backends[0].pipeline
         hook = out_of_memory(pipeline.unet, lambda _: next(failures, False))
         async with AsyncAnimateClient(server.address, timeout=120) as client:
             with pytest.raises(ImagewireError) as caught:
-                async for _ in client.animate(solid(), **SMALL_VIDEO):  # type: ignore[arg-type]
+                async for _ in client.animate(solid(), **SMALL_VIDEO):
                     pass
             assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
             for hint in ("width", "num_frames", "decode_chunk_size"):
                 assert hint in caught.value.message
             assert all(ref() is None for ref in hook.failed_inputs)
-            result = await client.animate_to_file(solid(), tmp_path / "after.mp4", **SMALL_VIDEO)  # type: ignore[arg-type]
+            result = await client.animate_to_file(solid(), tmp_path / "after.mp4", **SMALL_VIDEO)
             assert result.total_bytes == (tmp_path / "after.mp4").stat().st_size > 0
         assert engine.stats.runs_failed == 1 and engine.stats.runs_completed == 1
 
@@ -146,7 +146,7 @@ async def test_a_default_request_that_does_not_fit_fails_at_start_up(tiny_captio
     class TooSmall(CaptionerApp):
         def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
             backend = super().load_backend(model_id, source, device, dtype)
-            OutOfMemory(backend.model.vision_model, lambda _: True)  # type: ignore[attr-defined]
+            OutOfMemory(backend.model.vision_model, lambda _: True)
             return backend
 
     app = TooSmall(CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(tiny_caption_model,))),
@@ -164,16 +164,16 @@ async def test_a_stopped_generation_frees_the_pipeline_model_hooks(
                        device="cpu")
     async with serving(app, app.metrics, app.settings.server) as server:
         engine = app.engine()
-        pipeline = engine.backends[0].pipeline  # type: ignore[attr-defined]
+        pipeline = engine.backends[0].pipeline
         freed: list[int] = []
         free = pipeline.maybe_free_model_hooks
         monkeypatch.setattr(pipeline, "maybe_free_model_hooks", lambda: freed.append(1) or free())
         async with AsyncAnimateClient(server.address, timeout=120) as client:
-            stream = client.animate(solid(), **{**SMALL_VIDEO, "num_inference_steps": 60})  # type: ignore[arg-type]
+            stream = client.animate(solid(), **{**SMALL_VIDEO, "num_inference_steps": 60})
             async for event in stream:
                 if isinstance(event, Progress) and event.stage is Stage.DENOISE:
                     break  # leaving the stream cancels the call at the next denoising step
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         await wait_until(lambda: engine.stats.runs_stopped == 1)
         # The pipeline never reached its own clean-up; the backend's finally did it.
         assert freed == [1]

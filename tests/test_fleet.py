@@ -173,4 +173,4 @@ def logged_at(entry: dict[str, object] | None) -> datetime.datetime:
 
 def started(call: dict[str, object]) -> datetime.datetime:
     """When a logged call started: its log line is written as it ends."""
-    return logged_at(call) - datetime.timedelta(milliseconds=float(call["duration_ms"]))  # type: ignore[arg-type]
+    return logged_at(call) - datetime.timedelta(milliseconds=float(call["duration_ms"]))

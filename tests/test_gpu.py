@@ -59,16 +59,16 @@ async def test_cuda_out_of_memory_is_resource_exhausted_and_the_memory_is_releas
     app = animator(str(animator_tiny.ensure_model("tiny")))
     async with serving(app, app.metrics, app.settings.server) as server, \
             AsyncAnimateClient(server.address, timeout=600) as client:
-        await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)  # type: ignore[arg-type]
+        await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)
         idle = torch.cuda.memory_allocated()
         with memory_cap(512 * 1024 * 1024):
             with pytest.raises(ImagewireError) as caught:
-                async for _ in client.animate(solid(), **HUGE_VIDEO):  # type: ignore[arg-type]
+                async for _ in client.animate(solid(), **HUGE_VIDEO):
                     pass
             assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "num_frames" in caught.value.message
             assert torch.cuda.memory_allocated() <= idle + 16 * 1024 * 1024
             assert torch.cuda.memory_reserved() <= torch.cuda.memory_allocated() + 64 * 1024 * 1024  # emptied
-            result = await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)  # type: ignore[arg-type]
+            result = await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)
             assert result.total_bytes > 0
         assert app.engine().stats.runs_failed == 1
 
@@ -87,14 +87,14 @@ async def test_cpu_offload_after_a_stopped_generation_puts_the_components_back_o
     app = animator(str(animator_tiny.ensure_model("tiny")), cpu_offload=True)
     async with serving(app, app.metrics, app.settings.server) as server, \
             AsyncAnimateClient(server.address, timeout=600) as client:
-        pipeline = app.engine().backends[0].pipeline  # type: ignore[attr-defined]
-        stream = client.animate(solid(), **{**SMALL_VIDEO, "num_inference_steps": 60})  # type: ignore[arg-type]
+        pipeline = app.engine().backends[0].pipeline
+        stream = client.animate(solid(), **{**SMALL_VIDEO, "num_inference_steps": 60})
         async for event in stream:
             if isinstance(event, Progress) and event.stage is Stage.DENOISE:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         await wait_until(lambda: app.engine().stats.runs_stopped == 1)
         assert next(pipeline.unet.parameters()).device.type == "cpu"
         assert torch.cuda.memory_allocated() < 64 * 1024 * 1024
-        result = await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)  # type: ignore[arg-type]
+        result = await client.animate_to_file(solid(), tmp_path / "video.mp4", **SMALL_VIDEO)
         assert result.total_bytes > 0

@@ -54,7 +54,7 @@ async def animator_server(request: pytest.FixtureRequest, one_torch_thread: None
 
 
 def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     fields: list[str] = []
     for detail in status.details:

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def captioner(model: str, **server: object) -> tuple[CaptionerApp, Metrics, ServerSettings]:
-    settings = CaptionerSettings(server=ServerSettings(port=0, models=(model,), **server),  # type: ignore[arg-type]
+    settings = CaptionerSettings(server=ServerSettings(port=0, models=(model,), **server),
                                  limits=EngineLimits(default_max_new_tokens=4))
     metrics = Metrics()
     return CaptionerApp(settings, metrics), metrics, settings.server
@@ -124,7 +124,7 @@ async def test_one_structured_log_line_per_request_with_the_request_id(
         await asyncio.to_thread(client.caption, solid(), request_id="trace-77")
     lines = [r for r in caplog.records if getattr(r, "rpc", {}).get("request_id") == "trace-77"]
     assert len(lines) == 1
-    rpc = lines[0].rpc  # type: ignore[attr-defined]
+    rpc = lines[0].rpc
     assert rpc["code"] == "OK" and rpc["method"].endswith("/Caption") and rpc["input_pixels"] == 64 * 48
     assert {"model", "duration_ms", "queue_ms", "compute_ms", "batch_size", "image_bytes"} <= set(rpc)
 

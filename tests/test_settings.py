@@ -66,4 +66,4 @@ def test_every_declared_option_is_a_flag_with_an_environment_variable(
     monkeypatch.setenv(f"{settings_type.env_prefix}_GRACE", "7")
     monkeypatch.setenv(f"{settings_type.env_prefix}_MAX_QUEUE", "5")
     built = settings_type.from_args([])
-    assert built.server.grace_s == 7 and built.limits.max_queue == 5  # type: ignore[attr-defined]
+    assert built.server.grace_s == 7 and built.limits.max_queue == 5
