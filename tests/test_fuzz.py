@@ -46,8 +46,19 @@ ANIMATE_LIMITS = AnimateLimits(max_pixels_per_frame=64 * 128, max_num_frames=9, 
                                detach_grace=1, max_detach_grace=5)
 
 
-def serve(app: Any) -> Any:
-    return serving(app, app.metrics, app.settings.server)
+def served(app: Any) -> Iterator[str]:
+    """Serve ``app`` on its own event loop (tests/fuzzing.py) for the module; its address. Serving at the end."""
+    with served_in_thread(lambda: serving(app, app.metrics, app.settings.server)) as server:
+        yield server.address
+        serving_health(server.address)
+
+
+def failed(service: str, error: grpc.RpcError, allowed: set[grpc.StatusCode], message: Any) -> None:
+    """A failed case: tallied, one of the ``allowed`` codes, its field violations naming fields of ``message``."""
+    code, fields = status_of(error)
+    tally(service, code)
+    assert code in allowed, (code, error.details())
+    assert set(fields) <= {field.name for field in message.DESCRIPTOR.fields}, fields
 
 
 def serving_health(target: str) -> None:
@@ -63,14 +74,8 @@ def serving_health(target: str) -> None:
 def caption_target() -> Iterator[str]:
     """A captioner serving BLIP and Florence-2 (which takes no prompt), tiny, on the CPU."""
     models = (str(tiny_captions.ensure_model("tiny-blip")), str(tiny_captions.ensure_model("tiny-florence2")))
-    app = CaptionerApp(CaptionerSettings(ServerSettings(port=0, device="cpu", models=models), CAPTION_LIMITS),
-                       Metrics())
-    with served_in_thread(lambda: serve(app)) as server:
-        yield server.address
-        serving_health(server.address)
-        with grpc.insecure_channel(server.address) as channel:
-            assert caption_pb2_grpc.CaptionServiceStub(channel).Caption(
-                caption_pb2.CaptionRequest(image=solid()), timeout=30).text is not None
+    yield from served(CaptionerApp(CaptionerSettings(ServerSettings(port=0, device="cpu", models=models),
+                                                     CAPTION_LIMITS), Metrics()))
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +90,7 @@ def caption_case(caption_stub: tuple[Any, list[Any]], request: caption_pb2.Capti
     try:
         reply = stub.Caption(request, timeout=60)
     except grpc.RpcError as error:
-        code, fields = status_of(error)
-        tally("caption", code)
-        assert code in CAPTION_FAILURES, (code, error.details())
-        assert set(fields) <= {f.name for f in caption_pb2.CaptionRequest.DESCRIPTOR.fields}, fields
+        failed("caption", error, CAPTION_FAILURES, caption_pb2.CaptionRequest)
         return
     tally("caption", grpc.StatusCode.OK)
     assert isinstance(reply.text, str) and reply.model_id
@@ -111,11 +113,8 @@ def test_fuzz_caption(caption_stub: tuple[Any, list[Any]]) -> None:
 def animate_target() -> Iterator[str]:
     """An animator serving tiny SVD and LTX-Video (a prompted family with its own grids) on the CPU."""
     models = (str(tiny_videos.ensure_model("tiny")), str(tiny_videos.ensure_model("ltx-tiny")))
-    app = AnimatorApp(AnimatorSettings(ServerSettings(port=0, device="cpu", models=models), ANIMATE_LIMITS),
-                      Metrics())
-    with served_in_thread(lambda: serve(app)) as server:
-        yield server.address
-        serving_health(server.address)
+    yield from served(AnimatorApp(AnimatorSettings(ServerSettings(port=0, device="cpu", models=models),
+                                                   ANIMATE_LIMITS), Metrics()))
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +169,7 @@ def animate_case(animate_stub: tuple[Any, list[Any]], request: animate_pb2.Anima
     try:
         events = list(stub.Animate(request, timeout=120))
     except grpc.RpcError as error:
-        code, fields = status_of(error)
-        tally("animate", code)
-        assert code in ANIMATE_FAILURES, (code, error.details())
-        assert set(fields) <= {f.name for f in animate_pb2.AnimateRequest.DESCRIPTOR.fields}, fields
+        failed("animate", error, ANIMATE_FAILURES, animate_pb2.AnimateRequest)
         return
     tally("animate", grpc.StatusCode.OK)
     check_video(request, events, models)
@@ -231,7 +227,9 @@ def test_decoder_takes_every_drawn_image_or_refuses_it() -> None:
     run()
 
 
-def test_fuzz_leaves_the_servers_serving(caption_target: str, animate_target: str) -> None:
-    """After the cases above (module order), both servers still answer their health checks."""
+def test_fuzz_leaves_the_servers_serving(caption_stub: tuple[Any, list[Any]], caption_target: str,
+                                        animate_target: str) -> None:
+    """After the cases above (module order), both servers still answer their health checks, and caption."""
     serving_health(caption_target)
     serving_health(animate_target)
+    assert caption_stub[0].Caption(caption_pb2.CaptionRequest(image=solid()), timeout=30).text is not None
