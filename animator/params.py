@@ -137,6 +137,18 @@ def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, Reques
     return {field.name: field for field in fields}
 
 
+def unservable(model: ModelFields, limits: EngineLimits) -> str | None:
+    """Why the server's limits leave the model no request it can run (a start-up error naming the flag), or None."""
+    if model.min_steps > limits.max_num_inference_steps:
+        return (f"--max-num-inference-steps {limits.max_num_inference_steps}: {model.family} models take at least "
+                f"{model.min_steps} steps")
+    fewest = max(model.frames.minimum, model.frames.remainder, model.chunk_multiple)
+    if fewest > limits.max_num_frames:
+        return (f"--max-num-frames {limits.max_num_frames}: {model.family} models make at least {fewest} frames "
+                "(and decode at least as many at once)")
+    return None
+
+
 def _fit(frames: int, grid: FrameGrid, limit: int) -> int:
     """A model's default frame count within the server's limit: the largest count on its grid up to the limit
     when the model's own default is longer (Wan's 81 frames under the default limit of 50)."""

@@ -15,6 +15,8 @@ import grpc
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from animator.limits import EngineLimits as AnimateLimits
+from animator.params import FrameGrid, ModelFields, unservable
 from animator.settings import AnimatorSettings
 from captioner.settings import CaptionerSettings
 from imagewire_serving.settings import Flag, ServiceSettings, declared_flags, env_name
@@ -129,3 +131,14 @@ def test_every_declared_flag_has_bad_values_drawn() -> None:
                  for flag in declared_flags(settings) if not bad_values(flag)}
     assert uncovered <= {"--host", "--model", "--otlp-endpoint", "--auth-token", "--safety-checker"}, uncovered
     assert len(CASES) > 100
+
+
+def test_limits_that_leave_a_model_nothing_to_run_are_a_start_up_error_naming_the_flag() -> None:
+    """Found by hand beside the fuzz: --max-num-frames 5 with LTX-Video (8k + 1 frames) warmed up into a request
+    error ("num_frames: must be 9..5, not 9") instead of naming the flag."""
+    ltx = ModelFields("ltx", {}, frames=FrameGrid(minimum=9, multiple=8, remainder=1), chunk_multiple=8, min_steps=2)
+    assert unservable(ltx, AnimateLimits(max_num_frames=5)) == (
+        "--max-num-frames 5: ltx models make at least 9 frames (and decode at least as many at once)")
+    assert unservable(ltx, AnimateLimits(max_num_inference_steps=1)) == (
+        "--max-num-inference-steps 1: ltx models take at least 2 steps")
+    assert unservable(ltx, AnimateLimits(max_num_frames=9, max_num_inference_steps=2)) is None
