@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import descriptor, json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -36,6 +37,9 @@ def budget(examples: int) -> Any:
     return settings(max_examples=max(1, round(examples * SCALE)), deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 
+
+# pytest-timeout's limit for one fuzz test, scaled with its budget.
+scaled_timeout = pytest.mark.timeout(300 * max(1.0, SCALE))
 
 # Tallies of every fuzz case, by test and status, printed in pytest's terminal summary (tests/conftest.py).
 TALLIES: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)

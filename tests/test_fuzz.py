@@ -34,7 +34,7 @@ from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from tests import fuzzing
-from tests.fuzzing import budget, default_of, requests, served_in_thread, status_of, tally
+from tests.fuzzing import budget, default_of, requests, scaled_timeout, served_in_thread, status_of, tally
 from tests.support import serving, solid
 
 # What a request may fail with (the protos list them per RPC): the rest, INTERNAL and UNKNOWN above all, never.
@@ -96,6 +96,7 @@ def caption_case(caption_stub: tuple[Any, list[Any]], request: caption_pb2.Capti
     assert isinstance(reply.text, str) and reply.model_id
 
 
+@scaled_timeout
 def test_fuzz_caption(caption_stub: tuple[Any, list[Any]]) -> None:
     @budget(150)
     @given(st.data())
@@ -175,6 +176,7 @@ def animate_case(animate_stub: tuple[Any, list[Any]], request: animate_pb2.Anima
     check_video(request, events, models)
 
 
+@scaled_timeout
 def test_fuzz_animate(animate_stub: tuple[Any, list[Any]]) -> None:
     @budget(40)
     @given(st.data())
@@ -208,6 +210,7 @@ def test_a_request_leaving_every_field_unset_is_served_under_limits_below_the_de
     assert (svd.default_width, svd.default_height) == (120, 64)  # 128 x 72 scaled into 8192 pixels, on its grid
 
 
+@scaled_timeout
 def test_decoder_takes_every_drawn_image_or_refuses_it() -> None:
     """The image decoder alone, on more images than the servers see: only InvalidArgument may escape."""
     from imagewire_serving.errors import InvalidArgument

@@ -20,7 +20,7 @@ from animator.params import FrameGrid, ModelFields, unservable
 from animator.settings import AnimatorSettings
 from captioner.settings import CaptionerSettings
 from imagewire_serving.settings import Flag, ServiceSettings, declared_flags, env_name
-from tests.fuzzing import budget, tally
+from tests.fuzzing import budget, scaled_timeout, tally
 from tests.support import script
 
 SERVICES: dict[str, type[ServiceSettings]] = {"imagewire-captioner": CaptionerSettings,
@@ -87,6 +87,7 @@ def refused(command: str, args: list[str], env: dict[str, str], names: list[str]
     return lines[0]
 
 
+@scaled_timeout
 @budget(30)
 @given(st.sampled_from(CASES), st.booleans())
 @example(("imagewire-animator", next(f for f in declared_flags(AnimatorSettings) if f.path[-1] == "port"), "abc"),
