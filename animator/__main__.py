@@ -9,11 +9,11 @@ from imagewire_serving import entry
 
 entry.prepare_process()
 
-from animator.app import AnimatorApp
+from animator.settings import AnimatorSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return entry.main(AnimatorApp, argv)
+    return entry.main(AnimatorSettings, "animator.app:AnimatorApp", argv)
 
 
 if __name__ == "__main__":

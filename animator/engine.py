@@ -38,6 +38,7 @@ from animator.params import (
     job_id_violation,
     request_fields,
     resolve,
+    unservable,
     warm_up_params,
 )
 from animator.safety import SafetyChecker
@@ -87,6 +88,10 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
         *,
         safety_checker: SafetyChecker | None = None,
     ) -> None:
+        for backend in backends:
+            problem = unservable(backend.accepts, limits)
+            if problem is not None:
+                raise ValueError(f"{problem}; it cannot serve {backend.model_id}")
         super().__init__(backends, device_thread="animate-device")
         self.limits = limits
         self.safety_checker = safety_checker

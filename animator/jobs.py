@@ -148,19 +148,25 @@ class Job:
             self._stop_error = error
             self._stop.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the job has been asked to stop (it stops at its next step or decoded chunk)."""
+        return self._stop.is_set()
+
     def attach(self) -> None:
         """A call started watching."""
         self.watchers += 1
         self._cancel_grace()
 
-    def detach(self) -> None:
-        """A call stopped watching. The last one leaving starts the grace period (none: stop at the next step)."""
+    def detach(self, why: str = "left") -> None:
+        """A call stopped watching (``why``: how it ended, for the job's error and log). The last one leaving starts
+        the grace period (none: stop at the next step)."""
         self.watchers -= 1
         if self.watchers or self.state.finished:
             return
         grace = self.spec.detach_grace_seconds
         if grace <= 0:
-            self._hooks.abandoned(self, errors.Cancelled("every call watching the job left"))
+            self._hooks.abandoned(self, errors.Cancelled(f"the last call watching the job {why}, with no grace"))
         else:
             self._grace = self._loop.call_later(grace, self._abandon)
 

@@ -108,29 +108,45 @@ class ModelFields:
 
 
 def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, RequestField]:
-    """Every request field a model accepts, with its default and bounds: what is validated and reported."""
+    """Every request field a model accepts, with its default and bounds: what is validated and reported. Each
+    default is the model's own brought within the server's limits, so a request that leaves a field unset is
+    never refused for it."""
     widest = limits.max_pixels_per_frame // MIN_SIDE
     defaults, frames, size, chunk = model.defaults, model.frames, model.size_multiple, model.chunk_multiple
+    width, height = _fit_size(defaults["width"], defaults["height"], size, limits.max_pixels_per_frame)
+    steps = max(model.min_steps, min(defaults["num_inference_steps"], limits.max_num_inference_steps))
     fields = (
         RequestField("image", None, 1, limits.image.max_bytes),
-        RequestField("width", defaults["width"], MIN_SIDE, widest, multiple_of=size),
-        RequestField("height", defaults["height"], MIN_SIDE, widest, multiple_of=size),
+        RequestField("width", width, MIN_SIDE, widest, multiple_of=size),
+        RequestField("height", height, MIN_SIDE, widest, multiple_of=size),
         RequestField("num_frames", _fit(defaults["num_frames"], frames, limits.max_num_frames), frames.minimum,
                      limits.max_num_frames, multiple_of=frames.multiple, remainder=frames.remainder),
-        RequestField("fps", defaults["fps"], 1, limits.max_fps),
-        RequestField("num_inference_steps", defaults["num_inference_steps"], model.min_steps,
-                     limits.max_num_inference_steps),
+        RequestField("fps", min(defaults["fps"], limits.max_fps), 1, limits.max_fps),
+        RequestField("num_inference_steps", steps, model.min_steps, limits.max_num_inference_steps),
         RequestField("seed", None, 0, 2**64 - 1),
         RequestField("decode_chunk_size", min(defaults["decode_chunk_size"], limits.max_num_frames // chunk * chunk),
                      chunk, limits.max_num_frames, multiple_of=0 if chunk == 1 else chunk),
         RequestField("safety_check", False),
         RequestField("format", CONTRACT_PREFIX + VideoFormat.MP4_H264.name),
         RequestField("job_id", None, 0, MAX_JOB_ID_CHARS),
-        RequestField("preview_every", defaults["preview_every"], 0, limits.max_num_inference_steps),
+        RequestField("preview_every", min(defaults["preview_every"], limits.max_num_inference_steps), 0,
+                     limits.max_num_inference_steps),
         RequestField("detach_grace_seconds", limits.detach_grace, 0.0, limits.max_detach_grace),
         *model.own,
     )
     return {field.name: field for field in fields}
+
+
+def unservable(model: ModelFields, limits: EngineLimits) -> str | None:
+    """Why the server's limits leave the model no request it can run (a start-up error naming the flag), or None."""
+    if model.min_steps > limits.max_num_inference_steps:
+        return (f"--max-num-inference-steps {limits.max_num_inference_steps}: {model.family} models take at least "
+                f"{model.min_steps} steps")
+    fewest = max(model.frames.minimum, model.frames.remainder, model.chunk_multiple)
+    if fewest > limits.max_num_frames:
+        return (f"--max-num-frames {limits.max_num_frames}: {model.family} models make at least {fewest} frames "
+                "(and decode at least as many at once)")
+    return None
 
 
 def _fit(frames: int, grid: FrameGrid, limit: int) -> int:
@@ -139,6 +155,20 @@ def _fit(frames: int, grid: FrameGrid, limit: int) -> int:
     if frames <= limit or not grid.multiple:
         return min(frames, limit)
     return max(grid.minimum, (limit - grid.remainder) // grid.multiple * grid.multiple + grid.remainder)
+
+
+def _fit_size(width: int, height: int, multiple: int, max_pixels: int) -> tuple[int, int]:
+    """A model's default frame size within the server's pixel limit: scaled down, keeping its aspect ratio as
+    nearly as the size grid allows, when it is larger (SVD-XT's 1024 x 576 under a limit of 512 x 512)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    smallest = -(-MIN_SIDE // multiple) * multiple
+    fitted = [max(smallest, int(side * scale) // multiple * multiple) for side in (width, height)]
+    while fitted[0] * fitted[1] > max_pixels:  # the smallest side held at MIN_SIDE: narrow the other
+        longer = 0 if fitted[0] >= fitted[1] else 1
+        fitted[longer] -= multiple
+    return fitted[0], fitted[1]
 
 
 def job_id_violation(job_id: str, *, required: bool) -> FieldViolation | None:
@@ -201,7 +231,8 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
                     f"{limits.max_pixels_per_frame}")
         violations += [FieldViolation("width", too_many), FieldViolation("height", too_many)]
     if "min_guidance_scale" in values and not any(v.field.endswith("_guidance_scale") for v in violations):
-        violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"])
+        violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"],
+                                      set_max_only=request.min_guidance_scale is None)
     bad_id = job_id_violation(request.job_id, required=False)
     errors.collect([*violations, *unused, *([bad_id] if bad_id else [])])
     preview_every = values.pop("preview_every")
@@ -229,8 +260,9 @@ def warm_up_params(model: ModelFields, limits: EngineLimits, *, default_shape: b
     return resolve(request, "warm-up", model, limits).params
 
 
-def _check_guidance(low: float, high: float) -> list[FieldViolation]:
-    """The guidance ramp must rise from the first frame to the last.
+def _check_guidance(low: float, high: float, *, set_max_only: bool) -> list[FieldViolation]:
+    """The guidance ramp must rise from the first frame to the last; the violation names the field the caller
+    set (max_guidance_scale when it alone was set below the default minimum).
 
     The pipeline encodes the image for classifier-free guidance when max_guidance_scale > 1 and, at every step,
     guides when the largest value of the ramp min -> max over the frames is > 1; the two decisions agree only
@@ -238,5 +270,9 @@ def _check_guidance(low: float, high: float) -> list[FieldViolation]:
     """
     if low <= high:
         return []
+    if set_max_only:
+        why = (f"must be >= min_guidance_scale ({low:g}, its default): the guidance rises from the first frame to "
+               "the last")
+        return [FieldViolation("max_guidance_scale", why)]
     why = f"must be <= max_guidance_scale ({high:g}): the guidance rises from the first frame to the last"
     return [FieldViolation("min_guidance_scale", why)]

@@ -64,7 +64,9 @@ async def follow(job: Job, status: JobStatus, *, offset: int = 0,
                 return
             await _changed(job, deadline)
     finally:
-        job.detach()
+        # grpc may cancel the handler at the deadline before _changed sees it pass: the clock tells which it was.
+        expired = deadline is not None and time.monotonic() >= deadline
+        job.detach("passed its deadline" if expired else "left")
 
 
 async def _changed(job: Job, deadline: float | None) -> None:

@@ -9,11 +9,11 @@ from imagewire_serving import entry
 
 entry.prepare_process()
 
-from captioner.app import CaptionerApp
+from captioner.settings import CaptionerSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return entry.main(CaptionerApp, argv)
+    return entry.main(CaptionerSettings, "captioner.app:CaptionerApp", argv)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class ServerSettings(Config):
 
 
 @dataclass(frozen=True)
-class _Flag:
+class Flag:
     """One declared option found in a settings tree: where its value goes and how it is parsed."""
 
     path: tuple[str, ...]  # attribute names from the root settings class down to the field
@@ -116,21 +116,22 @@ class _Flag:
         return "__".join(self.path)
 
 
-def _flags(cls: type[Any], path: tuple[str, ...] = ()) -> Iterator[_Flag]:
-    """Every option of a Config dataclass and of the Config dataclasses nested in it."""
+def declared_flags(cls: type[Any], path: tuple[str, ...] = ()) -> Iterator[Flag]:
+    """Every option of a Config dataclass and of the Config dataclasses nested in it (what the parser is built
+    from, and what the start-up fuzz draws bad values for)."""
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
         kind = hints[item.name]
         if isinstance(kind, type) and issubclass(kind, Config):
-            yield from _flags(kind, (*path, item.name))
+            yield from declared_flags(kind, (*path, item.name))
             continue
         spec = spec_of(item)
         if spec is not None:
             scalar = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-            yield _Flag((*path, item.name), spec, item.default, spec.parse or scalar)
+            yield Flag((*path, item.name), spec, item.default, spec.parse or scalar)
 
 
-def _add_flag(parser: argparse.ArgumentParser, flag: _Flag, env_prefix: str, default: Any) -> None:
+def _add_flag(parser: argparse.ArgumentParser, flag: Flag, env_prefix: str, default: Any) -> None:
     name = flag.spec.flag_for(flag.path[-1])
     metavar = name.lstrip("-").replace("-", "_").upper()
     variable = env_name(env_prefix, name)
@@ -175,6 +176,13 @@ def _build(cls: type[Any], args: argparse.Namespace, path: tuple[str, ...] = ())
     return cls(**values)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (the usage is 30 lines of every flag; --help shows it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 @dataclass(frozen=True)
 class ServiceSettings(Config):
     """Base of one service's settings: the shared server settings plus what the subclass declares."""
@@ -189,8 +197,8 @@ class ServiceSettings(Config):
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
         """The command-line parser; defaults come from the environment, then the declarations."""
-        parser = argparse.ArgumentParser(prog=cls.prog, description=cls.description)
-        for flag in _flags(cls):
+        parser = _Parser(prog=cls.prog, description=cls.description)
+        for flag in declared_flags(cls):
             default = cls.default_port if flag.path == ("server", "port") else flag.default
             _add_flag(parser, flag, cls.env_prefix, default)
         return parser

@@ -74,3 +74,12 @@ def typescript_client() -> Path:
                            timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr
     return package
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzz tests' case counts and status tallies (tests/test_fuzz.py), when any ran."""
+    from tests.fuzzing import TALLIES
+
+    for case, statuses in sorted(TALLIES.items()):
+        counts = ", ".join(f"{name} {count}" for name, count in statuses.most_common())
+        terminalreporter.write_line(f"fuzz {case}: {sum(statuses.values())} cases: {counts}")

@@ -9,13 +9,13 @@ import pytest
 import torch
 from imagewire.client import AsyncCaptionClient
 
-from animator.app import AnimatorApp
+from animator.__main__ import main as animator_main
 from bench.caption.images import ImagePool
 from bench.caption.limit import InProcess
 from captioner import tiny
+from captioner.__main__ import main as captioner_main
 from captioner.app import CaptionerApp
 from captioner.settings import CaptionerSettings
-from imagewire_serving import entry
 from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dtype_name
 from imagewire_serving.metrics import Metrics
 from tests.support import captioner_app, serving, solid
@@ -60,10 +60,10 @@ def test_a_dtype_the_cpu_only_emulates_runs_with_a_warning(caplog: pytest.LogCap
 
 def test_an_unknown_dtype_exits_2_naming_the_flag(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert entry.main(CaptionerApp, ["--dtype", "float64"]) == 2
+    assert captioner_main(["--dtype", "float64"]) == 2
     assert "--dtype must be one of auto, float32, bfloat16, float16" in capsys.readouterr().err
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_DTYPE", "int8")
-    assert entry.main(AnimatorApp, []) == 2
+    assert animator_main([]) == 2
     assert "--dtype must be one of" in capsys.readouterr().err
 
 
@@ -88,7 +88,7 @@ def test_auto_keeps_the_candidate_whose_default_request_measured_fastest(
         backend = app._load_fastest("tiny", tiny_caption_model, CPU, DtypeChoice((torch.float32, torch.bfloat16),
                                                                                 "both, for the test"))
     record = next(r for r in caplog.records if "chose" in r.getMessage())
-    times: dict[str, float] = record.args[2]  # type: ignore[index]
+    times: dict[str, float] = record.args[2]
     assert set(times) == {"float32", "bfloat16"}
     # bfloat16 is kept only when it is clearly (10%) faster than float32.
     expected = "bfloat16" if times["bfloat16"] * 1.1 < times["float32"] else "float32"

@@ -1,247 +1,238 @@
-"""Hostile input: random and mutated image bytes and random field values thrown at real server processes.
+"""Property-based fuzz of both services through real servers on the tiny models.
 
-Shows: no crash (the process is still alive), no hang (every call answers within its deadline), no INTERNAL or
-UNKNOWN for client mistakes, and the server healthy and still captioning afterwards. Running with ``-s`` prints
-how many cases were tried and which statuses came back.
+Requests are drawn from the whole space at once (tests/fuzzing.py): images of every shape, mode and format, whole
+or broken, and every request field from the bounds ListModels reports, jointly with the relations between fields.
+Whatever comes: never INTERNAL or UNKNOWN; a failure is a documented status with a message (INVALID_ARGUMENT
+naming fields); an OK caption is text; an OK video decodes to exactly the frames and size asked for; and the
+server is still serving afterwards. ``IMAGEWIRE_FUZZ_EXAMPLES=N`` runs N times the CI budget; the status tallies
+are printed in pytest's summary.
 """
 
 from __future__ import annotations
 
-import collections
 import io
-import json
 from collections.abc import Iterator
+from typing import Any
 
+import av
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from imagewire.animate.v1 import animate_pb2, animate_pb2_grpc
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
-from PIL import Image
 
-from imagewire_serving.launcher import ServerProcess, launch
-from tests.support import encode, script
+from animator import tiny as tiny_videos
+from animator.app import AnimatorApp
+from animator.limits import EngineLimits as AnimateLimits
+from animator.settings import AnimatorSettings
+from captioner import tiny as tiny_captions
+from captioner.app import CaptionerApp
+from captioner.limits import EngineLimits as CaptionLimits
+from captioner.settings import CaptionerSettings
+from imagewire_serving.metrics import Metrics
+from imagewire_serving.settings import ServerSettings
+from tests import fuzzing
+from tests.fuzzing import budget, default_of, requests, scaled_timeout, served_in_thread, status_of, tally
+from tests.support import serving, solid
 
-CLIENT_MISTAKES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
-
-
-def seeds() -> list[bytes]:
-    base = Image.new("RGB", (24, 16), (200, 40, 40))
-    base.paste((20, 20, 220), (12, 0, 24, 16))
-    return [encode(base, "PNG"), encode(base, "JPEG"), encode(base, "GIF"), encode(base, "WEBP"),
-            encode(base, "BMP"), encode(base, "TIFF"), encode(base.convert("RGBA"), "PNG")]
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A valid image with a few bytes flipped, inserted or removed, or cut short."""
-    data = bytearray(draw(st.sampled_from(seeds())))
-    for _ in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        position = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[position] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=16))
-        elif kind == "delete" and data:
-            del data[position:position + draw(st.integers(1, 16))]
-        elif kind == "truncate":
-            del data[position:]
-    return bytes(data)
+# What a request may fail with (the protos list them per RPC): the rest, INTERNAL and UNKNOWN above all, never.
+CAPTION_FAILURES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+ANIMATE_FAILURES = CAPTION_FAILURES | {grpc.StatusCode.FAILED_PRECONDITION}
+# Small limits keep every request the fuzz gets accepted cheap; the strategies read them from ListModels.
+CAPTION_LIMITS = CaptionLimits(max_new_tokens_limit=6, num_beams_limit=2, max_image_pixels=8000)
+ANIMATE_LIMITS = AnimateLimits(max_pixels_per_frame=64 * 128, max_num_frames=9, max_num_inference_steps=2,
+                               detach_grace=1, max_detach_grace=5)
 
 
-images = st.one_of(st.binary(max_size=4096), mutated())
+def served(app: Any) -> Iterator[str]:
+    """Serve ``app`` on its own event loop (tests/fuzzing.py) for the module; its address. Serving at the end."""
+    with served_in_thread(lambda: serving(app, app.metrics, app.settings.server)) as server:
+        yield server.address
+        serving_health(server.address)
 
 
-class Tally:
-    def __init__(self, service: str) -> None:
-        self.service = service
-        self.statuses: collections.Counter[str] = collections.Counter()
+def failed(service: str, error: grpc.RpcError, allowed: set[grpc.StatusCode], message: Any) -> None:
+    """A failed case: tallied, one of the ``allowed`` codes, its field violations naming fields of ``message``."""
+    code, fields = status_of(error)
+    tally(service, code)
+    assert code in allowed, (code, error.details())
+    assert set(fields) <= {field.name for field in message.DESCRIPTOR.fields}, fields
 
-    def record(self, code: grpc.StatusCode) -> None:
-        self.statuses[code.name] += 1
 
-    def report(self) -> str:
-        return json.dumps({"service": self.service, "cases": sum(self.statuses.values()),
-                           "statuses": dict(self.statuses)})
+def serving_health(target: str) -> None:
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# Captions -----------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def captioner_process(tiny_caption_model: str) -> Iterator[ServerProcess]:
-    command = [script("imagewire-captioner"), "--model", tiny_caption_model, "--max-new-tokens-limit", "12",
-               "--default-max-new-tokens", "4"]
-    with launch(command, name="imagewire-captioner") as server:
-        yield server
-        assert server.process.poll() is None, "the server died during the fuzz run"
-        with grpc.insecure_channel(server.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            good = caption_pb2.CaptionRequest(image=seeds()[0])
-            assert caption_pb2_grpc.CaptionServiceStub(channel).Caption(good, timeout=30).text
-        assert server.terminate() == 0
+def caption_target() -> Iterator[str]:
+    """A captioner serving BLIP and Florence-2 (which takes no prompt), tiny, on the CPU."""
+    models = (str(tiny_captions.ensure_model("tiny-blip")), str(tiny_captions.ensure_model("tiny-florence2")))
+    yield from served(CaptionerApp(CaptionerSettings(ServerSettings(port=0, device="cpu", models=models),
+                                                     CAPTION_LIMITS), Metrics()))
 
 
-def call(stub: caption_pb2_grpc.CaptionServiceStub, request: caption_pb2.CaptionRequest) -> grpc.StatusCode:
+@pytest.fixture(scope="module")
+def caption_stub(caption_target: str) -> Iterator[tuple[Any, list[Any]]]:
+    with grpc.insecure_channel(caption_target) as channel:
+        stub = caption_pb2_grpc.CaptionServiceStub(channel)
+        yield stub, list(stub.ListModels(caption_pb2.ListModelsRequest(), timeout=10).models)
+
+
+def caption_case(caption_stub: tuple[Any, list[Any]], request: caption_pb2.CaptionRequest) -> None:
+    stub, _ = caption_stub
     try:
-        stub.Caption(request, timeout=30)
+        reply = stub.Caption(request, timeout=60)
     except grpc.RpcError as error:
-        return error.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
+        failed("caption", error, CAPTION_FAILURES, caption_pb2.CaptionRequest)
+        return
+    tally("caption", grpc.StatusCode.OK)
+    assert isinstance(reply.text, str) and reply.model_id
 
 
-def test_fuzz_caption_images(captioner_process: ServerProcess) -> None:
-    tally = Tally("caption: image bytes")
-    with grpc.insecure_channel(captioner_process.target) as channel:
-        stub = caption_pb2_grpc.CaptionServiceStub(channel)
+@scaled_timeout
+def test_fuzz_caption(caption_stub: tuple[Any, list[Any]]) -> None:
+    @budget(150)
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        caption_case(caption_stub, data.draw(requests(caption_pb2.CaptionRequest, caption_stub[1])))
 
-        @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(image=images)
-        def run(image: bytes) -> None:
-            code = call(stub, caption_pb2.CaptionRequest(image=image, max_new_tokens=2))
-            tally.record(code)
-            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, code
-
-        run()
-    print(tally.report())
-    assert tally.statuses["INVALID_ARGUMENT"] > 0
+    run()
+    assert {"OK", "INVALID_ARGUMENT"} <= set(fuzzing.TALLIES["caption"])
 
 
-def test_fuzz_caption_fields(captioner_process: ServerProcess) -> None:
-    tally = Tally("caption: fields")
-    image = seeds()[1]
-    with grpc.insecure_channel(captioner_process.target) as channel:
-        stub = caption_pb2_grpc.CaptionServiceStub(channel)
-
-        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(
-            max_new_tokens=st.one_of(st.none(), st.integers(0, 2**32 - 1), st.integers(0, 16)),
-            num_beams=st.one_of(st.none(), st.integers(0, 2**32 - 1), st.integers(0, 3)),
-            prompt=st.one_of(st.just(""), st.text(max_size=40), st.text(max_size=700)),
-            model_id=st.one_of(st.just(""), st.text(max_size=30)),
-        )
-        def run(max_new_tokens: int | None, num_beams: int | None, prompt: str, model_id: str) -> None:
-            request = caption_pb2.CaptionRequest(image=image, prompt=prompt, model_id=model_id)
-            if max_new_tokens is not None:
-                request.max_new_tokens = max_new_tokens
-            if num_beams is not None:
-                request.num_beams = num_beams
-            code = call(stub, request)
-            tally.record(code)
-            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, (code, request.max_new_tokens, request.num_beams)
-
-        run()
-    print(tally.report())
-    assert tally.statuses["OK"] > 0 and tally.statuses["INVALID_ARGUMENT"] > 0
+# Videos -------------------------------------------------------------------------------------------------------------
 
 
-def test_decoder_survives_pathological_images_in_process() -> None:
-    """The same mutations straight into the decoder: only InvalidArgument may escape, never anything else."""
+@pytest.fixture(scope="module")
+def animate_target() -> Iterator[str]:
+    """An animator serving tiny SVD and LTX-Video (a prompted family with its own grids) on the CPU."""
+    models = (str(tiny_videos.ensure_model("tiny")), str(tiny_videos.ensure_model("ltx-tiny")))
+    yield from served(AnimatorApp(AnimatorSettings(ServerSettings(port=0, device="cpu", models=models),
+                                                   ANIMATE_LIMITS), Metrics()))
+
+
+@pytest.fixture(scope="module")
+def animate_stub(animate_target: str) -> Iterator[tuple[Any, list[Any]]]:
+    with grpc.insecure_channel(animate_target) as channel:
+        stub = animate_pb2_grpc.AnimateServiceStub(channel)
+        yield stub, list(stub.ListModels(animate_pb2.ListModelsRequest(), timeout=10).models)
+
+
+def relate(draw: st.DrawFn, values: dict[str, Any], model: Any) -> None:
+    """Fields that must agree, drawn together: the guidance ramp's ends, frames and decode chunk, and the frame
+    size against the per-frame pixel limit."""
+    infos = {info.name: info for info in model.fields}
+    if "min_guidance_scale" in infos and draw(st.booleans()):
+        low, high = draw(st.sampled_from([(1.0, 1.0), (2.0, 1.0), (20.0, 0.0), (0.0, 20.0), (1.0, 1.001), (3.0, 3.0),
+                                          (1.001, 1.0), (0.5, 0.9)]))
+        values.update(min_guidance_scale=low, max_guidance_scale=high)
+    if draw(st.booleans()):
+        frames = values.get("num_frames") or default_of(infos["num_frames"])
+        grid = infos["decode_chunk_size"].multiple_of or 1
+        values["decode_chunk_size"] = max(0, draw(st.sampled_from([frames, frames - 1, frames + 1, grid, 2 * grid])))
+    if draw(st.booleans()):
+        grid = infos["width"].multiple_of or 1
+        width = draw(st.integers(64 // grid, 256 // grid)) * grid
+        height = model.max_pixels_per_frame // width // grid * grid + draw(st.sampled_from([0, 0, grid]))
+        values.update(width=width, height=height) if draw(st.booleans()) else values.update(width=height, height=width)
+
+
+def asked(request: animate_pb2.AnimateRequest, model: Any, name: str) -> Any:
+    """The value a request asks for: its own, else the model's default."""
+    if request.HasField(name):
+        return getattr(request, name)
+    return default_of(next(info for info in model.fields if info.name == name))
+
+
+def check_video(request: animate_pb2.AnimateRequest, events: list[Any], models: list[Any]) -> None:
+    """An OK stream ends with its result and carries a video of exactly the frames and size asked for."""
+    assert events[-1].WhichOneof("event") == "result"
+    header = next(event.header for event in events if event.HasField("header"))
+    model = next(m for m in models if m.model_id == header.model_id)
+    size = (asked(request, model, "width"), asked(request, model, "height"))
+    frames = asked(request, model, "num_frames")
+    assert (header.width, header.height, header.num_frames) == (*size, frames)
+    data = b"".join(event.chunk.data for event in events if event.HasField("chunk"))
+    assert len(data) == events[-1].result.total_bytes
+    decoded = list(av.open(io.BytesIO(data)).decode(video=0))
+    assert len(decoded) == frames and all((f.width, f.height) == size for f in decoded)
+
+
+def animate_case(animate_stub: tuple[Any, list[Any]], request: animate_pb2.AnimateRequest) -> None:
+    stub, models = animate_stub
+    try:
+        events = list(stub.Animate(request, timeout=120))
+    except grpc.RpcError as error:
+        failed("animate", error, ANIMATE_FAILURES, animate_pb2.AnimateRequest)
+        return
+    tally("animate", grpc.StatusCode.OK)
+    check_video(request, events, models)
+
+
+@scaled_timeout
+def test_fuzz_animate(animate_stub: tuple[Any, list[Any]]) -> None:
+    @budget(40)
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        animate_case(animate_stub, data.draw(requests(animate_pb2.AnimateRequest, animate_stub[1], relate)))
+
+    run()
+    assert {"OK", "INVALID_ARGUMENT"} <= set(fuzzing.TALLIES["animate"])
+
+
+def test_a_request_leaving_every_field_unset_is_served_under_limits_below_the_defaults(
+    animate_stub: tuple[Any, list[Any]],
+) -> None:
+    """Found by the fuzz: under limits below a model's own defaults (tiny SVD's 128 x 72 frame and 4 steps against
+    8192 pixels and 2 steps), a request that set nothing was refused naming fields its caller never set. The
+    defaults are brought within the limits (the size keeping its aspect ratio), and ListModels reports them."""
+    stub, models = animate_stub
+    for model in models:
+        fields = {info.name: info for info in model.fields}
+        for name, info in fields.items():
+            low, high = fuzzing.bounds(info)
+            value = default_of(info)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                assert (low is None or value >= low) and (high is None or value <= high), (model.family, name)
+        width, height = default_of(fields["width"]), default_of(fields["height"])
+        assert width * height <= model.max_pixels_per_frame and (model.default_width, model.default_height) == (
+            width, height)
+        request = animate_pb2.AnimateRequest(image=solid(), model_id=model.model_id)
+        check_video(request, list(stub.Animate(request, timeout=120)), models)
+    svd = next(model for model in models if model.family == "svd")
+    assert (svd.default_width, svd.default_height) == (120, 64)  # 128 x 72 scaled into 8192 pixels, on its grid
+
+
+@scaled_timeout
+def test_decoder_takes_every_drawn_image_or_refuses_it() -> None:
+    """The image decoder alone, on more images than the servers see: only InvalidArgument may escape."""
     from imagewire_serving.errors import InvalidArgument
-    from imagewire_serving.images import decode_image
+    from imagewire_serving.images import ImageLimits, decode_image
 
-    @settings(max_examples=400, deadline=None, database=None)
-    @given(image=images)
+    @budget(300)
+    @given(fuzzing.images)
     def run(image: bytes) -> None:
         try:
-            decoded = decode_image(image)
-        except InvalidArgument:
+            decoded = decode_image(image, ImageLimits(max_pixels=8000))
+        except InvalidArgument as error:
+            assert error.violations and error.violations[0].field == "image"
             return
-        assert decoded.mode == "RGB"
-        decoded.save(io.BytesIO(), "PNG")  # fully materialised
+        assert decoded.mode == "RGB" and decoded.width * decoded.height <= 8000
+        decoded.tobytes()  # fully materialised
 
     run()
 
 
-@pytest.fixture(scope="module")
-def animator_process() -> Iterator[ServerProcess]:
-    # Tight operator bounds keep every request the fuzzer gets accepted cheap on a CPU.
-    command = [script("imagewire-animator"), "--max-num-frames", "4", "--max-num-inference-steps", "2",
-               "--max-pixels-per-frame", str(64 * 64), "--max-queue", "64"]
-    with launch(command, name="imagewire-animator") as server:
-        yield server
-        assert server.process.poll() is None, "the server died during the fuzz run"
-        with grpc.insecure_channel(server.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            assert last_event(channel, small_request(seeds()[0])) == "result"
-        assert server.terminate() == 0
-
-
-def small_request(image: bytes) -> animate_pb2.AnimateRequest:
-    return animate_pb2.AnimateRequest(image=image, width=64, height=64, num_frames=2, num_inference_steps=1)
-
-
-def last_event(channel: grpc.Channel, request: animate_pb2.AnimateRequest) -> str:
-    kinds = [r.WhichOneof("event") for r in animate_pb2_grpc.AnimateServiceStub(channel).Animate(request, timeout=60)]
-    return kinds[-1] if kinds else ""
-
-
-def animate_status(channel: grpc.Channel, request: animate_pb2.AnimateRequest) -> grpc.StatusCode:
-    try:
-        last = last_event(channel, request)
-    except grpc.RpcError as error:
-        return error.code()  # type: ignore[no-any-return]
-    assert last == "result", f"a successful stream must end with its result, not {last!r}"
-    return grpc.StatusCode.OK
-
-
-def test_fuzz_animate_images(animator_process: ServerProcess) -> None:
-    tally = Tally("animate: image bytes")
-    with grpc.insecure_channel(animator_process.target) as channel:
-
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(image=images)
-        def run(image: bytes) -> None:
-            code = animate_status(channel, small_request(image))
-            tally.record(code)
-            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, code
-
-        run()
-    print(tally.report())
-    assert tally.statuses["INVALID_ARGUMENT"] > 0
-
-
-def test_fuzz_animate_fields(animator_process: ServerProcess) -> None:
-    tally = Tally("animate: fields")
-    image = seeds()[0]
-    anything = st.one_of(st.none(), st.integers(0, 2**32 - 1))
-    floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32))
-    with grpc.insecure_channel(animator_process.target) as channel:
-
-        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(
-            width=st.one_of(anything, st.sampled_from([8, 32, 63, 64])),
-            height=st.one_of(anything, st.sampled_from([8, 32, 64])),
-            num_frames=st.one_of(anything, st.integers(0, 5)),
-            fps=st.one_of(anything, st.integers(0, 60)),
-            motion_bucket_id=st.one_of(anything, st.integers(0, 1100)),
-            noise_aug_strength=floats,
-            num_inference_steps=st.one_of(anything, st.integers(0, 3)),
-            seed=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
-            decode_chunk_size=st.one_of(anything, st.integers(0, 5)),
-            min_guidance_scale=floats,
-            max_guidance_scale=floats,
-            video_format=st.integers(0, 6),
-            model_id=st.one_of(st.just(""), st.text(max_size=20)),
-            safety_check=st.booleans(),
-            preview_every=st.one_of(anything, st.integers(0, 3)),
-            detach_grace_seconds=floats,
-            # Ids from a small alphabet, so that some repeat with other parameters (FAILED_PRECONDITION).
-            job_id=st.one_of(st.just(""), st.text(alphabet="ab/é ", max_size=3), st.text(max_size=200)),
-        )
-        def run(video_format: int, model_id: str, safety_check: bool, job_id: str,
-                **fields: float | int | None) -> None:
-            request = animate_pb2.AnimateRequest(image=image, model_id=model_id, safety_check=safety_check,
-                                                 format=video_format, job_id=job_id)  # type: ignore[arg-type]
-            for name, value in fields.items():
-                if value is not None:
-                    setattr(request, name, value)
-            code = animate_status(channel, request)
-            tally.record(code)
-            assert code in CLIENT_MISTAKES | {grpc.StatusCode.OK}, (code, request)
-
-        run()
-    print(tally.report())
-    assert tally.statuses["INVALID_ARGUMENT"] > 0
+def test_fuzz_leaves_the_servers_serving(caption_stub: tuple[Any, list[Any]], caption_target: str,
+                                        animate_target: str) -> None:
+    """After the cases above (module order), both servers still answer their health checks, and caption."""
+    serving_health(caption_target)
+    serving_health(animate_target)
+    assert caption_stub[0].Caption(caption_pb2.CaptionRequest(image=solid()), timeout=30).text is not None
