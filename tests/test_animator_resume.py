@@ -49,20 +49,27 @@ def resumes(server: GrpcServer) -> float:
 
 class Saboteur:
     """Kills the proxy at chosen events of the stream the client sees, and restarts it once the job has moved on
-    without anyone watching it."""
+    without anyone watching it. After a drop the next one waits for the client's resumed stream (the server
+    counted the WatchAnimation): events the dead connection had already delivered are still read by the client
+    first, and a drop on one of those would cut nothing."""
 
-    def __init__(self, proxy: TcpProxy, engine: AnimateEngine, drop_at: list[Callable[[AnimateEvent], bool]]):
+    def __init__(self, proxy: TcpProxy, engine: AnimateEngine, drop_at: list[Callable[[AnimateEvent], bool]],
+                 resumed: Callable[[], float] = lambda: 0.0):
         self._proxy = proxy
         self._engine = engine
         self._drop_at = drop_at
+        self._resumed = resumed
+        self._resumed_at_drop: float | None = None
         self.job_id = ""
         self.restarts: list[asyncio.Task[None]] = []
 
     def __call__(self, event: AnimateEvent) -> None:
         if isinstance(event, JobStatus):
             self.job_id = event.job_id
-        if self._drop_at and self._drop_at[0](event):
+        on_new_stream = self._resumed_at_drop is None or self._resumed() > self._resumed_at_drop
+        if self._drop_at and on_new_stream and self._drop_at[0](event):
             self._drop_at.pop(0)
+            self._resumed_at_drop = self._resumed()
             self._proxy.kill()
             self.restarts.append(asyncio.get_running_loop().create_task(self._restart()))
 
@@ -90,7 +97,7 @@ async def test_a_dropped_connection_is_resumed_from_its_offset(server: GrpcServe
 
     async with tcp_proxy(server.port) as proxy:
         # Dropped twice: while denoising (before any byte), and mid-video after the first chunk.
-        saboteur = Saboteur(proxy, engine, [first_denoise, first_chunk])
+        saboteur = Saboteur(proxy, engine, [first_denoise, first_chunk], lambda: resumes(server))
         async with AsyncAnimateClient(proxy.address, timeout=120) as client:
             result = await client.animate_to_file(image(), tmp_path / "resumed.mp4", on_event=saboteur,
                                                   resume=FAST, **PARAMS)
