@@ -54,7 +54,7 @@ class Saboteur:
     first, and a drop on one of those would cut nothing."""
 
     def __init__(self, proxy: TcpProxy, engine: AnimateEngine, drop_at: list[Callable[[AnimateEvent], bool]],
-                 resumed: Callable[[], float] = lambda: 0.0):
+                 resumed: Callable[[], float]):
         self._proxy = proxy
         self._engine = engine
         self._drop_at = drop_at
@@ -117,7 +117,7 @@ async def test_the_blocking_client_resumes_too(server: GrpcServer, tmp_path: Pat
     started = engine.stats.runs_started
     loop = asyncio.get_running_loop()
     async with tcp_proxy(server.port) as proxy:
-        saboteur = Saboteur(proxy, engine, [first_chunk])
+        saboteur = Saboteur(proxy, engine, [first_chunk], lambda: resumes(server))
 
         def on_event(event: AnimateEvent) -> None:  # the client's thread: the proxy lives on the loop
             asyncio.run_coroutine_threadsafe(_call(saboteur, event), loop).result()
