@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from animator.events import Chunk, Event, JobStatus
 from animator.jobs import Job
 from imagewire_serving import errors
+from imagewire_serving.calls import deadline_passed
 
 
 def snapshot(job: Job, offset: int) -> list[Event]:
@@ -65,7 +66,7 @@ async def follow(job: Job, status: JobStatus, *, offset: int = 0,
             await _changed(job, deadline)
     finally:
         # grpc may cancel the handler at the deadline before _changed sees it pass: the clock tells which it was.
-        expired = deadline is not None and time.monotonic() >= deadline
+        expired = deadline_passed(None if deadline is None else deadline - time.monotonic())
         job.detach("passed its deadline" if expired else "left")
 
 

@@ -39,6 +39,18 @@ def deadline_of(context: _HasDeadline) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+# A caller's deadline travels as grpc-timeout and the server counts it from when it read the call, so the server's copy
+# ends a little after the caller's. At the caller's own deadline its library cancels the call (RST_STREAM, exactly as
+# an explicit cancel), which can reach the server before the server's copy has passed: a cancellation this close to
+# the deadline is the deadline.
+DEADLINE_SLACK_S = 0.5
+
+
+def deadline_passed(remaining: float | None) -> bool:
+    """Whether a call that ended with ``remaining`` seconds left before its deadline (None: none) ended by it."""
+    return remaining is not None and remaining <= DEADLINE_SLACK_S
+
+
 def current_call() -> CallRecord:
     """The record of the RPC being served; a detached one outside any RPC (so callers need no checks)."""
     record = _CURRENT.get()

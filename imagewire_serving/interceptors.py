@@ -138,7 +138,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # grpc cancels the handler both when the caller goes away and when its deadline passes: say which.
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if calls.deadline_passed(context.time_remaining()) else grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
             code = grpc.StatusCode.INTERNAL
@@ -175,11 +175,6 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 }
             },
         )
-
-
-def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
-    remaining = context.time_remaining()
-    return remaining is not None and remaining <= 0
 
 
 def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:

@@ -14,32 +14,52 @@ GATE_TIMEOUT_S = 30.0
 
 class Gate:
     """Wraps a real backend method (it still runs): records each call's arguments, signals when the device worker
-    enters it, and holds the worker there while the gate is closed."""
+    enters it, and holds the worker there while the gate is closed (but for the calls let through)."""
 
     def __init__(self, method: Callable[..., Any]) -> None:
         self._method = method
-        self.open = threading.Event()
-        self.open.set()
+        self._changed = threading.Condition()
+        self._open = True
+        self._passes = 0
         self.entered = threading.Event()
         self.calls: list[tuple[Any, ...]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append(args)
-        self.entered.set()
-        if not self.open.wait(GATE_TIMEOUT_S):
-            raise RuntimeError("the test never opened the gate")
+        with self._changed:
+            self.calls.append(args)
+            if self._passes and not self._open:
+                self._passes -= 1
+            else:
+                self.entered.set()
+                if not self._changed.wait_for(self._may_pass, GATE_TIMEOUT_S):
+                    raise RuntimeError("the test never opened the gate")
+                if not self._open:
+                    self._passes -= 1
         return self._method(*args, **kwargs)
+
+    def _may_pass(self) -> bool:
+        return self._open or self._passes > 0
 
     def close(self) -> None:
         """Hold the next caller (and forget that an earlier one entered)."""
-        self.entered.clear()
-        self.open.clear()
+        with self._changed:
+            self.entered.clear()
+            self._open = False
 
     def release(self) -> None:
-        self.open.set()
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def let_through(self, calls: int = 1) -> None:
+        """Let that many more calls pass the closed gate; ``entered`` is set again by the next call held."""
+        with self._changed:
+            self.entered.clear()
+            self._passes += calls
+            self._changed.notify_all()
 
     async def wait_entered(self) -> None:
-        """Wait until the device worker is inside the wrapped method."""
+        """Wait until the device worker is inside the wrapped method (held there while the gate is closed)."""
         assert await asyncio.to_thread(self.entered.wait, GATE_TIMEOUT_S), "the worker never reached the model"
 
 

@@ -4,6 +4,7 @@ restarts; the client resumes from its offset and the file equals an uninterrupte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from animator.engine import AnimateEngine
 from animator.limits import EngineLimits
 from imagewire_serving.server import GrpcServer
 from tests.animator_support import animator_server, engine_of, noise_png
-from tests.gates import wait_until
+from tests.gates import Gate, gate
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 # Several decode chunks, so that a drop after the first chunk falls in the middle of the video.
@@ -49,14 +50,17 @@ def resumes(server: GrpcServer) -> float:
 
 class Saboteur:
     """Kills the proxy at chosen events of the stream the client sees, and restarts it once the job has moved on
-    without anyone watching it. After a drop the next one waits for the client's resumed stream (the server
-    counted the WatchAnimation): events the dead connection had already delivered are still read by the client
-    first, and a drop on one of those would cut nothing."""
+    without anyone watching it.
 
-    def __init__(self, proxy: TcpProxy, engine: AnimateEngine, drop_at: list[Callable[[AnimateEvent], bool]],
+    The VAE's decode is held at a gate, one chunk let through per drop, so the job cannot end (and the server cannot
+    have sent the whole stream) before a drop: every drop cuts a live stream. After a drop the next one waits for
+    the client's resumed stream (the server counted the WatchAnimation): events the dead connection had already
+    delivered are still read by the client first, and a drop on one of those would cut nothing."""
+
+    def __init__(self, proxy: TcpProxy, decode: Gate, drop_at: list[Callable[[AnimateEvent], bool]],
                  resumed: Callable[[], float]):
         self._proxy = proxy
-        self._engine = engine
+        self._decode = decode
         self._drop_at = drop_at
         self._resumed = resumed
         self._resumed_at_drop: float | None = None
@@ -71,14 +75,22 @@ class Saboteur:
             self._drop_at.pop(0)
             self._resumed_at_drop = self._resumed()
             self._proxy.kill()
-            self.restarts.append(asyncio.get_running_loop().create_task(self._restart()))
+            self.restarts.append(asyncio.get_running_loop().create_task(self._restart(last=not self._drop_at)))
 
-    async def _restart(self) -> None:
-        job = self._engine.jobs.get(self.job_id)
-        footprint = job.footprint
-        # The generation goes on while the client is cut off: an event later (or the end), then the proxy is back.
-        await wait_until(lambda: job.footprint > footprint or job.state.finished)
+    async def _restart(self, *, last: bool) -> None:
+        # The generation goes on while the client is cut off: one more chunk decoded, then the proxy is back.
+        self._decode.let_through(1)
+        await self._decode.wait_entered()
+        if last:
+            self._decode.release()
         await self._proxy.start()
+
+
+@contextlib.asynccontextmanager
+async def decode_gate(engine: AnimateEngine) -> AsyncIterator[Gate]:
+    """The VAE's decode (one call per chunk), held closed for the block."""
+    with gate(engine.model("").pipeline.vae, "decode") as held:
+        yield held
 
 
 def first_denoise(event: AnimateEvent) -> bool:
@@ -95,9 +107,9 @@ async def test_a_dropped_connection_is_resumed_from_its_offset(server: GrpcServe
         reference = await direct.animate_to_file(image(), tmp_path / "direct.mp4", **PARAMS)
     started, watched = engine.stats.runs_started, resumes(server)
 
-    async with tcp_proxy(server.port) as proxy:
+    async with tcp_proxy(server.port) as proxy, decode_gate(engine) as decode:
         # Dropped twice: while denoising (before any byte), and mid-video after the first chunk.
-        saboteur = Saboteur(proxy, engine, [first_denoise, first_chunk], lambda: resumes(server))
+        saboteur = Saboteur(proxy, decode, [first_denoise, first_chunk], lambda: resumes(server))
         async with AsyncAnimateClient(proxy.address, timeout=120) as client:
             result = await client.animate_to_file(image(), tmp_path / "resumed.mp4", on_event=saboteur,
                                                   resume=FAST, **PARAMS)
@@ -116,8 +128,9 @@ async def test_the_blocking_client_resumes_too(server: GrpcServer, tmp_path: Pat
     engine = engine_of(server)
     started = engine.stats.runs_started
     loop = asyncio.get_running_loop()
-    async with tcp_proxy(server.port) as proxy:
-        saboteur = Saboteur(proxy, engine, [first_chunk], lambda: resumes(server))
+    async with tcp_proxy(server.port) as proxy, decode_gate(engine) as decode:
+        saboteur = Saboteur(proxy, decode, [first_chunk], lambda: resumes(server))
+        decode.let_through(1)  # the first chunk, which the drop follows
 
         def on_event(event: AnimateEvent) -> None:  # the client's thread: the proxy lives on the loop
             asyncio.run_coroutine_threadsafe(_call(saboteur, event), loop).result()
@@ -130,7 +143,7 @@ async def test_the_blocking_client_resumes_too(server: GrpcServer, tmp_path: Pat
         result = await asyncio.to_thread(download)
         await asyncio.gather(*saboteur.restarts)
     data = (tmp_path / "blocking.mp4").read_bytes()
-    assert len(saboteur.restarts) == 1
+    assert len(saboteur.restarts) == 1 and proxy.connections >= 2
     assert hashlib.sha256(data).digest() == result.sha256
     assert engine.stats.runs_started == started + 1
 
