@@ -138,7 +138,8 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # grpc cancels the handler both when the caller goes away and when its deadline passes: say which.
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if calls.deadline_passed(context.time_remaining()) else grpc.StatusCode.CANCELLED
+            expired = calls.deadline_passed(context.time_remaining())
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
             code = grpc.StatusCode.INTERNAL
