@@ -63,12 +63,18 @@ async def run(*argv: str | Path, command: Sequence[str] = (IMAGEWIRE,)) -> subpr
 
 async def test_the_format_follows_the_output_extension(animator: GrpcServer, image: Path, tmp_path: Path) -> None:
     webm = tmp_path / "out.webm"
-    done = await run("animate", image, "-o", webm, "--target", animator.address, *SMALL)
+    done = await run("animate", image, "-o", webm, "--target", animator.address, "--job-id", "fmt-webm", *SMALL)
     assert done.returncode == 0, done.stderr
     assert webm.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: WebM, not MP4 bytes under a .webm name
     # Off a terminal: one line as each stage first begins, though decoding and encoding alternate per chunk.
     stages = [line for line in done.stderr.splitlines() if line.endswith("...")]
     assert stages == ["queued...", "encode image...", "denoise...", "decode...", "encode video..."], done.stderr
+    # A watched job keeps its format: a file named for another container is refused before any byte is written.
+    misnamed = await run("watch", "fmt-webm", "-o", tmp_path / "again.mp4", "--target", animator.address)
+    assert misnamed.returncode == 2 and "the job writes WEBM" in misnamed.stderr, misnamed.stderr
+    assert "name the file .webm" in misnamed.stderr and not (tmp_path / "again.mp4").exists()
+    again = await run("watch", "fmt-webm", "-o", tmp_path / "again.webm", "--target", animator.address)
+    assert again.returncode == 0 and (tmp_path / "again.webm").read_bytes() == webm.read_bytes(), again.stderr
 
     mismatch = await run("animate", image, "-o", tmp_path / "out.mp4", "--format", "webm", "--target",
                          animator.address)
@@ -83,6 +89,10 @@ async def test_models_finds_the_service_by_reflection_or_names_the_right_one(ani
     found = await run("models", "--target", animator.address)
     assert found.returncode == 0, found.stderr
     assert '"motion_bucket_id"' in found.stdout and '"max_num_frames": 16' in found.stdout
+    # A reader that goes before the output is written (as `| head` can) ends the command quietly, as SIGPIPE would.
+    piped = await run("-o", "pipefail", "-c", f"{IMAGEWIRE} models --target {animator.address} | true",
+                      command=("bash",))
+    assert piped.returncode == 141 and piped.stderr == "", piped.stderr
     wrong = await run("models", "--service", "caption", "--target", animator.address)
     assert wrong.returncode == 1
     assert "hint:" in wrong.stderr and "use --service animate" in wrong.stderr, wrong.stderr

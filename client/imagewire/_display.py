@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from imagewire.client import AnimateEvent, AnimateResult, JobStatus, Preview, Progress, Stage, VideoChunk
-
-EventCallback = Callable[[AnimateEvent], None]
+from imagewire.client.animate_clients import EventCallback
 
 
 def stage_name(stage: Stage) -> str:

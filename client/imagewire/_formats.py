@@ -7,7 +7,9 @@ import collections
 from pathlib import Path
 
 from imagewire.animate.v1 import animate_pb2
+from imagewire.client import AnimateEvent, VideoHeader
 from imagewire.client._messages import enum_members
+from imagewire.client.animate_clients import EventCallback
 
 
 class UsageError(Exception):
@@ -48,3 +50,20 @@ def output_format(output: Path, explicit: str | None) -> int:
         codecs = sorted(name for name in formats if _container(name) == extension and name != extension)
         raise UsageError(f"{output}: .{extension} holds several codecs: give --format ({', '.join(codecs)})")
     return formats[extension]
+
+
+def matching_container(output: Path, then: EventCallback | None) -> EventCallback:
+    """An event callback that passes every event on to ``then`` and, when the stream's header arrives (before any
+    byte of video), raises UsageError if ``output``'s extension names another container than the job writes: a
+    watched job's format is the one it was started with, whatever the file is called."""
+    extension = output.suffix.lower().removeprefix(".")
+    containers = {_container(name) for name in video_formats()}
+
+    def check(event: AnimateEvent) -> None:
+        if isinstance(event, VideoHeader) and extension in containers and event.container != extension:
+            raise UsageError(f"the job writes {event.container.upper()} ({event.mime_type}), but {output} ends in "
+                             f".{extension}: name the file .{event.container}")
+        if then is not None:
+            then(event)
+
+    return check

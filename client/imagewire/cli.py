@@ -48,7 +48,7 @@ from imagewire._cli_args import (
     tls_config,
 )
 from imagewire._display import showing
-from imagewire._formats import UsageError, output_format, video_formats
+from imagewire._formats import UsageError, matching_container, output_format, video_formats
 from imagewire._services import SERVICES, find_service, other_service
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
@@ -186,7 +186,8 @@ def _watch(args: argparse.Namespace) -> int:
     try:
         with showing(args.quiet, args.preview_dir) as on_event, \
                 AnimateClient(args.target, **client_kwargs(args)) as client:
-            result = client.watch_to_file(args.job_id, args.output, offset=args.offset, on_event=on_event)
+            result = client.watch_to_file(args.job_id, args.output, offset=args.offset,
+                                          on_event=matching_container(args.output, on_event))
     except KeyboardInterrupt:
         kept = args.output.stat().st_size if args.output.exists() else 0
         again = f"imagewire watch {args.job_id} -o {args.output}" + (f" --offset {kept}" if kept else "")
@@ -288,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"imagewire {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Whoever read the output stopped (`imagewire models | head`): end quietly, as a process killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush has nowhere to fail
+        return 141  # 128 + SIGPIPE, what a shell reports for such a process
     except (OSError, ValueError) as error:
         print(f"imagewire {args.command}: {error}", file=sys.stderr)
         return 1
