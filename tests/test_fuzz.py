@@ -27,13 +27,13 @@ from animator import tiny as tiny_videos
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits as AnimateLimits
 from animator.settings import AnimatorSettings
-from captioner import tiny as tiny_captions
 from captioner.app import CaptionerApp
 from captioner.limits import EngineLimits as CaptionLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from tests import fuzzing
+from tests.families import FAMILIES, model_dir
 from tests.fuzzing import budget, default_of, requests, scaled_timeout, served_in_thread, status_of, tally
 from tests.support import serving, solid
 
@@ -72,8 +72,8 @@ def serving_health(target: str) -> None:
 
 @pytest.fixture(scope="module")
 def caption_target() -> Iterator[str]:
-    """A captioner serving BLIP and Florence-2 (which takes no prompt), tiny, on the CPU."""
-    models = (str(tiny_captions.ensure_model("tiny-blip")), str(tiny_captions.ensure_model("tiny-florence2")))
+    """A captioner serving every caption family (tests/families.py), tiny, on the CPU: each case picks one."""
+    models = tuple(model_dir(family) for family in FAMILIES)
     yield from served(CaptionerApp(CaptionerSettings(ServerSettings(port=0, device="cpu", models=models),
                                                      CAPTION_LIMITS), Metrics()))
 
@@ -112,8 +112,9 @@ def test_fuzz_caption(caption_stub: tuple[Any, list[Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def animate_target() -> Iterator[str]:
-    """An animator serving tiny SVD and LTX-Video (a prompted family with its own grids) on the CPU."""
-    models = (str(tiny_videos.ensure_model("tiny")), str(tiny_videos.ensure_model("ltx-tiny")))
+    """An animator serving every video family, tiny, on the CPU: SVD, and LTX-Video and Wan (prompted families with
+    their own grids). Each case picks one."""
+    models = tuple(str(tiny_videos.ensure_model(preset)) for preset in ("tiny", "ltx-tiny", "wan-tiny"))
     yield from served(AnimatorApp(AnimatorSettings(ServerSettings(port=0, device="cpu", models=models),
                                                    ANIMATE_LIMITS), Metrics()))
 
