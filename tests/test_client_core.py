@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 import grpc
+import mypy.api
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from imagewire import cli
@@ -22,10 +23,12 @@ from imagewire.caption.v1 import caption_pb2
 from imagewire.client import (
     AnimateClient,
     AnimateCore,
+    AnimateFields,
     AsyncAnimateClient,
     AsyncCaptionClient,
     CaptionClient,
     CaptionCore,
+    CaptionFields,
     ImagewireError,
     VideoSink,
 )
@@ -149,6 +152,31 @@ def test_animate_request_sets_only_the_given_fields() -> None:
         animate_request(b"img", num_frame=6)
     with pytest.raises(TypeError):
         animate_request(b"img", width=1.5)  # protobuf checks the field's type
+
+
+# A caller's code as a type checker sees it: two mistakes, and one call as it should be.
+TYPED_CALLER = """
+from imagewire.client import AnimateClient, CaptionClient, VideoFormat
+
+with AnimateClient("127.0.0.1:1") as videos, CaptionClient("127.0.0.1:2") as captions:
+    videos.animate_to_file(b"png", "out.mp4", num_frame=9)
+    captions.caption(b"png", num_beams="2")
+    videos.animate_to_file(b"png", "out.webm", format=VideoFormat.WEBM_VP9, num_frames=9, seed=None, timeout=5.0)
+"""
+
+
+def test_the_keyword_arguments_are_typed_from_the_protos(tmp_path: Path) -> None:
+    """Each request's keyword arguments are its fields but the image (generated from the protos): mypy rejects a
+    misspelled field and a value of the wrong type, and takes the right ones with the call's options."""
+    for fields, message in ((AnimateFields, animate_pb2.AnimateRequest), (CaptionFields, caption_pb2.CaptionRequest)):
+        assert set(fields.__annotations__) == {field.name for field in message.DESCRIPTOR.fields} - {"image"}
+    caller = tmp_path / "caller.py"
+    caller.write_text(TYPED_CALLER)
+    report, _, status = mypy.api.run(["--strict", "--cache-dir", str(tmp_path / "cache"), str(caller)])
+    errors = [line for line in report.splitlines() if ": error:" in line]
+    assert status == 1 and len(errors) == 2, report
+    assert 'caller.py:5: error: Unexpected keyword argument "num_frame"' in errors[0]
+    assert 'caller.py:6: error: Argument "num_beams"' in errors[1] and '"int | None"' in errors[1]
 
 
 def test_caption_request_reads_a_path_and_leaves_unset_options_absent(tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ several replicas routes it to the replica holding the job.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 
 from imagewire._protodata import from_message
-from imagewire.animate.v1 import animate_pb2
-from imagewire.client._core import ImageInput, Metadata, PreparedCall, ServiceCore, image_bytes
+from imagewire.animate.v1 import animate_pb2, animate_types
+from imagewire.client._core import CallArgs, ImageInput, Metadata, PreparedCall, ServiceCore, image_bytes
 from imagewire.client._messages import build_message, optional_fields
 from imagewire.client._resume import Attempt, Download, Resume
 from imagewire.client.animate_types import AnimateEvent, AnimateModelList, JobStatus, VideoChunk
@@ -37,8 +37,13 @@ JOB_ID_KEY = "x-imagewire-job-id"
 #: The request's generation parameters: the optional fields, each absent unless given (then the model's default).
 PARAMETERS = optional_fields(animate_pb2.AnimateRequest.DESCRIPTOR)
 
-#: A value of an AnimateRequest field, or of the per-call ``timeout`` / ``request_id``.
-FieldValue = int | float | bool | str | None
+#: The AnimateRequest fields besides the image, as keyword arguments; None (or absent) leaves one to the server.
+AnimateFields = animate_types.AnimateRequestFields
+
+
+class AnimateArgs(CallArgs, AnimateFields, total=False):
+    """What ``animate`` and ``animate_to_file`` take besides the image: the request's fields and the call's
+    options."""
 
 
 def new_job_id() -> str:
@@ -46,7 +51,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def animate_request(image: ImageInput, **fields: FieldValue) -> animate_pb2.AnimateRequest:
+def animate_request(image: ImageInput, **fields: Unpack[AnimateFields]) -> animate_pb2.AnimateRequest:
     """Build an AnimateRequest; image is encoded bytes or a file path, ``fields`` any other request fields.
 
     None leaves a field to the server (for the optional :data:`PARAMETERS`, the model's default); an unknown
@@ -62,6 +67,11 @@ def decode_event(response: Any) -> AnimateEvent:
         raise ImagewireError(grpc.StatusCode.INTERNAL, "server sent a response without a known event")
     # from_message gives the class registered for the message; every event member's is an AnimateEvent.
     return from_message(getattr(response, kind))  # type: ignore[return-value]
+
+
+def _with_job_id(fields: AnimateFields) -> AnimateFields:
+    """The fields with a job id: the caller's, else a new one."""
+    return {**fields, "job_id": fields.get("job_id") or new_job_id()}
 
 
 def _job_metadata(job_id: str) -> Metadata:
@@ -80,11 +90,12 @@ class AnimateCore(ServiceCore):
     SERVICE = animate_pb2.DESCRIPTOR.services_by_name["AnimateService"].full_name
 
     def animate(
-        self, image: ImageInput, *, timeout: float | None = None, request_id: str | None = None, **fields: FieldValue
+        self, image: ImageInput, *, timeout: float | None = None, request_id: str | None = None,
+        **fields: Unpack[AnimateFields],
     ) -> PreparedCall[AnimateEvent]:
         """An Animate call: a stream whose each response decodes to one event. Without a ``job_id`` the call gets
         a new one, so that it can be watched, resumed and cancelled even if its first event never arrives."""
-        request = animate_request(image, **{**fields, "job_id": fields.get("job_id") or new_job_id()})
+        request = animate_request(image, **_with_job_id(fields))
         return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(request.job_id),
                             payload=video_bytes)
 
@@ -112,16 +123,16 @@ class AnimateCore(ServiceCore):
         return self.prepare(request, AnimateModelList.from_proto, timeout, request_id, control=True)
 
     def animate_download(self, image: ImageInput, sink: VideoSink, resume: Resume, *, timeout: float | None = None,
-                         request_id: str | None = None, **fields: FieldValue) -> Download:
+                         request_id: str | None = None, **fields: Unpack[AnimateFields]) -> Download:
         """The calls of a video generated into ``sink``: Animate, then WatchAnimation after a drop (or Animate
         again with the same job id if the server lost the job), all under one request id and deadline."""
         image, request_id = image_bytes(image), request_id or uuid.uuid4().hex
-        fields = {**fields, "job_id": fields.get("job_id") or new_job_id()}
+        fields = _with_job_id(fields)
+        job_id = str(fields["job_id"])
         first = self.animate(image, timeout=timeout, request_id=request_id, **fields)
         return Download(
             Attempt("Animate", first), sink, resume,
-            watch=lambda offset, left: self.watch(str(fields["job_id"]), offset=offset, timeout=left,
-                                                  request_id=request_id),
+            watch=lambda offset, left: self.watch(job_id, offset=offset, timeout=left, request_id=request_id),
             restart=lambda left: self.animate(image, timeout=left, request_id=request_id, **fields),
         )
 

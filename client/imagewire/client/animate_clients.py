@@ -20,7 +20,7 @@ from imagewire.animate.v1 import animate_pb2_grpc
 from imagewire.client._core import CallArgs, ImageInput, PreparedCall
 from imagewire.client._resume import Download, Resume
 from imagewire.client._shell import AsyncShell, BlockingShell
-from imagewire.client.animate import AnimateCore, FieldValue
+from imagewire.client.animate import AnimateArgs, AnimateCore
 from imagewire.client.animate_types import AnimateEvent, AnimateModelList, AnimateResult, JobStatus
 from imagewire.client.errors import ImagewireError
 from imagewire.client.video_sink import VideoSink
@@ -54,15 +54,14 @@ class AnimateClient(BlockingShell[AnimateCore]):
     _core_type = AnimateCore
     _stub_type = animate_pb2_grpc.AnimateServiceStub
 
-    def animate(self, image: ImageInput, **args: FieldValue) -> Iterator[AnimateEvent]:
+    def animate(self, image: ImageInput, **args: Unpack[AnimateArgs]) -> Iterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
         the job.
 
         ``args``: AnimateRequest fields (``model_id``, ``format``, ``job_id``, any of :data:`PARAMETERS`...) and
         the call's ``timeout`` and ``request_id``. They are checked here, before the call starts.
         """
-        # **args carries fields and call options alike; mypy checks FieldValue against timeout and request_id too.
-        call = self._core.animate(image, **args)  # type: ignore[arg-type]
+        call = self._core.animate(image, **args)
         return self._owned(call, self._stream(self._stub.Animate, call))
 
     def watch(self, job_id: str, *, offset: int = 0, **args: Unpack[CallArgs]) -> Iterator[AnimateEvent]:
@@ -75,12 +74,11 @@ class AnimateClient(BlockingShell[AnimateCore]):
         return self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
     def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
-                        resume: Resume = DEFAULT_RESUME, **args: FieldValue) -> AnimateResult:
+                        resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Interrupting it (Ctrl-C) cancels the job."""
         sink = VideoSink(path, on_event)
-        # As in animate: **args carries fields and call options alike.
-        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))  # type: ignore[arg-type]
+        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))
         return self._download(download, sink, owned=True)
 
     def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,
@@ -142,11 +140,10 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
     _core_type = AnimateCore
     _stub_type = animate_pb2_grpc.AnimateServiceStub
 
-    def animate(self, image: ImageInput, **args: FieldValue) -> AsyncIterator[AnimateEvent]:
+    def animate(self, image: ImageInput, **args: Unpack[AnimateArgs]) -> AsyncIterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
         the job."""
-        # **args carries fields and call options alike; mypy checks FieldValue against timeout and request_id too.
-        call = self._core.animate(image, **args)  # type: ignore[arg-type]
+        call = self._core.animate(image, **args)
         return self._owned(call, self._stream(self._stub.Animate, call))
 
     def watch(self, job_id: str, *, offset: int = 0, **args: Unpack[CallArgs]) -> AsyncIterator[AnimateEvent]:
@@ -158,12 +155,11 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
         return await self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
     async def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
-                              resume: Resume = DEFAULT_RESUME, **args: FieldValue) -> AnimateResult:
+                              resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Cancelling the task cancels the job."""
         sink = VideoSink(path, on_event)
-        # As in animate: **args carries fields and call options alike.
-        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))  # type: ignore[arg-type]
+        download = _planned(sink, lambda: self._core.animate_download(image, sink, resume, **args))
         return await self._download(download, sink, owned=True)
 
     async def watch_to_file(self, job_id: str, path: str | Path, *, offset: int = 0,

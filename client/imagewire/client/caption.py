@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict, Unpack
+from typing import Unpack
 
 from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc, caption_types
 from imagewire.client._core import CallArgs, ImageInput, PreparedCall, ServiceCore, image_bytes
@@ -20,13 +20,8 @@ CaptionFieldInfo = caption_types.FieldInfo
 CaptionModelList = caption_types.ListModelsResponse
 
 
-class CaptionFields(TypedDict, total=False):
-    """The CaptionRequest fields besides the image; None (or absent) leaves one to the server."""
-
-    prompt: str
-    model_id: str
-    max_new_tokens: int | None
-    num_beams: int | None
+#: The CaptionRequest fields besides the image, as keyword arguments; None (or absent) leaves one to the server.
+CaptionFields = caption_types.CaptionRequestFields
 
 
 class CaptionArgs(CallArgs, CaptionFields, total=False):
