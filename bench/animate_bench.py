@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from animator import tiny
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits
 from animator.settings import AnimatorSettings
+from bench import output
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
@@ -108,7 +108,7 @@ def run_served(client: AnimateClient, image_png: bytes, params: dict[str, Any], 
     return first_byte[0], time.perf_counter() - started, result.total_bytes
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
     parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
@@ -122,10 +122,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="the server's --dtype")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    output.add_out(parser)
     parser.add_argument("--psnr-dtype", default="bfloat16",
                         help="compare this dtype's frames with float32's by PSNR ('' to skip)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def request_params(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, int]:
@@ -258,10 +258,7 @@ def main() -> None:
     out = report(runs, header)
     if args.psnr_dtype:
         out["dtype_comparison"] = compare_dtypes(model, args.psnr_dtype, params)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    output.emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import output
 from bench.caption import report
 from bench.caption.images import ImagePool
 from bench.caption.limit import InProcess, measure_again, measure_limit
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CPU threads of the captioners (--threads), of this process and of the baseline "
                              "(OMP_NUM_THREADS); default: each its own choice")
     parser.add_argument("--skip-http", action="store_true", help="measure only the limits and the gRPC servers")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    output.add_out(parser)
     return parser.parse_args(argv)
 
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # This process's model runs with the servers' own OpenMP wait policy (read once, when torch loads).
     prepare_openmp()
-    return report.emit(asyncio.run(run(args)), args.out)
+    return output.emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -34,11 +33,12 @@ import torch
 from animator import families, tiny
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, resolve
+from bench import output
 from bench.animate_bench import conditioning_image
 from imagewire_serving.device import choose_dtype, resolve_device
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory or hub id (default: the preset, built if needed)")
     parser.add_argument("--preset", choices=sorted(tiny.MODELS), default="ltx-tiny")
@@ -48,7 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="denoising steps of the one run making the latents")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
-    return parser.parse_args()
+    output.add_out(parser)
+    return parser.parse_args(argv)
 
 
 def timed_decode(backend: Any, latents: torch.Tensor, params: Any) -> tuple[float, float, np.ndarray]:
@@ -101,7 +102,7 @@ def main() -> None:
         "ratio_streamed_over_whole": round(medians["streamed_s"] / medians["whole_s"], 3),
         "psnr_db": round(psnr(streamed, whole), 2),
     }
-    print(json.dumps(report, indent=2))
+    output.emit(report, args.out)
 
 
 def _fields(backend: Any) -> set[str]:

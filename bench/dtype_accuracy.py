@@ -11,12 +11,11 @@ for the dtype ``--dtype auto`` picks, which is named), and the share of captions
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from bench import output
 from imagewire_serving.threads import prepare_openmp
 
 TARGET_POINTS = 0.5
@@ -26,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.dtype_accuracy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="float32,bfloat16,float16", help="comma-separated dtypes to evaluate")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    output.add_out(parser)
     return parser.parse_args(argv)
 
 
@@ -71,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     base = out["float32"]["exact_caption_accuracy"]
     out["points_vs_float32"] = {name: round(100 * (out[name]["exact_caption_accuracy"] - base), 2) for name in names}
     out["target_points"] = TARGET_POINTS
-    print(json.dumps(out, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    return output.emit(out, args.out)
 
 
 if __name__ == "__main__":

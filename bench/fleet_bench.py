@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.caption import report
+from bench import output
 from bench.caption.images import ImagePool
 from bench.caption.load import closed_loop, latency_c1
 from bench.caption.stats import LevelResult, load_average, percentile, ratio
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of failover traffic (default 30, --quick 12)")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy's worker threads")
     parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS of the replicas")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    output.add_out(parser)
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (8 if args.quick else 30)
     args.duration = args.duration or (8.0 if args.quick else 30.0)
@@ -174,7 +174,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return report.emit(asyncio.run(run(args)), args.out)
+    return output.emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from animator.events import Chunk, Result, Usage
@@ -29,6 +28,7 @@ from animator.job_table import JobTable
 from animator.jobs import Job, JobHooks
 from animator.limits import CHUNK_BYTES, EngineLimits
 from animator.params import AnimateInput, ModelFields, resolve
+from bench import output
 from imagewire_serving.metrics import Metrics
 
 # "Keeps them all": far more than any run here produces.
@@ -38,14 +38,14 @@ MODEL = ModelFields("svd", {"width": 1024, "height": 576, "num_frames": 25, "fps
                             "decode_chunk_size": 8, "preview_every": 5})
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--video-mib", type=int, default=4, help="each job's video, in MiB")
     parser.add_argument("--budget-mib", type=int, default=64, help="the bounded run's --retention-bytes, in MiB")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    output.add_out(parser)
     parser.add_argument("--child-budget", type=int, help=argparse.SUPPRESS)  # one measured process
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def rss_mib() -> float:
@@ -96,12 +96,9 @@ def main() -> None:
     bounded = child(args, args.budget_mib * 2**20)
     unbounded = child(args, UNBOUNDED_BYTES)
     growth = [result["samples"][-1]["rss_growth_mib"] for result in (bounded, unbounded)]
-    text = json.dumps({"benchmark": "jobs_memory", "jobs": args.jobs, "video_mib": args.video_mib,
-                       "bounded": bounded, "unbounded": unbounded,
-                       "ratio_rss_growth_bounded_over_unbounded": round(growth[0] / growth[1], 3)}, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    output.emit({"benchmark": "jobs_memory", "jobs": args.jobs, "video_mib": args.video_mib,
+                 "bounded": bounded, "unbounded": unbounded,
+                 "ratio_rss_growth_bounded_over_unbounded": round(growth[0] / growth[1], 3)}, args.out)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,9 @@ this ratio divided by that.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,11 +33,12 @@ from animator.families.svd import SvdBackend
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.preview import LatentProjection
+from bench import output
 from bench.animate_bench import conditioning_image
 from imagewire_serving.device import choose_dtype, resolve_device
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
     parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
@@ -47,8 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=8, help="denoising steps per run")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    return parser.parse_args()
+    output.add_out(parser)
+    return parser.parse_args(argv)
 
 
 class Timeline:
@@ -122,10 +121,7 @@ def main() -> None:
               "num_frames": params.num_frames, "steps": params.num_inference_steps, "repeats": args.repeats,
               "projection_fit_s": round(fit_s, 3),
               "projection_fit_r2": round(backend.projection.fit_r2, 3), **measure(backend, params, args.repeats)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    output.emit(report, args.out)
 
 
 if __name__ == "__main__":

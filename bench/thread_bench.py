@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import output
 from bench.caption.images import ImagePool
 from imagewire_serving.launcher import ServerProcess
 from imagewire_serving.threads import WAIT_VARIABLES, usable_cpus
@@ -135,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--competitors", type=int, default=max(1, usable_cpus() // 2),
                         help="CPUs kept busy in the shared rounds")
     parser.add_argument("--idle-s", type=float, default=3.0, help="seconds over which idle CPU use is sampled")
-    parser.add_argument("--out", help="also write the JSON here")
+    output.add_out(parser)
     return parser.parse_args(argv)
 
 
@@ -158,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = out[condition]
         out[f"{condition}_p50_vs_{base}"] = {name: round(figures[name]["p50_s"] / figures[base]["p50_s"], 3)
                                             for name in policies}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as file:
-            file.write(text + "\n")
-    return 0
+    return output.emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from dataclasses import asdict
@@ -95,10 +94,4 @@ def compare(limits: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]
     return out
 
 
-def emit(result: dict[str, Any], out: Path | None) -> int:
-    """Print a benchmark's JSON (and write it to ``out``); the command's exit status."""
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.write_text(text + "\n")
-    return 0
+
