@@ -30,12 +30,17 @@ def _container(name: str) -> str:
     return name.split("_")[0]
 
 
+def _containers(formats: dict[str, int]) -> set[str]:
+    """The containers the formats write (``mp4``, ``webm``): the extensions a file may have."""
+    return {_container(name) for name in formats}
+
+
 def output_format(output: Path, explicit: str | None) -> int:
     """The VideoFormat to ask for when writing ``output``: ``explicit`` (a ``--format`` choice) when given, which
     must agree with the file's extension if that names a container; else the one format of the container the
     extension names (``.mp4``, ``.webm``). UsageError otherwise, naming the choices."""
     formats = video_formats()
-    containers = sorted({_container(name) for name in formats})
+    containers = sorted(_containers(formats))
     extension = output.suffix.lower().removeprefix(".")
     if explicit is not None:
         if extension in containers and _container(explicit) != extension:
@@ -57,7 +62,7 @@ def matching_container(output: Path, then: EventCallback | None) -> EventCallbac
     byte of video), raises UsageError if ``output``'s extension names another container than the job writes: a
     watched job's format is the one it was started with, whatever the file is called."""
     extension = output.suffix.lower().removeprefix(".")
-    containers = {_container(name) for name in video_formats()}
+    containers = _containers(video_formats())
 
     def check(event: AnimateEvent) -> None:
         if isinstance(event, VideoHeader) and extension in containers and event.container != extension:
