@@ -20,6 +20,8 @@ from imagewire_serving.fields import RequestField
 if TYPE_CHECKING:
     import torch
 
+    from imagewire_serving.compiling import Part
+
 T = TypeVar("T")
 
 
@@ -38,6 +40,10 @@ class Backend(Protocol):
     @property
     def dtype(self) -> torch.dtype: ...
 
+    def compile_parts(self) -> Sequence[Part]:
+        """The modules worth compiling (the same objects every call): imagewire_serving.compiling."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -53,6 +59,9 @@ class ModelCard:
     family: str
     # Every request field the model accepts, with its default and bounds (what validation enforces).
     fields: tuple[RequestField, ...]
+    # The parts that run compiled, and how they and the dtype were chosen.
+    compiled_parts: tuple[str, ...]
+    choice: str
 
 
 BackendT = TypeVar("BackendT", bound=Backend)
@@ -92,6 +101,8 @@ class DeviceEngine(Generic[BackendT, CardT]):
         self._models = {backend.model_id: backend for backend in backends}
         self.default_model_id = ids[0]
         self.stats = EngineStats()
+        # How each model's dtype and compiled parts were chosen (set by the App that loaded them).
+        self.choices: dict[str, str] = {}
         # One thread: the device runs one batch or generation at a time, whichever model it belongs to.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=device_thread)
 
@@ -142,4 +153,6 @@ class DeviceEngine(Generic[BackendT, CardT]):
         fields = tuple(fields)
         image = next(field for field in fields if field.name == "image")
         return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
-                "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields}
+                "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields,
+                "compiled_parts": tuple(part.name for part in backend.compile_parts() if part.compiled),
+                "choice": self.choices.get(backend.model_id, "")}

@@ -52,6 +52,13 @@ class ServerSettings(Config):
     dtype: str = option(
         "auto", "the models' dtype: auto = float16 on CUDA; on the CPU float32, or where the CPU computes bfloat16 "
         "or float16 natively the fastest of them, timed at start-up", choices=DTYPE_NAMES)
+    compile: str = option(
+        "auto", "torch.compile the models' heavy parts (vision encoder, denoiser, VAE decoder) before serving: on, "
+        "off, or auto = each part the start-up measures faster compiled", choices=("auto", "on", "off"))
+    compile_cache: Path | None = option(
+        None, "directory of the compile cache (inductor's compiled code) and of the dtype and compile decisions, "
+        "reused by every start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "
+        "~/.cache/imagewire/compile)", parse=Path)
     threads: int | None = option(
         None, "CPU threads for the model's operations (default: the CPUs this process may use)", minimum=1)
     models: tuple[str, ...] = option(
@@ -100,6 +107,13 @@ class ServerSettings(Config):
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def compile_cache_dir(settings: ServerSettings) -> Path:
+    """Where compiled code and the dtype and compile decisions are kept (see ServerSettings.compile_cache)."""
+    if settings.compile_cache is not None:
+        return Path(settings.compile_cache).expanduser()
+    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire")) / "compile"
 
 
 @dataclass(frozen=True)

@@ -862,6 +862,8 @@ class ModelInfo(_message.Message):
     USD_PER_OUTPUT_PIXEL_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as AnimateRequest.model_id."""
     device: _builtins.str
@@ -894,10 +896,20 @@ class ModelInfo(_message.Message):
     """The model family, which decides how the model is loaded and run and which request fields it takes
     (such as "svd", "ltx" or "wan").
     """
+    choice: _builtins.str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
         """Every request field this model accepts, with its default and bounds. A field not listed here is not
         used by this model: setting it is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+        "denoiser", "vae decoder"; empty when the model runs eagerly.
         """
 
     def __init__(
@@ -919,10 +931,12 @@ class ModelInfo(_message.Message):
         usd_per_output_pixel: _builtins.float = ...,
         family: _builtins.str = ...,
         fields: _abc.Iterable[Global___FieldInfo] | None = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
+        choice: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "model_id", b"model_id", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "model_id", b"model_id", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

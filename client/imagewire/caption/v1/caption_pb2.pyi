@@ -203,6 +203,8 @@ class ModelInfo(_message.Message):
     USD_PER_INPUT_PIXEL_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as CaptionRequest.model_id."""
     device: _builtins.str
@@ -229,10 +231,20 @@ class ModelInfo(_message.Message):
     """The model family, which decides how the model is loaded and run: "blip", "git", "florence2",
     "idefics3" or "llava" (docs/models.md).
     """
+    choice: _builtins.str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
         """Every request field this model accepts, with its default and bounds. A field not listed here is not
         used by this model: setting it is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+        "denoiser", "vae decoder"; empty when the model runs eagerly.
         """
 
     def __init__(
@@ -251,10 +263,12 @@ class ModelInfo(_message.Message):
         usd_per_input_pixel: _builtins.float = ...,
         family: _builtins.str = ...,
         fields: _abc.Iterable[Global___FieldInfo] | None = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
+        choice: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -110,6 +110,14 @@ class ModelInfo(ProtoData):
     """Every request field this model accepts, with its default and bounds. A field not listed here is not
     used by this model: setting it is INVALID_ARGUMENT.
     """
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+    "denoiser", "vae decoder"; empty when the model runs eagerly.
+    """
+    choice: str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
 
 
 @dataclass(frozen=True)
