@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	animatev1 "imagewire.dev/client/gen/imagewire/animate/v1"
@@ -71,7 +72,7 @@ func (d *download) run(ctx context.Context) (*animatev1.AnimateResult, error) {
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
-			return nil, callError(ctx.Err(), d.requestID, received{})
+			return nil, callError(status.FromContextError(ctx.Err()).Err(), d.requestID, received{})
 		}
 	}
 }
