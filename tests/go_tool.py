@@ -1,0 +1,22 @@
+"""The Go toolchain as the tests and `make protos` use it: Debian's go, building client/go offline (no module
+proxy: each module comes from /usr/share/gocode through client/go/go.mod's replace directives)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GO_MODULE = ROOT / "client" / "go"
+
+
+def go_ready() -> bool:
+    """Whether go and Debian's gRPC sources (golang-google-grpc-dev) are installed."""
+    return shutil.which("go") is not None and Path("/usr/share/gocode/src/google.golang.org/grpc").is_dir()
+
+
+def go_env(**extra: str) -> dict[str, str]:
+    """The environment of a go command on client/go: offline, modules resolved by go.mod's replace directives."""
+    return {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOSUMDB": "off", "GOTOOLCHAIN": "local",
+            **extra}

@@ -1,0 +1,135 @@
+"""The Go client (client/go) against real servers on loopback: `go vet`, then `go test` with the servers'
+addresses in IMAGEWIRE_GO_* -- a captioner and an animator on the tiny models, a TCP proxy this test cuts when
+the Go test says so, the Envoy front door to both -- and the videos the Go client wrote, decoded here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import pytest
+
+from animator.limits import EngineLimits
+from imagewire_serving.server import GrpcServer
+from tests.animator_support import animator_server, engine_of, noise_png
+from tests.front_door import ANIMATE, CAPTION, grpc_web_front_door
+from tests.gates import Gate, gate
+from tests.go_tool import GO_MODULE, go_env, go_ready
+from tests.support import require
+from tests.tcp_proxy import TcpProxy, tcp_proxy
+
+# Every test in client/go/imagewire; each must pass here, none skip.
+GO_TESTS = ["TestCaption", "TestAnimateToAFile", "TestWatchAndCancel", "TestADroppedStreamResumesToTheSameBytes",
+            "TestABadFieldIsInvalidArgumentNamingIt", "TestAPassedDeadlineIsDeadlineExceeded",
+            "TestThroughTheEnvoyFrontDoor", "TestSinkWritesChunksInOrderAndChecksTheResult",
+            "TestServiceConfigIsThePythonClients", "TestErrorsCarryTheStatusAndTheFieldViolations"]
+# The first build compiles grpc-go from Debian's sources; later runs use go's build cache.
+GO_TIMEOUT_S = 280
+
+
+@pytest.fixture(scope="module")
+def go() -> None:
+    require(go_ready(), "needs go and golang-google-grpc-dev from Debian (.ci/run installs them)")
+
+
+def run_go(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["go", *args], cwd=GO_MODULE, env=go_env(), capture_output=True, text=True,
+                          timeout=GO_TIMEOUT_S)
+
+
+def test_go_vet_and_format(go: None) -> None:
+    vet = run_go("vet", "./...")
+    assert vet.returncode == 0, vet.stdout + vet.stderr
+    unformatted = subprocess.run(["gofmt", "-l", "."], cwd=GO_MODULE, capture_output=True, text=True, check=True)
+    assert unformatted.stdout == "", f"not gofmt-formatted: {unformatted.stdout}"
+
+
+class Cutter:
+    """Answers the Go test's requests on a loopback port, a line each: "hold" holds the animator's decode after
+    its next chunk, so the job cannot end before the cut; "cut" kills the proxy (every connection reset), lets the
+    job decode one more chunk with no one watching, reopens the decode and restarts the proxy. Each is answered
+    "ok" once done."""
+
+    def __init__(self, proxy: TcpProxy, vae: object) -> None:
+        self.proxy = proxy
+        self.cuts = 0
+        self._vae = vae
+        self._held = contextlib.ExitStack()
+        self._decode: Gate | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.readline()).decode().strip()
+        if line == "hold":
+            self._decode = self._held.enter_context(gate(self._vae, "decode"))
+            self._decode.let_through(1)
+        elif line == "cut" and self._decode is not None:
+            self.proxy.kill()
+            self.cuts += 1
+            self._decode.let_through(1)
+            await self._decode.wait_entered()
+            self._held.close()
+            await self.proxy.start()
+        writer.write(b"ok\n" if line in ("hold", "cut") else b"unknown\n")
+        await writer.drain()
+        writer.close()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        try:
+            yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            self._held.close()
+            server.close()
+
+
+def resumes(server: GrpcServer) -> float:
+    return server.metrics.registry.get_sample_value("imagewire_job_resumes_total", {"rpc": "watch"}) or 0.0
+
+
+def frames(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return [(frame.width, frame.height) for frame in container.decode(video=0)]
+
+
+async def test_the_go_client_against_real_servers(go: None, caption_server: GrpcServer, one_torch_thread: None,
+                                                  tmp_path: Path) -> None:
+    image = tmp_path / "image.png"
+    image.write_bytes(noise_png(7))
+    async with contextlib.AsyncExitStack() as stack:
+        animator = await stack.enter_async_context(animator_server(EngineLimits(max_num_inference_steps=60)))
+        proxy = await stack.enter_async_context(tcp_proxy(animator.port))
+        cutter = Cutter(proxy, engine_of(animator).model("").pipeline.vae)
+        control = await stack.enter_async_context(cutter.serving())
+        envoy = await stack.enter_async_context(grpc_web_front_door(
+            {CAPTION: caption_server.address, ANIMATE: animator.address}, allow_origin="http://127.0.0.1"))
+        watched = resumes(animator)
+        env = go_env(IMAGEWIRE_GO_CAPTIONER=caption_server.address, IMAGEWIRE_GO_ANIMATOR=animator.address,
+                     IMAGEWIRE_GO_CUT_PROXY=proxy.address, IMAGEWIRE_GO_CONTROL=control,
+                     IMAGEWIRE_GO_ENVOY=envoy.removeprefix("http://"), IMAGEWIRE_GO_IMAGE=str(image),
+                     IMAGEWIRE_GO_OUT=str(tmp_path), CI="1")
+        process = await asyncio.create_subprocess_exec(
+            "go", "test", "-count=1", "-v", f"-timeout={GO_TIMEOUT_S - 20}s", "./...", cwd=GO_MODULE, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), GO_TIMEOUT_S)
+        dropped_then_resumed = resumes(animator) - watched
+
+    text = output.decode()
+    assert process.returncode == 0, text
+    passed = set(re.findall(r"^\s*--- PASS: (\w+)", text, re.MULTILINE))
+    assert set(GO_TESTS) <= passed, f"not passed: {sorted(set(GO_TESTS) - passed)}\n{text}"
+    assert "--- SKIP" not in text and "--- FAIL" not in text, text
+    # The video the Go client wrote decodes to the frames asked for (its SHA-256 was checked by the client).
+    assert frames(tmp_path / "animate.mp4") == [(96, 64)] * 5
+    assert len(frames(tmp_path / "envoy.mp4")) == 5
+    # The cut stream: one real cut, resumed by WatchAnimation on the server, the same bytes as the direct run.
+    assert cutter.cuts == 1 and proxy.connections >= 2 and dropped_then_resumed >= 1
+    resumed = (tmp_path / "resumed.mp4").read_bytes()
+    assert resumed == (tmp_path / "direct.mp4").read_bytes()
+    assert hashlib.sha256(resumed).hexdigest() != hashlib.sha256(b"").hexdigest()
