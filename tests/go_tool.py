@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,5 +19,7 @@ def go_ready() -> bool:
 
 def go_env(**extra: str) -> dict[str, str]:
     """The environment of a go command on client/go: offline, modules resolved by go.mod's replace directives."""
-    return {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOSUMDB": "off", "GOTOOLCHAIN": "local",
-            **extra}
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOSUMDB": "off", "GOTOOLCHAIN": "local", **extra}
+    if "HOME" not in env and "GOCACHE" not in env:  # go keeps its build cache under $HOME by default
+        env["GOCACHE"] = str(Path(tempfile.gettempdir()) / "imagewire-go-build")
+    return env
