@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GO_MODULE = ROOT / "client" / "go"
+GO_EXAMPLE = ROOT / "examples" / "go"
 
 
 def go_ready() -> bool:

@@ -20,7 +20,7 @@ from imagewire_serving.server import GrpcServer
 from tests.animator_support import animator_server, engine_of, noise_png
 from tests.front_door import ANIMATE, CAPTION, grpc_web_front_door
 from tests.gates import Gate, gate
-from tests.go_tool import GO_MODULE, go_env, go_ready
+from tests.go_tool import GO_EXAMPLE, GO_MODULE, go_env, go_ready
 from tests.support import require
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -38,9 +38,19 @@ def go() -> None:
     require(go_ready(), "needs go and golang-google-grpc-dev from Debian (.ci/run installs them)")
 
 
-def run_go(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["go", *args], cwd=GO_MODULE, env=go_env(), capture_output=True, text=True,
-                          timeout=GO_TIMEOUT_S)
+def run_go(*args: str, cwd: Path = GO_MODULE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True, timeout=GO_TIMEOUT_S)
+
+
+def replaced(go_mod: Path) -> dict[str, str]:
+    """A go.mod's replace directives, the paths made absolute."""
+    pairs = re.findall(r"^\s*(\S+) => (\S+)$", go_mod.read_text(), re.MULTILINE)
+    return {module: str((go_mod.parent / path).resolve()) for module, path in pairs}
+
+
+def test_the_example_replaces_modules_as_the_client_does() -> None:
+    client, example = replaced(GO_MODULE / "go.mod"), replaced(GO_EXAMPLE / "go.mod")
+    assert example.pop("imagewire.dev/client") == str(GO_MODULE) and example == client and client
 
 
 def test_go_vet_and_format(go: None) -> None:
@@ -93,6 +103,21 @@ def resumes(server: GrpcServer) -> float:
     return server.metrics.registry.get_sample_value("imagewire_job_resumes_total", {"rpc": "watch"}) or 0.0
 
 
+def run_example(tmp_path: Path, image: Path, captioner: str, animator: str) -> list[str]:
+    """examples/go built, then its caption and animate commands run against the servers: their stdout."""
+    command = tmp_path / "imagewire-go"
+    built = run_go("build", "-o", str(command), ".", cwd=GO_EXAMPLE)
+    assert built.returncode == 0, built.stderr
+    outputs = []
+    for args in (["caption", str(image), "--target", captioner, "--max-new-tokens", "4"],
+                 ["animate", str(image), "-o", str(tmp_path / "example.webm"), "--target", animator, "--num-frames",
+                  "3", "--width", "64", "--height", "64", "--num-inference-steps", "1", "--seed", "11"]):
+        done = subprocess.run([str(command), *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout + done.stderr)
+    return outputs
+
+
 def frames(path: Path) -> list[tuple[int, int]]:
     with av.open(str(path)) as container:
         return [(frame.width, frame.height) for frame in container.decode(video=0)]
@@ -119,6 +144,7 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(process.communicate(), GO_TIMEOUT_S)
         dropped_then_resumed = resumes(animator) - watched
+        example = await asyncio.to_thread(run_example, tmp_path, image, caption_server.address, animator.address)
 
     text = output.decode()
     assert process.returncode == 0, text
@@ -133,3 +159,9 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
     resumed = (tmp_path / "resumed.mp4").read_bytes()
     assert resumed == (tmp_path / "direct.mp4").read_bytes()
     assert hashlib.sha256(resumed).hexdigest() != hashlib.sha256(b"").hexdigest()
+    # The example: a caption line per image; the animate command's progress, and a WebM (from -o's extension).
+    caption, animate = example
+    assert caption.startswith(f"{image}: ") and len(caption.strip()) > len(f"{image}: ")
+    assert "DENOISE 1/1" in animate and "video video/webm 64x64, 3 frames" in animate
+    assert f"sha256 {hashlib.sha256((tmp_path / 'example.webm').read_bytes()).hexdigest()}, seed 11" in animate
+    assert frames(tmp_path / "example.webm") == [(64, 64)] * 3
