@@ -23,12 +23,14 @@ from tests.gates import Gate, gate
 from tests.go_tool import GO_EXAMPLE, GO_MODULE, go_env, go_ready
 from tests.support import require
 from tests.tcp_proxy import TcpProxy, tcp_proxy
+from tests.test_client_balancing import unavailable, unloaded_but_serving
 
 # Every test in client/go/imagewire; each must pass here, none skip.
 GO_TESTS = ["TestCaption", "TestAnimateToAFile", "TestWatchAndCancel", "TestADroppedStreamResumesToTheSameBytes",
             "TestABadFieldIsInvalidArgumentNamingIt", "TestAPassedDeadlineIsDeadlineExceeded",
-            "TestThroughTheEnvoyFrontDoor", "TestSinkWritesChunksInOrderAndChecksTheResult",
-            "TestServiceConfigIsThePythonClients", "TestErrorsCarryTheStatusAndTheFieldViolations"]
+            "TestACallRefusedBeforeItAnswersIsRetriedOnAnotherReplica", "TestThroughTheEnvoyFrontDoor",
+            "TestSinkWritesChunksInOrderAndChecksTheResult", "TestServiceConfigIsThePythonClients",
+            "TestErrorsCarryTheStatusAndTheFieldViolations", "TestGrpcGoAppliesTheRetryPolicyFrom140OrWhenTurnedOn"]
 # The first build compiles grpc-go from Debian's sources; later runs use go's build cache.
 GO_TIMEOUT_S = 280
 
@@ -53,6 +55,7 @@ def test_the_example_replaces_modules_as_the_client_does() -> None:
     assert example.pop("imagewire.dev/client") == str(GO_MODULE) and example == client and client
 
 
+@pytest.mark.timeout(GO_TIMEOUT_S + 20)
 def test_go_vet_and_format(go: None) -> None:
     vet = run_go("vet", "./...")
     assert vet.returncode == 0, vet.stdout + vet.stderr
@@ -123,8 +126,10 @@ def frames(path: Path) -> list[tuple[int, int]]:
         return [(frame.width, frame.height) for frame in container.decode(video=0)]
 
 
-async def test_the_go_client_against_real_servers(go: None, caption_server: GrpcServer, one_torch_thread: None,
-                                                  tmp_path: Path) -> None:
+# A fresh machine compiles grpc-go from source first (the vet test warms go's build cache for this one).
+@pytest.mark.timeout(GO_TIMEOUT_S + 120)
+async def test_the_go_client_against_real_servers(go: None, caption_server: GrpcServer, tiny_caption_model: str,
+                                                  one_torch_thread: None, tmp_path: Path) -> None:
     image = tmp_path / "image.png"
     image.write_bytes(noise_png(7))
     async with contextlib.AsyncExitStack() as stack:
@@ -134,8 +139,11 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
         control = await stack.enter_async_context(cutter.serving())
         envoy = await stack.enter_async_context(grpc_web_front_door(
             {CAPTION: caption_server.address, ANIMATE: animator.address}, allow_origin="http://127.0.0.1"))
+        refusing = await unloaded_but_serving(tiny_caption_model)
+        stack.push_async_callback(refusing.stop, 0)
         watched = resumes(animator)
-        env = go_env(IMAGEWIRE_GO_CAPTIONER=caption_server.address, IMAGEWIRE_GO_ANIMATOR=animator.address,
+        env = go_env(IMAGEWIRE_GO_CAPTIONER=caption_server.address, IMAGEWIRE_GO_REFUSING=refusing.address,
+                     IMAGEWIRE_GO_ANIMATOR=animator.address,
                      IMAGEWIRE_GO_CUT_PROXY=proxy.address, IMAGEWIRE_GO_CONTROL=control,
                      IMAGEWIRE_GO_ENVOY=envoy.removeprefix("http://"), IMAGEWIRE_GO_IMAGE=str(image),
                      IMAGEWIRE_GO_OUT=str(tmp_path), CI="1")
@@ -146,6 +154,8 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
         dropped_then_resumed = resumes(animator) - watched
         example = await asyncio.to_thread(run_example, tmp_path, image, caption_server.address, animator.address)
 
+        refused = unavailable(refusing)
+
     text = output.decode()
     assert process.returncode == 0, text
     passed = set(re.findall(r"^\s*--- PASS: (\w+)", text, re.MULTILINE))
@@ -154,6 +164,8 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
     # The video the Go client wrote decodes to the frames asked for (its SHA-256 was checked by the client).
     assert frames(tmp_path / "animate.mp4") == [(96, 64)] * 5
     assert len(frames(tmp_path / "envoy.mp4")) == 5
+    # The replica refusing calls was called, with and without retries (as many refusals as calls without them).
+    assert refused > 4
     # The cut stream: one real cut, resumed by WatchAnimation on the server, the same bytes as the direct run.
     assert cutter.cuts == 1 and proxy.connections >= 2 and dropped_then_resumed >= 1
     resumed = (tmp_path / "resumed.mp4").read_bytes()

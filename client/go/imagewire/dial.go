@@ -145,5 +145,6 @@ func dial(target, service string, s dialSettings) (*grpc.ClientConn, error) {
 	if s.maxAttempts == 1 {
 		opts = append(opts, grpc.WithDisableRetry())
 	}
+	opts = append(opts, fallbackRetries(s.maxAttempts)...)
 	return grpc.Dial(target, append(opts, s.grpcOptions...)...)
 }

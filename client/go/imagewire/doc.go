@@ -9,7 +9,8 @@
 // resolves to, health checking of each address (WithoutHealthCheck for a proxy such as the Envoy front door), and
 // retries on UNAVAILABLE of calls refused before they answered (WithMaxAttempts). grpc-go releases before 1.40,
 // such as Debian bookworm's 1.33, apply a service config's retry policy only when the process starts with
-// GRPC_GO_RETRY=on in its environment; the rest of the config applies either way.
+// GRPC_GO_RETRY=on in its environment; without it the client retries its unary calls itself under the same policy,
+// and an Animate download refused before its first event is resumed like a dropped one.
 //
 // Deadlines come from the context; a context without one gets the client's default (WithTimeout). A failed call
 // returns an *Error carrying the gRPC status, the request id and any google.rpc.BadRequest field violations; it

@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -238,6 +241,45 @@ func TestAPassedDeadlineIsDeadlineExceeded(t *testing.T) {
 	_, err := client.Animate(ctx, testImage(t), &bytes.Buffer{}, WithFields(req))
 	if status.Code(err) != codes.DeadlineExceeded || time.Since(started) > 5*time.Second {
 		t.Fatalf("a deadline passing mid-stream: %v after %v", err, time.Since(started))
+	}
+}
+
+// replicas is a target resolving to every address given, as DNS would for a service with several replicas.
+func replicas(addresses ...string) (string, DialOption) {
+	builder := manual.NewBuilderWithScheme("imagewire-test")
+	var state resolver.State
+	for _, address := range addresses {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: address})
+	}
+	builder.InitialState(state)
+	return builder.Scheme() + ":///replicas", WithGRPCOptions(grpc.WithResolvers(builder))
+}
+
+func TestACallRefusedBeforeItAnswersIsRetriedOnAnotherReplica(t *testing.T) {
+	// A replica that reports SERVING and answers every call UNAVAILABLE, beside a working one.
+	target, resolve := replicas(env(t, "IMAGEWIRE_GO_CAPTIONER"), env(t, "IMAGEWIRE_GO_REFUSING"))
+	failures := func(opts ...DialOption) []*Error {
+		client := captionClient(t, target, append(opts, resolve)...)
+		var failed []*Error
+		for i := 0; i < 8; i++ {
+			_, err := client.Caption(context.Background(), testImage(t),
+				WithFields(&captionv1.CaptionRequest{MaxNewTokens: proto.Uint32(2)}))
+			var typed *Error
+			if errors.As(err, &typed) {
+				failed = append(failed, typed)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return failed
+	}
+	if failed := failures(); len(failed) != 0 {
+		t.Fatalf("retried calls failed: %v", failed)
+	}
+	refused := failures(WithMaxAttempts(1))
+	if len(refused) == 0 || refused[0].Code != codes.Unavailable || !strings.Contains(refused[0].Message,
+		"still loading") {
+		t.Fatalf("without retries: %v", refused)
 	}
 }
 

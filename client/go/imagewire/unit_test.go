@@ -206,3 +206,16 @@ func TestWatchEventsReadAsAnimateEvents(t *testing.T) {
 		t.Fatalf("%v %v", event, err)
 	}
 }
+
+func TestGrpcGoAppliesTheRetryPolicyFrom140OrWhenTurnedOn(t *testing.T) {
+	cases := []struct {
+		version, setting string
+		want             bool
+	}{{"1.33.3", "", false}, {"1.33.3", "on", true}, {"1.39.0", "ON", true}, {"1.40.0", "", true},
+		{"1.62.1", "off", false}, {"1.62.1", "", true}}
+	for _, c := range cases {
+		if got := serviceConfigRetries(c.version, c.setting); got != c.want {
+			t.Errorf("grpc-go %s with GRPC_GO_RETRY=%q: %v", c.version, c.setting, got)
+		}
+	}
+}
