@@ -18,10 +18,11 @@ import pytest
 from animator.limits import EngineLimits
 from imagewire_serving.server import GrpcServer
 from tests.animator_support import animator_server, engine_of, noise_png
+from tests.certs import make_certs
 from tests.front_door import ANIMATE, CAPTION, grpc_web_front_door
 from tests.gates import Gate, gate
 from tests.go_tool import GO_EXAMPLE, GO_MODULE, go_env, go_ready
-from tests.support import require
+from tests.support import captioner_app, require, serving
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 from tests.test_client_balancing import unavailable, unloaded_but_serving
 
@@ -29,6 +30,7 @@ from tests.test_client_balancing import unavailable, unloaded_but_serving
 GO_TESTS = ["TestCaption", "TestAnimateToAFile", "TestWatchAndCancel", "TestADroppedStreamResumesToTheSameBytes",
             "TestABadFieldIsInvalidArgumentNamingIt", "TestAPassedDeadlineIsDeadlineExceeded",
             "TestACallRefusedBeforeItAnswersIsRetriedOnAnotherReplica", "TestThroughTheEnvoyFrontDoor",
+            "TestMutualTLSAndABearerToken",
             "TestSinkWritesChunksInOrderAndChecksTheResult", "TestServiceConfigIsThePythonClients",
             "TestErrorsCarryTheStatusAndTheFieldViolations", "TestGrpcGoAppliesTheRetryPolicyFrom140OrWhenTurnedOn"]
 # The first build compiles grpc-go from Debian's sources; later runs use go's build cache.
@@ -141,8 +143,14 @@ async def test_the_go_client_against_real_servers(go: None, caption_server: Grpc
             {CAPTION: caption_server.address, ANIMATE: animator.address}, allow_origin="http://127.0.0.1"))
         refusing = await unloaded_but_serving(tiny_caption_model)
         stack.push_async_callback(refusing.stop, 0)
+        certs = make_certs(tmp_path)
+        secure_app = captioner_app(tiny_caption_model, tls_cert=certs.server_cert, tls_key=certs.server_key,
+                                   tls_client_ca=certs.ca, auth_token="s3cret")
+        secure = await stack.enter_async_context(serving(secure_app, secure_app.metrics, secure_app.settings.server))
         watched = resumes(animator)
         env = go_env(IMAGEWIRE_GO_CAPTIONER=caption_server.address, IMAGEWIRE_GO_REFUSING=refusing.address,
+                     IMAGEWIRE_GO_SECURE=secure.address, IMAGEWIRE_GO_TOKEN="s3cret", IMAGEWIRE_GO_CA=str(certs.ca),
+                     IMAGEWIRE_GO_CLIENT_CERT=str(certs.client_cert), IMAGEWIRE_GO_CLIENT_KEY=str(certs.client_key),
                      IMAGEWIRE_GO_ANIMATOR=animator.address,
                      IMAGEWIRE_GO_CUT_PROXY=proxy.address, IMAGEWIRE_GO_CONTROL=control,
                      IMAGEWIRE_GO_ENVOY=envoy.removeprefix("http://"), IMAGEWIRE_GO_IMAGE=str(image),

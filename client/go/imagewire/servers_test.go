@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
@@ -280,6 +282,28 @@ func TestACallRefusedBeforeItAnswersIsRetriedOnAnotherReplica(t *testing.T) {
 	if len(refused) == 0 || refused[0].Code != codes.Unavailable || !strings.Contains(refused[0].Message,
 		"still loading") {
 		t.Fatalf("without retries: %v", refused)
+	}
+}
+
+func TestMutualTLSAndABearerToken(t *testing.T) {
+	// A captioner requiring TLS with a client certificate and "authorization: Bearer <token>".
+	target, token := env(t, "IMAGEWIRE_GO_SECURE"), env(t, "IMAGEWIRE_GO_TOKEN")
+	ca, err := os.ReadFile(env(t, "IMAGEWIRE_GO_CA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(env(t, "IMAGEWIRE_GO_CLIENT_CERT"), env(t, "IMAGEWIRE_GO_CLIENT_KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := &tls.Config{RootCAs: x509.NewCertPool(), Certificates: []tls.Certificate{pair},
+		MinVersion: tls.VersionTLS12}
+	config.RootCAs.AppendCertsFromPEM(ca)
+	checkCaption(t, captionClient(t, target, WithTLS(config), WithToken(token)), testImage(t))
+	_, err = captionClient(t, target, WithTLS(config), WithToken("wrong")).Caption(context.Background(),
+		testImage(t))
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a wrong token: %v", err)
 	}
 }
 
