@@ -26,8 +26,10 @@ from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
-# A lower precision or a compiled part must be at least this much faster to be chosen.
-MARGIN = 1.1
+# A lower precision or a compiled part must be at least this much faster to be chosen: a real gain is larger (2-3x
+# for bfloat16 batches and compiled bfloat16 encoders on CPUs with AMX or AVX512-BF16), the noise of a busy host
+# smaller, so that no start on the same hardware decides otherwise.
+MARGIN = 1.25
 # Interleaved rounds: at least this many, more (up to the maximum) while the measuring budget lasts.
 MIN_ROUNDS = 3
 MAX_ROUNDS = 7
@@ -108,9 +110,10 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
 
     ``compilable``: per dtype, the parts its compiled variant runs compiled (those that compiled).
     Per dtype, a part is compiled when --compile is on, or (auto) when its compiled median time over the probes is
-    at least MARGIN times faster than eager. Each dtype's time per probe is then its eager median less what its
-    compiled parts save. The dtype chosen is the fastest at the largest probe (throughput under load) among those at
-    least MARGIN times faster than float32; else float32 (or the one dtype measured)."""
+    at least MARGIN times faster than eager. Each dtype's time per probe is then its eager time less what its
+    compiled parts save. The dtype chosen is the fastest at the largest probe (throughput under load) among those
+    whose median speed-up over float32, round by round, is at least MARGIN; else float32 (or the one dtype
+    measured)."""
     dtypes = list(dict.fromkeys(variant.dtype for variant in samples))
     probes = list(next(iter(samples.values()))[0])
     medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
@@ -124,6 +127,7 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
         return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
 
     plans: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {}
+    savings: dict[str, dict[str, float]] = {}
     for dtype in dtypes:
         eager, compiled = Variant(dtype, False), Variant(dtype, True)
         chosen: list[str] = []
@@ -131,14 +135,24 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
             for name in compilable.get(dtype, ()):
                 if compile_mode == "on" or part_median(compiled, name) * MARGIN <= part_median(eager, name):
                     chosen.append(name)
-        estimate = {probe: medians[eager.label][probe] - sum(
-            probe_part(eager, probe, name) - probe_part(compiled, probe, name) for name in chosen) for probe in probes}
+        savings[dtype] = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
+                                     for name in chosen) for probe in probes}
+        estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
         plans[dtype] = (tuple(chosen), estimate)
+
+    def per_round(dtype: str, probe: str) -> list[float]:
+        """Each round's time of the dtype as it would serve (eager, less what its compiled parts save)."""
+        return [run[probe].seconds - savings[dtype][probe] for run in samples[Variant(dtype, False)]]
+
+    def speed_up(dtype: str, over: str, probe: str) -> float:
+        # Rounds pair the variants (measured back to back): the median of the paired ratios cancels the load that
+        # changed between rounds.
+        return statistics.median(a / b for a, b in zip(per_round(over, probe), per_round(dtype, probe), strict=False))
 
     reference, load_probe = dtypes[0], probes[-1]
     best = reference
     for dtype in dtypes[1:]:
-        if plans[dtype][1][load_probe] * MARGIN <= plans[reference][1][load_probe] and \
+        if speed_up(dtype, reference, load_probe) >= MARGIN and \
                 plans[dtype][1][load_probe] < plans[best][1][load_probe]:
             best = dtype
     estimates = "; ".join(f"{dtype}{' (compiled: ' + ', '.join(plans[dtype][0]) + ')' if plans[dtype][0] else ''} "
