@@ -51,8 +51,7 @@ class Part:
         """Wrap the module's forward with ``torch.compile`` (compiled lazily, by the first call) and use it."""
         if self._compiled is None:
             self._eager = self.module.forward
-            options: dict[str, Any] = {"mode": "max-autotune"} if device.type == "cuda" else {}
-            self._compiled = torch.compile(self._eager, **options)
+            self._compiled = torch.compile(self._eager, **compile_options(device))
             if self.batch_dim:
                 self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
         self.use(compiled=True)
@@ -75,10 +74,16 @@ class Part:
         except Exception as error:  # a compiler's failure of any kind: this part runs eagerly
             if not _is_compile_error(error):
                 raise
-            self.failed = first_line(error)
+            # A backend's failure comes wrapped (BackendCompilerFailed): its cause is what the operator can act on.
+            self.failed = first_line(getattr(error, "inner_exception", None) or error)
             _LOGGER.warning("%s: cannot compile (%s): running it eagerly", self.name, self.failed)
             self.use(compiled=False)
             return self._eager(*args, **kwargs)
+
+
+def compile_options(device: torch.device) -> dict[str, Any]:
+    """torch.compile's options on ``device``: inductor, autotuned on CUDA (freezing is set by :func:`configure`)."""
+    return {"mode": "max-autotune"} if device.type == "cuda" else {}
 
 
 def _mark_batch_dynamic(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
