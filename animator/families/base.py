@@ -27,6 +27,7 @@ from animator.families.loading import load_pipeline, place
 from animator.params import MODEL_DEFAULTS, GenerationParams, ModelFields
 from animator.preview import LatentCodec, LatentProjection
 from imagewire_serving.errors import FieldViolation
+from imagewire_serving.provenance import ModelFiles, model_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class PipelineBackend:
     trained_dtype: ClassVar[torch.dtype | None] = None
     # Components kept in float32 whatever the dtype (as the family's authors run them).
     float32_components: ClassVar[tuple[str, ...]] = ()
+    # Set by a runtime that compiles parts of the model (part of its provenance).
+    compiled: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,8 +58,9 @@ class PipelineBackend:
             REGISTRY[cls.pipeline_class] = cls
 
     def __init__(self, model_id: str, pipeline: Any, device: torch.device, dtype: torch.dtype,
-                 accepts: ModelFields, projection: LatentProjection) -> None:
+                 accepts: ModelFields, projection: LatentProjection, files: ModelFiles) -> None:
         self.model_id = model_id
+        self.files = files
         self.pipeline = pipeline
         self.device = device
         self.dtype = dtype
@@ -81,7 +85,7 @@ class PipelineBackend:
         projection = LatentProjection.fit(cls.latent_codec(pipeline), device, pipeline.vae.dtype,
                                           size=cls.calibration_size(pipeline))
         pipeline.maybe_free_model_hooks()  # with CPU offload, the VAE goes back to the CPU after the fit
-        return cls(model_id or source, pipeline, device, dtype, accepts, projection)
+        return cls(model_id or source, pipeline, device, dtype, accepts, projection, model_files(source))
 
     @classmethod
     def weights_dtype(cls, device: torch.device, dtype: torch.dtype) -> torch.dtype:
