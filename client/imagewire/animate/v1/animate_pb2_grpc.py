@@ -122,9 +122,11 @@ class AnimateServiceServicer:
         A resuming download (what the project's clients do, and every client should): the stream's connection
         dropped when it fails with UNAVAILABLE, or with a stream reset that no server sent: a proxy (Envoy) resets
         the caller's stream (HTTP/2 RST_STREAM) when the server behind it dies mid-stream, which gRPC libraries
-        report as INTERNAL with a transport message (grpc: "Stream removed" or "Received RST_STREAM with error
-        code 2"; Connect for Node: "http/2 stream closed with error code INTERNAL_ERROR"), and gRPC-Web as a
-        response body cut short (a network error, no grpc-status). Then, after a growing pause (0.5 s doubling to
+        report as INTERNAL with a transport message (grpc C-core and Python: "Stream removed" or "Received
+        RST_STREAM with error code 2"; grpc-go: "stream terminated by RST_STREAM with error code: INTERNAL_ERROR";
+        Connect for Node: "Stream closed with error code NGHTTP2_INTERNAL_ERROR"), and gRPC-Web as a
+        response body cut short with no grpc-status (Connect: UNKNOWN "terminated", fetch's network error); a
+        connection reset (ECONNRESET) is a drop too. Then, after a growing pause (0.5 s doubling to
         8 s), it continues with WatchAnimation from the bytes kept, at most 5 times in all and within the first
         call's deadline. An INTERNAL status a server sent (in its trailers) is a failure, never resumed. If
         WatchAnimation answers NOT_FOUND (the job's server restarted or the call reached another replica), the
