@@ -90,13 +90,6 @@ def test_the_python_client_resumes_a_stream_envoy_reset(fleet: Fleet, reference:
     assert result.provenance is not None and result.provenance.key == streams[0]
 
 
-def test_a_real_internal_from_a_server_is_not_a_drop() -> None:
-    served = ImagewireError(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
-    assert not resume_module.dropped(served)
-    assert resume_module.dropped(ImagewireError(grpc.StatusCode.INTERNAL, "Stream removed"))
-    assert resume_module.dropped(ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
-
-
 @pytest.mark.usefixtures("typescript_client")
 @pytest.mark.parametrize(("transport", "reset"), [
     # Node's HTTP/2 stream error, as Connect reports it.
