@@ -21,8 +21,8 @@ from imagewire.client import (
     VideoSink,
 )
 from imagewire.client._resume import Download, dropped
-from imagewire.client.video_sink import ProvenanceChanged
 from imagewire.client.animate import decode_event
+from imagewire.client.video_sink import ProvenanceChanged
 
 DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
 
