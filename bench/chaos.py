@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import random
 import signal
 import threading
@@ -44,6 +45,15 @@ VIDEO: AnimateFields = {"width": 64, "height": 64, "num_frames": 6, "num_inferen
 CAPTION_TIMEOUT_S = 60.0
 VIDEO_TIMEOUT_S = 180.0
 _ERRORS_KEPT = 10
+
+
+def solid_png(size: tuple[int, int] = (96, 64)) -> bytes:
+    """The image every call sends: one colour, PNG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def rss_mib(pid: int) -> float | None:
@@ -219,7 +229,7 @@ class Tally:
             "videos": {"ok": self.videos_ok, "failed": self.videos_failed, "differing": self.videos_differing,
                        "resumed_or_restarted": self.videos_resumed},
             "kills": len(self.kills),
-            "kills_by_service": {name: sum(k["service"] == name for k in self.kills) for name in CLUSTERS},
+            "kills_by_service": {name: sum(k["service"] == name for k in self.kills) for name in CLUSTERS.values()},
             "provenance_keys": {name: sorted(keys) for name, keys in self.provenance.items()},
             "first_errors": self.errors,
         }
@@ -275,7 +285,7 @@ class Chaos:
                     continue
                 with self.tally.lock:
                     self.tally.captions_ok += 1
-                    self.tally.provenance.setdefault(CAPTIONER, set()).add(response.provenance_key)
+                    self.tally.provenance.setdefault(CLUSTERS[CAPTIONER], set()).add(response.provenance_key)
 
     def _videos(self, number: int) -> None:
         count = 0
@@ -305,17 +315,22 @@ class Chaos:
                     self.tally.videos_differing += not same
                     self.tally.videos_resumed += streams > 1
                     if result.provenance is not None:
-                        self.tally.provenance.setdefault(ANIMATOR, set()).add(result.provenance.key)
+                        self.tally.provenance.setdefault(CLUSTERS[ANIMATOR], set()).add(result.provenance.key)
                 path.unlink()
 
     def _killer(self, number: int) -> None:
+        services = sorted({replica.name for replica in self.fleet.replicas})
+        turn = 0
         while not self._stop.wait(self.rng.uniform(*self.kill_every_s)):
-            # Never the last serving replica of a service: a caption then has nowhere to go.
-            victims = [r for r in self.fleet.replicas
+            # The services in turn (each is hit however short the run), a random replica of it, never the last
+            # serving one: a call then has nowhere to go.
+            service = services[turn % len(services)]
+            victims = [r for r in self.fleet.of(service)
                        if r.server.process.poll() is None
-                       and all(other.ready for other in self.fleet.of(r.name) if other is not r)]
+                       and all(other.ready for other in self.fleet.of(service) if other is not r)]
             if not victims:
                 continue
+            turn += 1
             victim = self.rng.choice(victims)
             at = round(time.monotonic() - self._started, 1)
             self.fleet.kill_and_restart(victim)
@@ -328,7 +343,8 @@ class Chaos:
 
     def _sample(self) -> None:
         at = round(time.monotonic() - self._started, 1)
-        for replica in self.fleet.replicas:
+        # Serving replicas only: a life's samples begin after its warm-up.
+        for replica in (r for r in self.fleet.replicas if r.ready):
             pid = replica.server.process.pid
             rss = rss_mib(pid)
             if rss is not None:
