@@ -27,7 +27,8 @@ from typing import Any
 
 from bench import output
 from bench.caption.stats import load_average
-from bench.chaos import ANIMATOR, VIDEO, Chaos, Fleet, reference_videos, rss_summary, solid_png
+from bench.chaos import VIDEO, Chaos, reference_videos, rss_summary
+from bench.replicas import ANIMATOR, Fleet, solid_png
 from imagewire_serving.provenance import cpu_model
 
 

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.chaos import ANIMATOR, Chaos, Fleet, reference_videos
+from bench.chaos import Chaos, reference_videos
+from bench.replicas import ANIMATOR, Fleet
 from tests.support import solid
 
 SEEDS = [1, 2, 3]

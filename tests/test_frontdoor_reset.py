@@ -18,7 +18,7 @@ import pytest
 from imagewire.client import AnimateClient, AnimateEvent, ImagewireError, JobStatus, Resume, VideoChunk
 from imagewire.client import _resume as resume_module
 
-from bench.chaos import ANIMATOR, Fleet, Replica
+from bench.replicas import ANIMATOR, Fleet, Replica
 from tests.gates import poll_until
 from tests.support import solid
 
