@@ -25,6 +25,8 @@ from imagewire.client.animate_types import AnimateEvent
 from imagewire.client.errors import ImagewireError
 from imagewire.client.video_sink import ProvenanceChanged, VideoSink
 
+# The statuses of a connection that failed while the job may well go on.
+DROPPED = frozenset({grpc.StatusCode.UNAVAILABLE})
 # How gRPC reports a stream reset by the transport rather than ended by a server: when the replica behind a proxy
 # dies mid-stream, the proxy (Envoy) resets the caller's stream (RST_STREAM), and grpc reports INTERNAL "Stream
 # removed" or "Received RST_STREAM with error code 2". A server's own INTERNAL never carries these words.
@@ -34,7 +36,7 @@ _RESET = re.compile(r"^Stream removed|RST_STREAM")
 def dropped(error: ImagewireError) -> bool:
     """Whether a failed call lost its connection while the job may well go on: UNAVAILABLE, or INTERNAL from a
     stream reset (see ``_RESET``); a real INTERNAL answered by a server is not."""
-    if error.code is grpc.StatusCode.UNAVAILABLE:
+    if error.code in DROPPED:
         return True
     return error.code is grpc.StatusCode.INTERNAL and _RESET.search(error.message) is not None
 
