@@ -159,8 +159,12 @@ class Fleet:
     def close(self) -> None:
         if self.envoy is not None:
             self.envoy.terminate()
-        for replica in self.replicas:
-            replica.stop()
+        # Side by side: each drains for up to its grace.
+        stopping = [threading.Thread(target=replica.stop) for replica in self.replicas]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     def __enter__(self) -> Fleet:
         return self
