@@ -80,8 +80,9 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
     Jobs wait in a queue of at most ``limits.max_queue``; past that, :meth:`animate` raises Overloaded at once.
     """
 
-    # transformers: the image encoder of SVD, the text encoders of LTX-Video and Wan; av: the video encoder.
-    libraries = ("torch", "diffusers", "transformers", "pillow", "av")
+    # imagewire: this server (its encoder settings, its decode); transformers: the image encoder of SVD, the text
+    # encoders of LTX-Video and Wan; av: the video encoder.
+    libraries = ("imagewire", "torch", "diffusers", "transformers", "pillow", "av")
 
     def __init__(
         self,

@@ -72,7 +72,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
     returns its own caption.
     """
 
-    libraries = ("torch", "transformers", "tokenizers", "pillow")
+    libraries = ("imagewire", "torch", "transformers", "tokenizers", "pillow")
 
     def __init__(self, backends: Sequence[CaptionBackend], limits: EngineLimits, metrics: Metrics) -> None:
         super().__init__(backends, device_thread="caption-device")

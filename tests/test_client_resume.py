@@ -16,13 +16,13 @@ from imagewire.client import (
     ImagewireError,
     JobState,
     JobStatus,
+    ProvenanceChanged,
     Resume,
     VideoChunk,
     VideoSink,
 )
 from imagewire.client._resume import Download, dropped
 from imagewire.client.animate import decode_event
-from imagewire.client.video_sink import ProvenanceChanged
 
 DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
 

@@ -42,7 +42,7 @@ async def test_list_models_each_job_and_its_result_report_one_provenance(server:
         assert provenance.device_kind.startswith("cpu: ") and provenance.model_digest.startswith("sha256:")
         assert provenance.model_revision == "" and not provenance.compiled  # a local directory, eager
         names = [library.split()[0] for library in provenance.libraries]
-        assert names == ["torch", "diffusers", "transformers", "pillow", "av"]
+        assert names == ["imagewire", "torch", "diffusers", "transformers", "pillow", "av"]
         assert f"torch {torch.__version__}" in provenance.libraries
         events = [event async for event in client.animate(noise_png(1), job_id="provenance-1", **PARAMS)]
         watched = [event async for event in client.watch("provenance-1", offset=3)]
@@ -59,7 +59,7 @@ async def test_each_caption_says_its_models_key(caption_server: GrpcServer) -> N
     assert model.provenance is not None and KEY.match(model.provenance.key)
     assert response.provenance_key == model.provenance.key and model.provenance.dtype == model.dtype
     assert [library.split()[0] for library in model.provenance.libraries] == [
-        "torch", "transformers", "tokenizers", "pillow"]
+        "imagewire", "torch", "transformers", "tokenizers", "pillow"]
 
 
 def test_the_key_changes_with_the_threads_and_the_files_not_with_another_copy_or_start(tmp_path: Path) -> None:

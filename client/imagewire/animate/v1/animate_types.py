@@ -294,8 +294,8 @@ class Provenance(ProtoData):
     (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
     """
     libraries: tuple[str, ...]
-    """The versions of the libraries that compute or encode the output, as "name version" (such as
-    "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+    """The versions of the libraries that compute or encode the output, as "name version", the server's own
+    ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
     """
     compiled: bool
     """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""

@@ -319,8 +319,8 @@ class Provenance(_message.Message):
     """
     @_builtins.property
     def libraries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The versions of the libraries that compute the output, as "name version" (such as "torch 2.9.1",
-        "transformers 5.23.0").
+        """The versions of the libraries that compute the output, as "name version", the server's own
+        ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
         """
 
     def __init__(

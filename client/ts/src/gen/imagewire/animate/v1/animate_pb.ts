@@ -803,8 +803,8 @@ export type Provenance = Message<"imagewire.animate.v1.Provenance"> & {
   deviceKind: string;
 
   /**
-   * The versions of the libraries that compute or encode the output, as "name version" (such as
-   * "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+   * The versions of the libraries that compute or encode the output, as "name version", the server's own
+   * ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
    *
    * @generated from field: repeated string libraries = 6;
    */

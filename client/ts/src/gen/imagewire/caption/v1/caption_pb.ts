@@ -360,8 +360,8 @@ export type Provenance = Message<"imagewire.caption.v1.Provenance"> & {
   deviceKind: string;
 
   /**
-   * The versions of the libraries that compute the output, as "name version" (such as "torch 2.9.1",
-   * "transformers 5.23.0").
+   * The versions of the libraries that compute the output, as "name version", the server's own
+   * ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
    *
    * @generated from field: repeated string libraries = 6;
    */
