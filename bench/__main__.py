@@ -7,8 +7,9 @@ throughput, the FastAPI baseline), ``bench.dtype_accuracy`` (the shapes captione
 ``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
 preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
-``bench.jobs_memory_bench`` (retained jobs' memory under the budget) and ``bench.fleet_bench`` (Envoy's cost
-against direct calls, and the calls lost when a replica dies). Each writes its JSON to ``--out-dir``; the
+``bench.jobs_memory_bench`` (retained jobs' memory under the budget), ``bench.fleet_bench`` (Envoy's cost
+against direct calls, and the calls lost when a replica dies) and ``bench.chaos_bench`` (both services' replicas
+killed at random under mixed load: captions and videos lost or differing). Each writes its JSON to ``--out-dir``; the
 summary printed last (and written as ``summary.json``) puts the targeted figures side by side.
 """
 
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet")
+BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet", "chaos")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -44,6 +45,7 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
         "fleet": [*python, "bench.fleet_bench", *(["--quick"] if args.quick else []), "--out", str(out / "fleet.json")],
+        "chaos": [*python, "bench.chaos_bench", *(["--quick"] if args.quick else []), "--out", str(out / "chaos.json")],
     }
 
 
@@ -66,6 +68,9 @@ def summary(out: Path) -> dict[str, Any]:
         threads = json.loads((out / "threads.json").read_text())
         found["threads"] = {key: value for key, value in threads.items() if key.endswith("_vs_passive")} | {
             "idle_cpu_share": threads["idle_cpu_share"]}
+    if (out / "chaos.json").is_file():
+        chaos = json.loads((out / "chaos.json").read_text())
+        found["chaos"] = {key: chaos[key] for key in ("captions", "videos", "kills")}
     return found
 
 

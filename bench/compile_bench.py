@@ -190,13 +190,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from captioner import tiny
     from imagewire_serving.compiling import configure
-    from imagewire_serving.device import hardware_kind
+    from imagewire_serving.provenance import device_kind
     from imagewire_serving.threads import apply_threads
 
     threads = apply_threads(None)
     model_dir = tiny.ensure_model(args.model_preset)
     dtypes = [name for name in args.dtypes.split(",") if name]
-    result: dict[str, Any] = {"hardware": hardware_kind(torch.device("cpu")), "threads": str(threads),
+    result: dict[str, Any] = {"hardware": device_kind(torch.device("cpu")), "threads": str(threads),
                               "torch": torch.__version__, "model_preset": args.model_preset,
                               "batch_size": args.batch_size, "caption": {}}
     with tempfile.TemporaryDirectory() as cache:

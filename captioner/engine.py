@@ -48,6 +48,8 @@ class CaptionResult:
     batch_size: int
     queue_s: float
     compute_s: float
+    # The model's provenance key.
+    provenance_key: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
     ``caption`` validates, decodes the image off the event loop, queues the request on its model's batcher and
     returns its own caption.
     """
+
+    libraries = ("imagewire", "torch", "transformers", "tokenizers", "pillow")
 
     def __init__(self, backends: Sequence[CaptionBackend], limits: EngineLimits, metrics: Metrics) -> None:
         super().__init__(backends, device_thread="caption-device")
@@ -118,6 +122,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             text=done.text, model_id=backend.model_id, input_pixels=pixels,
             usd_per_input_pixel=self.limits.usd_per_input_pixel, price_usd=pixels * self.limits.usd_per_input_pixel,
             batch_size=done.batch_size, queue_s=done.queue_s, compute_s=done.compute_s,
+            provenance_key=self.provenance[backend.model_id].key,
         )
 
     def _prepare(

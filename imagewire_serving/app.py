@@ -31,14 +31,13 @@ from imagewire_serving.device import (
     DtypeChoice,
     choose_dtype,
     dtype_name,
-    hardware_kind,
-    library_versions,
     resolve_device,
     runs_out_of_dtype,
 )
 from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
+from imagewire_serving.provenance import device_kind, library_versions, model_files
 from imagewire_serving.settings import ServiceSettings, compile_cache_dir
 from imagewire_serving.threads import apply_threads
 from imagewire_serving.tuning import (
@@ -49,7 +48,6 @@ from imagewire_serving.tuning import (
     Variant,
     decide,
     measure_rounds,
-    model_fingerprint,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -267,8 +265,8 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
     def _decision_facts(self, source: str, device: torch.device, choice: DtypeChoice) -> dict[str, object]:
         """What a decision depends on: the model's files, the hardware, the libraries, the settings."""
         server = self.settings.server
-        return {"model": model_fingerprint(source), "hardware": hardware_kind(device, self.capabilities),
-                "versions": library_versions(("torch", *self.model_libraries)),
+        return {"model": model_files(source).digest or source, "hardware": device_kind(device),
+                "capabilities": self.capabilities, "versions": library_versions(("torch", *self.model_libraries)),
                 "candidates": [dtype_name(dtype) for dtype in choice.candidates], "compile": server.compile,
                 "threads": torch.get_num_threads(), "probes": [label for label, _ in self.probe_shapes()]}
 

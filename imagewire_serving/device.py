@@ -10,7 +10,6 @@ AVX2 EPYC), so they are never candidates there, though an operator may still ask
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass
 
 import torch
@@ -104,35 +103,6 @@ def choose_dtype(spec: str, device: torch.device, capabilities: Capabilities | N
                                              f"({found.cpu_description()})")
     names = ", ".join(dtype_name(d) for d in (torch.float32, *native))
     return DtypeChoice((torch.float32, *native), f"this CPU has {found.cpu_description()}: timing {names}")
-
-
-def hardware_kind(device: torch.device, capabilities: Capabilities | None = None) -> str:
-    """What kind of processor computes on ``device``: the GPU's name and compute capability, or the CPU's model
-    name with its low-precision instructions (what a dtype or compile decision holds for)."""
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
-    except OSError:
-        pass
-    found = Capabilities.detect(device) if capabilities is None else capabilities
-    return f"{model} ({found.cpu_description()})"
-
-
-def library_versions(names: tuple[str, ...]) -> dict[str, str]:
-    """The installed versions of these distributions (what a model's output and compiled code depend on)."""
-    from importlib import metadata
-
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
 
 
 def runs_out_of_dtype(error: BaseException) -> bool:

@@ -198,17 +198,3 @@ class DecisionCache:
         except OSError as error:
             _LOGGER.warning("cannot cache the decision in %s (%s): the next start measures again",
                             self.directory, error)
-
-
-def model_fingerprint(source: str) -> str:
-    """What identifies a model's files: the JSON configs' contents and every other file's name and size (a local
-    directory), else the hub id as given."""
-    root = Path(source).expanduser()
-    if not root.is_dir():
-        return source
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        digest.update(relative.encode())
-        digest.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
-    return digest.hexdigest()[:32]

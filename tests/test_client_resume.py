@@ -10,8 +10,18 @@ import grpc
 import pytest
 from imagewire import cli
 from imagewire.animate.v1 import animate_pb2
-from imagewire.client import JOB_ID_KEY, AnimateCore, ImagewireError, Resume, VideoChunk, VideoSink
-from imagewire.client._resume import Download
+from imagewire.client import (
+    JOB_ID_KEY,
+    AnimateCore,
+    ImagewireError,
+    JobState,
+    JobStatus,
+    ProvenanceChanged,
+    Resume,
+    VideoChunk,
+    VideoSink,
+)
+from imagewire.client._resume import Download, dropped
 from imagewire.client.animate import decode_event
 
 DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
@@ -117,3 +127,51 @@ def test_watch_and_cancel_commands_parse() -> None:
     assert (args.job_id, args.offset, str(args.preview_dir)) == ("job-1", 10, "p")
     assert cli._parser().parse_args(["cancel", "job-1"]).job_id == "job-1"
     assert cli._parser().parse_args(["animate", "a.png", "-o", "o.mp4", "--job-id", "j"]).job_id == "j"
+
+
+def status(key: str) -> JobStatus:
+    return JobStatus("job-1", JobState.RUNNING, 0, False, 0, key)
+
+
+def test_a_stream_from_a_server_of_another_provenance_starts_the_file_over(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume())
+    sink.feed(status("a" * 16))
+    sink.feed(VideoChunk(b"abc", 0))
+    watch = plan.after(DROP, plan.first)
+    sink.feed(status("a" * 16))  # the same provenance: its bytes continue the file
+    sink.feed(VideoChunk(b"de", 3))
+    again = plan.after(DROP, watch)
+    with pytest.raises(ProvenanceChanged) as caught:
+        sink.feed(status("b" * 16))  # another: before any of its bytes
+    assert caught.value.code is grpc.StatusCode.ABORTED and sink.written == 5
+    over = plan.after(caught.value, again)
+    assert (over.method, over.call.request.offset, over.pause) == ("WatchAnimation", 0, 0.0)
+    assert sink.written == 0 and plan.resumes == 3
+    sink.feed(status("b" * 16))  # the new stream's provenance is now the file's
+    sink.feed(VideoChunk(b"xyz", 0))
+    assert sink.provenance == "b" * 16
+    sink.abort()
+
+
+def test_a_server_that_reports_no_provenance_is_not_told_apart(tmp_path: Path) -> None:
+    with VideoSink(tmp_path / "v.mp4") as sink:
+        sink.feed(status("a" * 16))
+        sink.feed(VideoChunk(b"abc", 0))
+        sink.feed(status(""))  # an older server
+        sink.feed(VideoChunk(b"d", 3))
+        assert sink.written == 4 and sink.provenance == "a" * 16
+        sink.abort()
+
+
+def test_a_stream_reset_is_a_drop_and_a_servers_internal_is_not(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume())
+    for message in ("Stream removed", "Received RST_STREAM with error code 2",
+                    "Stream removed (RST_STREAM (Received RST_STREAM with error code 2))"):
+        reset = ImagewireError(grpc.StatusCode.INTERNAL, message)
+        assert dropped(reset)
+        assert plan.after(reset, plan.first).method == "WatchAnimation"
+    served = ImagewireError(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
+    assert not dropped(served)
+    with pytest.raises(ImagewireError):
+        plan.after(served, plan.first)
+    sink.abort()

@@ -109,17 +109,6 @@ def test_the_cache_keeps_a_decision_by_its_facts_and_ignores_a_broken_file(tmp_p
     assert DecisionCache(None).load(key) is None
 
 
-def test_a_model_fingerprint_changes_with_its_config_and_its_weights(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text('{"hidden_size": 32}')
-    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
-    first = tuning.model_fingerprint(str(tmp_path))
-    (tmp_path / "model.safetensors").write_bytes(b"x" * 11)
-    second = tuning.model_fingerprint(str(tmp_path))
-    (tmp_path / "config.json").write_text('{"hidden_size": 64}')
-    assert len({first, second, tuning.model_fingerprint(str(tmp_path))}) == 3
-    assert tuning.model_fingerprint("owner/model") == "owner/model"
-
-
 @pytest.mark.parametrize("mode", ["auto", "on"])
 def test_a_part_that_compiled_in_no_dtype_is_never_chosen(mode: str) -> None:
     decision = decide({F32: [runs(0.1, 1.0, encoder=0.05)] * 3}, {"float32": ()}, mode)

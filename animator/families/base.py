@@ -29,6 +29,7 @@ from animator.params import MODEL_DEFAULTS, GenerationParams, ModelFields
 from animator.preview import LatentCodec, LatentProjection
 from imagewire_serving.compiling import Part
 from imagewire_serving.errors import FieldViolation
+from imagewire_serving.provenance import ModelFiles, model_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class PipelineBackend:
             REGISTRY[cls.pipeline_class] = cls
 
     def __init__(self, model_id: str, pipeline: Any, device: torch.device, dtype: torch.dtype,
-                 accepts: ModelFields, projection: LatentProjection) -> None:
+                 accepts: ModelFields, projection: LatentProjection, files: ModelFiles) -> None:
         self.model_id = model_id
+        self.files = files
         self.pipeline = pipeline
         self.device = device
         self.dtype = dtype
@@ -83,7 +85,7 @@ class PipelineBackend:
         projection = LatentProjection.fit(cls.latent_codec(pipeline), device, pipeline.vae.dtype,
                                           size=cls.calibration_size(pipeline))
         pipeline.maybe_free_model_hooks()  # with CPU offload, the VAE goes back to the CPU after the fit
-        return cls(model_id or source, pipeline, device, dtype, accepts, projection)
+        return cls(model_id or source, pipeline, device, dtype, accepts, projection, model_files(source))
 
     def compile_parts(self) -> list[Part]:
         """The denoiser (run twice per step with guidance, every step) and the VAE decoder (every frame)."""

@@ -17,6 +17,7 @@ from transformers import StoppingCriteriaList
 
 from captioner.backend import GenerationOptions, generation_defaults
 from imagewire_serving.compiling import Part
+from imagewire_serving.provenance import ModelFiles
 
 # Every CaptionRequest field a model may use (model_id aside, which picks the model).
 ALL_FIELDS = frozenset({"image", "prompt", "max_new_tokens", "num_beams"})
@@ -46,8 +47,10 @@ class Captioner:
     model_types: ClassVar[tuple[str, ...]]
     fields_used: ClassVar[frozenset[str]] = ALL_FIELDS
 
-    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device) -> None:
+
+    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device, files: ModelFiles) -> None:
         self.model_id = model_id
+        self.files = files
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer

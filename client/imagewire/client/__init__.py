@@ -41,7 +41,7 @@ from imagewire.client.caption import (
     CaptionUsage,
 )
 from imagewire.client.errors import FieldViolation, ImagewireError
-from imagewire.client.video_sink import VideoSink
+from imagewire.client.video_sink import ProvenanceChanged, VideoSink
 
 __all__ = [
     "ANIMATE_PARAMETERS",
@@ -75,6 +75,7 @@ __all__ = [
     "PreparedCall",
     "Preview",
     "Progress",
+    "ProvenanceChanged",
     "Resume",
     "ServiceCore",
     "Stage",

@@ -9,11 +9,16 @@ from typing import BinaryIO, Self
 
 import grpc
 
-from imagewire.client.animate_types import AnimateEvent, AnimateResult, VideoChunk, VideoHeader
+from imagewire.client.animate_types import AnimateEvent, AnimateResult, JobStatus, VideoChunk, VideoHeader
 from imagewire.client.errors import ImagewireError
 
 # Reading back the part of a file a resumed download keeps, to hash it.
 _READ_BYTES = 1024 * 1024
+
+
+class ProvenanceChanged(ImagewireError):
+    """A stream continuing a file came from a server whose provenance key differs from that of the stream the
+    file's bytes came from: its bytes may not continue them (ABORTED; a download starts the file over)."""
 
 
 class VideoSink:
@@ -21,7 +26,9 @@ class VideoSink:
 
     ``offset`` keeps the first ``offset`` bytes of an existing file (a download picked up where it stopped);
     the stream must then continue from there. ``on_event`` sees every event first. Used as a context manager,
-    it removes the file when the block fails, unless it was resuming one.
+    it removes the file when the block fails, unless it was resuming one. ``provenance`` is the provenance key of
+    the server the bytes came from (from each stream's first event); a stream from a server of another key raises
+    :class:`ProvenanceChanged` before any of its bytes are written.
     """
 
     def __init__(self, path: str | Path, on_event: Callable[[AnimateEvent], None] | None = None, *,
@@ -39,6 +46,7 @@ class VideoSink:
         self._written = offset
         self.header: VideoHeader | None = None
         self.result: AnimateResult | None = None
+        self.provenance = ""
 
     @property
     def written(self) -> int:
@@ -60,7 +68,9 @@ class VideoSink:
         """Consume one event; returns the result once the stream's final event arrives."""
         if self._on_event is not None:
             self._on_event(event)
-        if isinstance(event, VideoHeader):
+        if isinstance(event, JobStatus):
+            self._follow(event.provenance_key)
+        elif isinstance(event, VideoHeader):
             self.header = event
         elif isinstance(event, VideoChunk):
             if event.offset != self._written:
@@ -81,12 +91,23 @@ class VideoSink:
             self.result = event
         return self.result
 
+    def _follow(self, provenance: str) -> None:
+        """A stream from a server of key ``provenance`` begins (empty: a server that does not say)."""
+        if provenance and self.provenance and provenance != self.provenance and self._written:
+            raise ProvenanceChanged(
+                grpc.StatusCode.ABORTED,
+                f"the stream comes from a server of provenance {provenance}, but the {self._written} bytes "
+                f"received came from one of provenance {self.provenance}: its bytes may not continue them",
+            )
+        self.provenance = provenance or self.provenance
+
     def restart(self) -> None:
-        """Empty the file: the video will be streamed again from its first byte."""
+        """Empty the file: the video will be streamed again from its first byte (from any server)."""
         self._file.seek(0)
         self._file.truncate(0)
         self._digest = hashlib.sha256()
         self._written = 0
+        self.provenance = ""
 
     def finish(self) -> AnimateResult:
         """The verified result, once the stream has ended."""
