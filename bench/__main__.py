@@ -3,7 +3,9 @@
     python -m bench [--out-dir bench-results] [--quick] [--device cpu|cuda:0] [--only caption,accuracy,...]
 
 Runs ``bench.caption_bench`` (float32 and the dtype --dtype auto picks: in-process limits, served latency and
-throughput, the FastAPI baseline), ``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
+throughput, the FastAPI baseline), ``bench.compile_bench`` (compiled against eager per dtype: the vision encoder
+and whole captions of the BLIP-large architecture, a video step and decode, restarts with a warm compile cache),
+``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
 ``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
 preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
@@ -22,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet", "chaos")
+BENCHES = ("caption", "compile", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet",
+           "chaos")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -45,6 +48,8 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
         "fleet": [*python, "bench.fleet_bench", *(["--quick"] if args.quick else []), "--out", str(out / "fleet.json")],
+        "compile": [*python, "bench.compile_bench", "--model-preset", "small" if args.quick else "large",
+                    "--repeats", "2" if args.quick else "5", "--out", str(out / "compile.json")],
         "chaos": [*python, "bench.chaos_bench", *(["--quick"] if args.quick else []), "--out", str(out / "chaos.json")],
     }
 
@@ -68,6 +73,11 @@ def summary(out: Path) -> dict[str, Any]:
         threads = json.loads((out / "threads.json").read_text())
         found["threads"] = {key: value for key, value in threads.items() if key.endswith("_vs_passive")} | {
             "idle_cpu_share": threads["idle_cpu_share"]}
+    if (out / "compile.json").is_file():
+        compiled = json.loads((out / "compile.json").read_text())
+        found["compile"] = {"hardware": compiled["hardware"], "restart": compiled.get("restart"), **{
+            dtype: {name: figures["speed_up"] for name, figures in parts.items()}
+            for dtype, parts in compiled["caption"].items()}}
     if (out / "chaos.json").is_file():
         chaos = json.loads((out / "chaos.json").read_text())
         found["chaos"] = {key: chaos[key] for key in ("captions", "videos", "kills")}
