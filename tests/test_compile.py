@@ -102,3 +102,15 @@ async def test_a_compiled_denoiser_and_decoder_make_the_frames_of_eager(tmp_path
             frames[mode] = np.stack([frame.to_ndarray(format="rgb24") for frame in video.decode(video=0)])
     assert frames["on"].shape == frames["off"].shape == (4, 64, 64, 3)
     assert psnr(frames["on"], frames["off"]) >= 40
+
+
+@pytest.mark.cuda
+@pytest.mark.timeout(900)
+async def test_on_cuda_the_vision_encoder_compiles_autotuned_and_serves_the_captions_of_eager(
+    tiny_caption_model: str, tmp_path: Path
+) -> None:
+    eager, _ = await captions(captioner_app(tiny_caption_model, LIMITS, device="cuda:0", dtype="float32",
+                                            compile="off"))
+    compiled, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cuda:0", dtype="float32",
+                                                  compile="on", compile_cache=tmp_path))
+    assert list(info.compiled_parts) == ["vision encoder"] and compiled == eager
