@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
+
+from imagewire.limits import JOB_ID_RULE, MAX_JOB_ID_CHARS, is_job_id
 
 from animator.limits import MIN_SIDE, EngineLimits
 from animator.video import CONTRACT_PREFIX, VideoFormat
@@ -18,9 +19,6 @@ from imagewire_serving.errors import FieldViolation
 from imagewire_serving.fields import RequestField, check_fields, unused_field
 
 MAX_GUIDANCE_SCALE = 20.0
-# Job ids travel in metadata (x-imagewire-job-id) and logs: short, and safe in any header or URL.
-MAX_JOB_ID_CHARS = 128
-_JOB_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -176,9 +174,8 @@ def job_id_violation(job_id: str, *, required: bool) -> FieldViolation | None:
     ``required``."""
     if not job_id:
         return FieldViolation("job_id", "job_id is required") if required else None
-    if len(job_id) > MAX_JOB_ID_CHARS or not _JOB_ID.fullmatch(job_id):
-        return FieldViolation("job_id", f"job_id must be 1 to {MAX_JOB_ID_CHARS} characters from A-Z, a-z, 0-9, "
-                                        f"'-', '_' and '.', not {errors.shown(job_id)}")
+    if not is_job_id(job_id):
+        return FieldViolation("job_id", f"job_id must be {JOB_ID_RULE}, not {errors.shown(job_id)}")
     return None
 
 

@@ -41,6 +41,7 @@ from imagewire._cli_args import (
     add_optional_flags,
     add_security_flags,
     add_video_flags,
+    byte_offset,
     client_kwargs,
     default_target,
     field_help,
@@ -102,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="write a job's video to a file, from where it is")
     watch.add_argument("job_id", help="the job's id, as animate printed it")
     watch.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
-    watch.add_argument("--offset", type=int, default=0,
+    watch.add_argument("--offset", type=byte_offset, default=0,
                        help="bytes of the video the output file already has: continue it from there (default 0)")
     add_video_flags(watch)
 

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import Message
 
 from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, Balancing
+from imagewire.client._messages import metadata_violations
 from imagewire.client.errors import ImagewireError
 
 REQUEST_ID_KEY = "x-request-id"
@@ -141,7 +142,11 @@ class ServiceCore:
         if timeout is None:
             timeout = self.control_timeout if control else self.timeout
         request_id = request_id or uuid.uuid4().hex
-        return CallOptions(self.metadata(request_id) + tuple(metadata), check_timeout(timeout), request_id)
+        pairs = self.metadata(request_id) + tuple(metadata)
+        violations = metadata_violations(pairs)
+        if violations:  # gRPC would refuse them, as INTERNAL, once the call had started
+            raise ImagewireError.invalid_argument(violations)
+        return CallOptions(pairs, check_timeout(timeout), request_id)
 
     def metadata(self, request_id: str) -> Metadata:
         """Per-call metadata: the request id, the bearer token and the client's extra pairs."""
