@@ -5,6 +5,10 @@ turns into INTERNAL, UNKNOWN or a traceback. Real processes against real servers
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,8 +20,12 @@ from imagewire.client import AnimateClient, ImagewireError
 from animator.limits import EngineLimits
 from imagewire_serving.server import GrpcServer
 from tests.animator_support import animator_server
-from tests.support import solid
-from tests.test_cli import run
+from tests.support import free_port, solid
+from tests.test_cli import ENV, IMAGEWIRE, interrupt_at, read_until, run
+
+# Slack for a loaded test machine: a process's start (imports) and a machine whose cores are shared.
+STARTUP_S = 4.0
+LOADED_S = 3.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -84,3 +92,100 @@ async def test_flag_values_out_of_range_are_usage_errors_naming_the_flag(argv: t
     assert done.returncode == 2, done.stderr
     assert f"argument {flag}: must be" in done.stderr, done.stderr
     clean(done.stderr)
+
+
+@pytest.mark.parametrize("command", ["animate", "watch"])
+async def test_an_unreachable_target_fails_within_the_timeout_saying_connecting_at_once(
+        command: str, image: Path, tmp_path: Path) -> None:
+    """Bug 1: nothing listens at the target. The command says "connecting..." at once and fails within --timeout
+    plus 2 s (it took 168 s, or 32 s with --timeout 20: a refused first call was resumed five times, each waiting
+    30 s for the channel)."""
+    out, target = tmp_path / "t.mp4", f"127.0.0.1:{free_port()}"
+    argv = ["animate", str(image)] if command == "animate" else ["watch", "some-job"]
+    started = time.monotonic()
+    process = subprocess.Popen([IMAGEWIRE, *argv, "-o", str(out), "--target", target, "--timeout", "6"],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        seen = await asyncio.to_thread(read_until, process, "connecting to")
+        # The process's own start (imports) is not the command's: measured from the line's arrival at most.
+        assert f"connecting to {target}..." in seen
+        rc, stderr = await asyncio.to_thread(process.wait, 30), await asyncio.to_thread(process.stderr.read)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert rc == 1 and f"UNAVAILABLE: could not connect to {target}" in stderr, stderr
+    assert elapsed < 6 + 2 + STARTUP_S, elapsed
+    clean(stderr)
+    assert not out.exists()
+
+
+def test_the_default_deadline_gives_up_on_an_unreachable_target_after_one_reconnection_wait() -> None:
+    """Without --timeout (900 s for a video), a target that never connects ends the download after one wait for
+    the channel (30 s): the waits are bounded by the time left, and a failed one is not retried."""
+    import imagewire.client.animate_clients as clients
+
+    with AnimateClient(f"127.0.0.1:{free_port()}") as client, pytest.raises(ImagewireError) as caught:
+        started = time.monotonic()
+        client.animate_to_file(solid(), os.devnull, resume=clients.Resume(reconnect_timeout_s=2.0))
+    elapsed = time.monotonic() - started
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE and "could not connect" in caught.value.message
+    assert elapsed < 2.0 + 0.5 + 3.0 + LOADED_S, elapsed  # the wait, the first pause, the first call's own retries
+
+
+async def test_ctrl_c_on_an_animate_that_attached_only_detaches(animator: GrpcServer, image: Path,
+                                                                tmp_path: Path) -> None:
+    """Bug 4: B runs the same command as A and attaches to A's job ("job dup-2 (running)"); Ctrl-C on B stops B
+    alone: A's job goes on, and B says so."""
+    argv = [IMAGEWIRE, "animate", str(image), "--target", animator.address, "--job-id", "dup-2", "--seed", "5",
+            "--num-inference-steps", "100", "--num-frames", "16", "-o"]
+    first = subprocess.Popen([*argv, str(tmp_path / "a.mp4")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=ENV)
+    try:
+        await asyncio.to_thread(read_until, first, "denoise...")
+        rc, stderr = await asyncio.to_thread(interrupt_at, [*argv, str(tmp_path / "b.mp4")], "job dup-2 (running)")
+        assert rc == 130, stderr
+        assert "job dup-2 goes on: another call started it" in stderr and "cancelled" not in stderr, stderr
+        clean(stderr)
+        assert first.poll() is None  # A still streams its video
+        with AnimateClient(animator.address) as client:
+            status = await asyncio.to_thread(client.cancel, "dup-2")
+        assert status.state.name == "CANCELLED"  # it was running until this cancel: B's Ctrl-C left it alone
+    finally:
+        await asyncio.to_thread(first.communicate, timeout=60)
+
+
+async def test_ctrl_c_against_an_unreachable_target_says_no_job_started_and_no_file(image: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Bug 8: it said "job unr-1 cancelled; the partial unr.mp4 was removed" when neither happened."""
+    out, target = tmp_path / "unr.mp4", f"127.0.0.1:{free_port()}"
+    rc, stderr = await asyncio.to_thread(interrupt_at, [IMAGEWIRE, "animate", str(image), "-o", str(out), "--target",
+                                                        target, "--job-id", "unr-1"], "connecting to")
+    assert rc == 130, stderr
+    assert "job unr-1 never started" in stderr and f"no video had arrived, so there is no {out}" in stderr, stderr
+    assert "cancelled" not in stderr and "removed" not in stderr
+    clean(stderr)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.8, 1.5])
+async def test_ctrl_c_at_any_moment_of_a_stream_ends_130_without_a_traceback(animator: GrpcServer, image: Path,
+                                                                             tmp_path: Path, delay: float) -> None:
+    """Issue 19: a KeyboardInterrupt raised inside gRPC's channel lock ended in "RuntimeError: cannot release
+    un-acquired lock". Ctrl-C is now taken by a signal handler that stops the calls from another thread."""
+    out = tmp_path / "o.mp4"
+    argv = [IMAGEWIRE, "animate", str(image), "-o", str(out), "--target", animator.address, "--job-id",
+            f"any-{int(delay * 100)}", "--num-inference-steps", "30", "--num-frames", "16"]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        seen = await asyncio.to_thread(read_until, process, "connecting to")
+        await asyncio.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        rc = await asyncio.to_thread(process.wait, 30)
+        stderr = seen + await asyncio.to_thread(process.stderr.read)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert rc == 130 and "interrupted: job any-" in stderr, stderr
+    clean(stderr)
+    assert not out.exists()

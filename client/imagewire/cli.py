@@ -48,6 +48,7 @@ from imagewire._cli_args import (
     optional_values,
     tls_config,
 )
+from imagewire._ctrl_c import CTRL_C
 from imagewire._display import showing
 from imagewire._formats import UsageError, matching_container, output_format, video_formats
 from imagewire._services import SERVICES, find_service, other_service
@@ -59,7 +60,9 @@ from imagewire.client import (
     Caption,
     CaptionClient,
     ImagewireError,
+    Outcome,
 )
+from imagewire.client import Interrupted as DownloadInterrupted
 from imagewire.client.animate import new_job_id
 
 
@@ -142,6 +145,7 @@ def _caption(args: argparse.Namespace) -> int:
     failures: list[Exception] = []
     with (
         CaptionClient(args.target, **client_kwargs(args)) as client,
+        CTRL_C.stopping(client.close),
         # Send every image at once: the server batches concurrent requests.
         concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool,
     ):
@@ -150,6 +154,8 @@ def _caption(args: argparse.Namespace) -> int:
         for path, future in zip(args.images, futures):
             try:
                 result = future.result()
+                if CTRL_C.pressed:
+                    raise KeyboardInterrupt
             except (ImagewireError, OSError) as error:
                 failures.append(error)
                 print(f"{path}: error: {error}", file=sys.stderr)
@@ -170,14 +176,15 @@ def _animate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with showing(args.quiet, args.preview_dir) as on_event, \
-                AnimateClient(args.target, **client_kwargs(args)) as client:
+                AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
+            _connecting(args)
             result = client.animate_to_file(
                 args.image, args.output, on_event=on_event, model_id=args.model_id, job_id=job_id,
                 safety_check=args.safety_check, format=video_format,
                 **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
             )
-    except KeyboardInterrupt:
-        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
+    except DownloadInterrupted as stop:
+        raise Interrupted(f"{_job_after(stop, args.target)}; {_file_after(stop, args.output)}") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
@@ -186,27 +193,50 @@ def _watch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with showing(args.quiet, args.preview_dir) as on_event, \
-                AnimateClient(args.target, **client_kwargs(args)) as client:
+                AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
+            _connecting(args)
             result = client.watch_to_file(args.job_id, args.output, offset=args.offset,
                                           on_event=matching_container(args.output, on_event))
-    except KeyboardInterrupt:
-        kept = args.output.stat().st_size if args.output.exists() else 0
-        again = f"imagewire watch {args.job_id} -o {args.output}" + (f" --offset {kept}" if kept else "")
-        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {_left_behind(args.output)}; "
+    except DownloadInterrupted as stop:
+        again = f"imagewire watch {args.job_id} -o {args.output} --target {args.target}" + (
+            f" --offset {stop.written}" if stop.written and stop.kept else "")
+        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {_file_after(stop, args.output)}; "
                           f"`{again}` picks it up again") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
-def _left_behind(output: Path) -> str:
+def _connecting(args: argparse.Namespace) -> None:
+    """Say at once what the command is waiting for (it may wait for the channel up to 30 s)."""
+    if not args.quiet:
+        print(f"connecting to {args.target}...", file=sys.stderr, flush=True)
+
+
+def _job_after(stop: DownloadInterrupted, target: str) -> str:
+    """What became of an interrupted animate's job."""
+    job, outcome = stop.job_id, stop.stop
+    if outcome.outcome is Outcome.CANCELLED and outcome.status is not None:
+        state = outcome.status.state.name.lower()
+        return f"job {job} cancelled" if state == "cancelled" else f"job {job} had already {state}"
+    if outcome.outcome is Outcome.DETACHED:
+        return f"job {job} goes on: another call started it (this one only followed it, and stopped)"
+    if outcome.outcome is Outcome.NEVER_STARTED:
+        return f"job {job} never started: {target} was not reached"
+    return (f"job {job} may go on: the cancel failed ({outcome.error}); it stops once no call has watched it for "
+            "its detach grace")
+
+
+def _file_after(stop: DownloadInterrupted, output: Path) -> str:
     """What an interrupted download left of its output file."""
-    if output.exists():
-        return f"{output} keeps its first {output.stat().st_size} bytes"
-    return f"the partial {output} was removed"
+    if stop.kept:
+        return f"{output} keeps its first {stop.written} bytes"
+    if stop.written:
+        return f"the partial {output} ({stop.written} bytes) was removed"
+    return f"no video had arrived, so there is no {output}"
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with AnimateClient(args.target, **client_kwargs(args)) as client:
+    with AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.close):
         status = client.cancel(args.job_id)
     print(f"job {status.job_id}: {status.state.name.lower()}")
     return 0
@@ -225,7 +255,7 @@ def _models(args: argparse.Namespace) -> int:
         args.service = find_service(args.target, tls=kwargs["tls"], auth_token=args.auth_token)
     args.target = args.target or default_target(args.service)
     client_type: Any = CaptionClient if args.service == "caption" else AnimateClient
-    with client_type(args.target, **kwargs) as client:
+    with client_type(args.target, **kwargs) as client, CTRL_C.stopping(client.close):
         models = client.list_models()
     print(json.dumps(dataclasses.asdict(models), indent=2))
     return 0
@@ -235,18 +265,19 @@ def _demo(args: argparse.Namespace) -> int:
     video_format = output_format(args.output, None)
     image = sample_image()
     kwargs = client_kwargs(args)
-    with CaptionClient(args.caption_target, **kwargs) as captions:
+    with CaptionClient(args.caption_target, **kwargs) as captions, CTRL_C.stopping(captions.close):
         caption = captions.caption(image)
     print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.usage.price_usd:.8f})")
     started = time.perf_counter()
     job_id = new_job_id()
     try:
-        with showing(False, None) as on_event, AnimateClient(args.animate_target, **kwargs) as animator:
+        with showing(False, None) as on_event, AnimateClient(args.animate_target, **kwargs) as animator, \
+                CTRL_C.stopping(animator.interrupt):
             result = animator.animate_to_file(image, args.output, on_event=on_event, job_id=job_id,
                                               format=video_format,
                                               **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
-    except KeyboardInterrupt:
-        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
+    except DownloadInterrupted as stop:
+        raise Interrupted(f"{_job_after(stop, args.animate_target)}; {_file_after(stop, args.output)}") from None
     print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
           f"{time.perf_counter() - started:.1f}s")
     return 0
@@ -283,8 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"caption": _caption, "animate": _animate, "watch": _watch, "cancel": _cancel, "models": _models,
                 "demo": _demo}
     try:
-        return handlers[args.command](args)
+        with CTRL_C.installed():
+            return handlers[args.command](args)
     except ImagewireError as error:
+        if CTRL_C.pressed:  # the call ended because Ctrl-C closed its channel
+            print(f"imagewire {args.command}: interrupted", file=sys.stderr)
+            return 130
         _report(args, error)
         return 1
     except UsageError as error:

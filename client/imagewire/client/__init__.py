@@ -41,6 +41,7 @@ from imagewire.client.caption import (
     CaptionUsage,
 )
 from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.client.interrupted import Interrupted, Outcome, Stop
 from imagewire.client.video_sink import VideoSink
 
 __all__ = [
@@ -70,14 +71,17 @@ __all__ = [
     "CaptionUsage",
     "FieldViolation",
     "ImagewireError",
+    "Interrupted",
     "JobState",
     "JobStatus",
+    "Outcome",
     "PreparedCall",
     "Preview",
     "Progress",
     "Resume",
     "ServiceCore",
     "Stage",
+    "Stop",
     "TlsConfig",
     "VideoChunk",
     "VideoFormat",

@@ -6,6 +6,10 @@ bounded number of times, all within the first call's deadline. If the server no 
 it restarted, or the call reached another replica) and the download began with Animate, it sends Animate again
 with the same job id and starts the file over. The shells do the sleeping, the waiting for the channel and the
 calls.
+
+Waiting for the channel is bounded by the time left, and a channel that does not connect within that wait ends
+the download (the shells raise UNAVAILABLE naming the target): a first call refused because nothing listens is
+not retried for minutes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 import grpc
 
 from imagewire.client._core import PreparedCall
-from imagewire.client.animate_types import AnimateEvent
+from imagewire.client.animate_types import AnimateEvent, JobStatus
 from imagewire.client.errors import ImagewireError
 from imagewire.client.video_sink import VideoSink
 
@@ -81,7 +85,26 @@ class Download:
         self._resume = resume
         self._watch = watch
         self._restart = restart
-        self._deadline = time.monotonic() + first.call.options.timeout
+        self._started = time.monotonic()
+        self._deadline = self._started + first.call.options.timeout
+        # Whether the job is this download's own (None until an Animate call's JobStatus says): a download that
+        # attached to another caller's job only detaches when it is interrupted.
+        self.created: bool | None = None
+        # Whether any call of the download got a response: if none did, a server may never have seen the job.
+        self.reached = False
+
+    def saw(self, event: AnimateEvent, attempt: Attempt) -> None:
+        """Note an event of ``attempt``'s stream (before it is written)."""
+        self.reached = True
+        if isinstance(event, JobStatus) and attempt.method == "Animate":
+            self.created = event.created
+
+    def ready_timeout(self) -> float:
+        """How long to wait for the channel before the next attempt: the reconnection wait, within the time
+        left; a download that has never reached a server has one reconnection wait from its start, in all."""
+        now = time.monotonic()
+        wait = self.reconnect_timeout_s if self.reached else self._started + self.reconnect_timeout_s - now
+        return max(0.0, min(wait, self._deadline - now))
 
     def after(self, error: ImagewireError, attempt: Attempt) -> Attempt:
         """The next call after ``attempt`` failed with ``error``; raises ``error`` when the download is over."""

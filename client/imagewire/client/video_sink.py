@@ -41,6 +41,11 @@ class VideoSink:
         self.result: AnimateResult | None = None
 
     @property
+    def keeps(self) -> bool:
+        """Whether the file stays when the download fails: it continues one that existed."""
+        return self._keep
+
+    @property
     def written(self) -> int:
         """The bytes of the video in the file so far: where a resumed stream must continue."""
         return self._written
