@@ -189,3 +189,24 @@ async def test_ctrl_c_at_any_moment_of_a_stream_ends_130_without_a_traceback(ani
     assert rc == 130 and "interrupted: job any-" in stderr, stderr
     clean(stderr)
     assert not out.exists()
+
+
+async def test_an_endless_image_file_is_refused_at_the_limit_without_reading_it_whole(tmp_path: Path) -> None:
+    """Bug 6: `imagewire caption /dev/zero` under `ulimit -v` ended in a MemoryError traceback (the file was read
+    whole before the 50 MiB check); it reads the limit and one byte more and refuses with the usual message."""
+    command = f"ulimit -v 1200000; exec {IMAGEWIRE} caption /dev/zero --target 127.0.0.1:{free_port()}"
+    done = await asyncio.to_thread(subprocess.run, ["bash", "-c", command], capture_output=True, text=True,
+                                   timeout=60, env=ENV)
+    assert done.returncode == 1, done.stderr
+    assert "image /dev/zero is over 52428800 bytes; the limit is 52428800 (50 MiB)" in done.stderr, done.stderr
+    assert "MemoryError" not in done.stderr
+    clean(done.stderr)
+
+
+async def test_caption_dash_reads_the_image_from_standard_input(caption_server: GrpcServer) -> None:
+    """Rough edge: `caption -` reads standard input, as command-line users expect."""
+    done = await asyncio.to_thread(subprocess.run, [IMAGEWIRE, "caption", "-", "--json", "--target",
+                                                    caption_server.address],
+                                   input=solid(), capture_output=True, timeout=60, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert b'"image": "-"' in done.stdout and b'"text": ' in done.stdout

@@ -7,6 +7,7 @@ A service core turns a method's arguments into a :class:`PreparedCall` (the requ
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from google.protobuf.message import Message
 
 from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, Balancing
 from imagewire.client._messages import metadata_violations
-from imagewire.client.errors import ImagewireError
+from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.limits import MAX_IMAGE_BYTES
 
 REQUEST_ID_KEY = "x-request-id"
 # A control call (ListModels) answers at once; its default deadline never exceeds this.
@@ -47,10 +49,21 @@ def check_timeout(timeout: float) -> float:
 
 
 def image_bytes(image: ImageInput) -> bytes:
-    """Accept encoded image bytes or a path to an image file."""
+    """Accept encoded image bytes or a path to an image file ("-": standard input). A file is read up to the
+    contract's limit and one byte more, never whole: one past the limit (``/dev/zero``, a video named .png) is
+    refused as INVALID_ARGUMENT naming ``image`` before it can fill the memory."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
-    return Path(image).read_bytes()
+    if str(image) == "-":
+        data = sys.stdin.buffer.read(MAX_IMAGE_BYTES + 1)
+    else:
+        with Path(image).open("rb") as file:
+            data = file.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImagewireError.invalid_argument((FieldViolation(
+            "image", f"image {image} is over {MAX_IMAGE_BYTES} bytes; the limit is {MAX_IMAGE_BYTES} "
+                     f"({MAX_IMAGE_BYTES / 2**20:g} MiB)"),))
+    return data
 
 
 @dataclass
