@@ -48,6 +48,9 @@ class AnimateInput:
     prompt: str | None = None
     negative_prompt: str | None = None
     guidance_scale: float | None = None
+    # What decoding the request already found wrong (an enum value this server does not know), reported together
+    # with the rest of the request's violations.
+    violations: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, Reques
                      limits.max_num_frames, multiple_of=frames.multiple, remainder=frames.remainder),
         RequestField("fps", min(defaults["fps"], limits.max_fps), 1, limits.max_fps),
         RequestField("num_inference_steps", steps, model.min_steps, limits.max_num_inference_steps),
-        RequestField("seed", None, 0, 2**64 - 1),
+        # No maximum: the field's type (uint64) bounds it, and a double (FieldInfo.maximum) cannot hold 2^64 - 1.
+        RequestField("seed", None, 0),
         RequestField("decode_chunk_size", min(defaults["decode_chunk_size"], limits.max_num_frames // chunk * chunk),
                      chunk, limits.max_num_frames, multiple_of=0 if chunk == 1 else chunk),
         RequestField("safety_check", False),
@@ -231,7 +235,7 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
         violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"],
                                       set_max_only=request.min_guidance_scale is None)
     bad_id = job_id_violation(request.job_id, required=False)
-    errors.collect([*violations, *unused, *([bad_id] if bad_id else [])])
+    errors.collect([*request.violations, *violations, *unused, *([bad_id] if bad_id else [])])
     preview_every = values.pop("preview_every")
     seed = secrets.randbits(63) if request.seed is None else request.seed
     return JobSpec(
