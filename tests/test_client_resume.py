@@ -14,7 +14,9 @@ from imagewire.client import JOB_ID_KEY, AnimateCore, ImagewireError, Resume, Vi
 from imagewire.client._resume import Download
 from imagewire.client.animate import decode_event
 
-DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+# A connection dropped after the stream had answered (a refusal before any answer is not a drop: see below).
+DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed", responses_received=2)
+REFUSED = ImagewireError(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
 
 
 def test_animate_calls_carry_a_job_id_in_the_request_and_the_metadata() -> None:
@@ -53,6 +55,25 @@ def test_a_drop_resumes_from_the_bytes_written_with_growing_pauses_then_gives_up
     with pytest.raises(ImagewireError) as caught:
         plan.after(DROP, attempt)
     assert caught.value is DROP
+    sink.abort()
+
+
+def test_a_call_refused_before_answering_is_sent_again_within_the_deadline_not_counted_as_a_resume(
+        tmp_path: Path) -> None:
+    """A front door with no ready replica (Envoy's "no healthy upstream"), a replica loading: the same call again
+    (Animate: the same job id, so the same job), after growing pauses, for as long as the deadline allows."""
+    plan, sink = download(tmp_path, Resume(attempts=1, backoff_s=0.5, max_backoff_s=2.0), timeout=60)
+    attempt = plan.first
+    pauses = []
+    for _ in range(8):  # more than Resume.attempts: refusals are not resumes
+        attempt = plan.after(REFUSED, attempt)
+        pauses.append(attempt.pause)
+        assert attempt.method == "Animate" and attempt.call.request.job_id == "job-1"
+    assert pauses == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] and plan.resumes == 0
+    short, _ = download(tmp_path, Resume(backoff_s=0.5), timeout=0.2)
+    with pytest.raises(ImagewireError) as caught:  # the pause would outlast the deadline
+        short.after(REFUSED, short.first)
+    assert caught.value is REFUSED
     sink.abort()
 
 

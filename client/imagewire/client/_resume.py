@@ -92,10 +92,14 @@ class Download:
         self.created: bool | None = None
         # Whether any call of the download got a response: if none did, a server may never have seen the job.
         self.reached = False
+        # Whether the channel has connected: until it has, all its waits share one reconnection wait.
+        self.connected = False
+        # Calls refused before answering (not resumes: nothing was lost), each sent again after a pause.
+        self.refusals = 0
 
     def saw(self, event: AnimateEvent, attempt: Attempt) -> None:
         """Note an event of ``attempt``'s stream (before it is written)."""
-        self.reached = True
+        self.reached = self.connected = True
         if isinstance(event, JobStatus) and attempt.method == "Animate":
             self.created = event.created
 
@@ -103,12 +107,14 @@ class Download:
         """How long to wait for the channel before the next attempt: the reconnection wait, within the time
         left; a download that has never reached a server has one reconnection wait from its start, in all."""
         now = time.monotonic()
-        wait = self.reconnect_timeout_s if self.reached else self._started + self.reconnect_timeout_s - now
+        wait = self.reconnect_timeout_s if self.connected else self._started + self.reconnect_timeout_s - now
         return max(0.0, min(wait, self._deadline - now))
 
     def after(self, error: ImagewireError, attempt: Attempt) -> Attempt:
         """The next call after ``attempt`` failed with ``error``; raises ``error`` when the download is over."""
         remaining = self._deadline - time.monotonic()
+        if error.code in DROPPED and not error.responses_received:
+            return self._again(error, attempt, remaining)
         lost_job = error.code is grpc.StatusCode.NOT_FOUND and attempt.method == "WatchAnimation" and self.resumes
         if error.code not in DROPPED and not (lost_job and self._restart is not None):
             raise error
@@ -120,5 +126,17 @@ class Download:
         self.resumes += 1
         if lost_job and self._restart is not None:
             self._sink.restart()
+            return Attempt("Animate", self._restart(remaining - pause), pause)
+        return Attempt("WatchAnimation", self._watch(self._sink.written, remaining - pause), pause)
+
+    def _again(self, error: ImagewireError, attempt: Attempt, remaining: float) -> Attempt:
+        """``attempt`` sent again after it was refused before answering (a front door with no ready replica, a
+        replica loading, nothing listening yet): for as long as the deadline allows, the pauses growing as a
+        resume's do. A channel that never connects ends it (the shells' wait for the channel)."""
+        pause = self._resume.pause(self.refusals)
+        if remaining <= pause:
+            raise error
+        self.refusals += 1
+        if attempt.method == "Animate" and self._restart is not None:  # the same job id: Animate is idempotent
             return Attempt("Animate", self._restart(remaining - pause), pause)
         return Attempt("WatchAnimation", self._watch(self._sink.written, remaining - pause), pause)

@@ -118,6 +118,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
                     if self._interrupted.wait(attempt.pause):
                         raise KeyboardInterrupt
                     self._wait_ready(download.ready_timeout())
+                    download.connected = True
                 try:
                     self._check_interrupted()
                     # Read to the end of the stream, not just to the result: leaving early would cancel the call.
@@ -235,6 +236,7 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
                     if attempt.pause:
                         await asyncio.sleep(attempt.pause)
                         await self._wait_ready(download.ready_timeout())
+                        download.connected = True
                     try:
                         async for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
                             download.saw(event, attempt)
