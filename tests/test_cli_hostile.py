@@ -210,3 +210,43 @@ async def test_caption_dash_reads_the_image_from_standard_input(caption_server: 
                                    input=solid(), capture_output=True, timeout=60, env=ENV)
     assert done.returncode == 0, done.stderr
     assert b'"image": "-"' in done.stdout and b'"text": ' in done.stdout
+
+
+SMALL = ["--width", "64", "--height", "64", "--num-frames", "8", "--num-inference-steps", "2", "--seed", "3",
+         "--decode-chunk-size", "2"]
+
+
+async def test_dash_o_writes_the_video_to_standard_output(animator: GrpcServer, image: Path, tmp_path: Path) -> None:
+    """Rough edge: `--format mp4 -o -` wrote a file named "-"; it is standard output, the summary on stderr."""
+    done = await asyncio.to_thread(subprocess.run, [IMAGEWIRE, "animate", str(image), "-o", "-", "--format", "mp4",
+                                                    "--target", animator.address, *SMALL],
+                                   capture_output=True, timeout=120, env=ENV, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[4:8] == b"ftyp" and len(done.stdout) > 1000  # an MP4, whole, on standard output
+    assert b"wrote standard output (" + str(len(done.stdout)).encode() + b" bytes" in done.stderr, done.stderr
+    assert not (tmp_path / "-").exists()
+    watch = await run("watch", "some-job", "-o", "-", "--target", animator.address)
+    assert watch.returncode == 2 and "-o - (standard output) cannot be" in watch.stderr, watch.stderr
+
+
+async def test_output_paths_are_created_or_refused_as_a_bad_command_line(animator: GrpcServer, image: Path,
+                                                                         tmp_path: Path) -> None:
+    """Rough edge: -o in a missing directory, or a --preview-dir that is a file, ended in raw errno text and exit
+    1. Missing directories are created (for -o as for --preview-dir); what cannot be written is exit 2, saying
+    why."""
+    nested = tmp_path / "new" / "dir" / "out.mp4"
+    done = await run("animate", image, "-o", nested, "--preview-dir", tmp_path / "p" / "q", "--target",
+                     animator.address, *SMALL)
+    assert done.returncode == 0 and nested.stat().st_size > 0, done.stderr
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    under_a_file = await run("animate", image, "-o", a_file / "out.mp4", "--target", animator.address)
+    assert under_a_file.returncode == 2, under_a_file.stderr
+    assert f"-o {a_file / 'out.mp4'}: cannot create the directory {a_file}" in under_a_file.stderr
+    previews = await run("animate", image, "-o", tmp_path / "o.mp4", "--preview-dir", a_file, "--target",
+                         animator.address)
+    assert previews.returncode == 2 and f"--preview-dir {a_file} is a file, not a directory" in previews.stderr
+    directory = await run("animate", image, "-o", tmp_path, "--format", "mp4", "--target", animator.address)
+    assert directory.returncode == 2 and "is a directory: name a file in it" in directory.stderr
+    for done in (under_a_file, previews, directory):
+        clean(done.stderr)

@@ -51,6 +51,7 @@ from imagewire._cli_args import (
 from imagewire._ctrl_c import CTRL_C
 from imagewire._display import showing
 from imagewire._formats import UsageError, matching_container, output_format, video_formats
+from imagewire._outputs import STDOUT, checked_output, checked_preview_dir, file_after, job_after
 from imagewire._services import SERVICES, find_service, other_service
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
@@ -60,7 +61,6 @@ from imagewire.client import (
     Caption,
     CaptionClient,
     ImagewireError,
-    Outcome,
 )
 from imagewire.client import Interrupted as DownloadInterrupted
 from imagewire.client.animate import new_job_id
@@ -171,28 +171,34 @@ def _caption(args: argparse.Namespace) -> int:
 
 
 def _animate(args: argparse.Namespace) -> int:
-    video_format = output_format(args.output, args.format)
+    video_format = output_format(checked_output(args.output), args.format)
+    preview_dir = checked_preview_dir(args.preview_dir)
     job_id = args.job_id or new_job_id()  # chosen here, so that an interruption can name it
     started = time.perf_counter()
     try:
-        with showing(args.quiet, args.preview_dir) as on_event, \
+        with showing(args.quiet, preview_dir) as on_event, \
                 AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
             _connecting(args)
+            output = sys.stdout.buffer if args.output == STDOUT else args.output
             result = client.animate_to_file(
-                args.image, args.output, on_event=on_event, model_id=args.model_id, job_id=job_id,
+                args.image, output, on_event=on_event, model_id=args.model_id, job_id=job_id,
                 safety_check=args.safety_check, format=video_format,
                 **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
             )
     except DownloadInterrupted as stop:
-        raise Interrupted(f"{_job_after(stop, args.target)}; {_file_after(stop, args.output)}") from None
+        raise Interrupted(f"{job_after(stop, args.target)}; {file_after(stop, args.output)}") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    preview_dir = checked_preview_dir(args.preview_dir)
+    if args.output == STDOUT:
+        raise UsageError("watch writes a file it can continue: -o - (standard output) cannot be")
+    checked_output(args.output)
     try:
-        with showing(args.quiet, args.preview_dir) as on_event, \
+        with showing(args.quiet, preview_dir) as on_event, \
                 AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
             _connecting(args)
             result = client.watch_to_file(args.job_id, args.output, offset=args.offset,
@@ -200,7 +206,7 @@ def _watch(args: argparse.Namespace) -> int:
     except DownloadInterrupted as stop:
         again = f"imagewire watch {args.job_id} -o {args.output} --target {args.target}" + (
             f" --offset {stop.written}" if stop.written and stop.kept else "")
-        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {_file_after(stop, args.output)}; "
+        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {file_after(stop, args.output)}; "
                           f"`{again}` picks it up again") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
@@ -212,29 +218,6 @@ def _connecting(args: argparse.Namespace) -> None:
         print(f"connecting to {args.target}...", file=sys.stderr, flush=True)
 
 
-def _job_after(stop: DownloadInterrupted, target: str) -> str:
-    """What became of an interrupted animate's job."""
-    job, outcome = stop.job_id, stop.stop
-    if outcome.outcome is Outcome.CANCELLED and outcome.status is not None:
-        state = outcome.status.state.name.lower()
-        return f"job {job} cancelled" if state == "cancelled" else f"job {job} had already {state}"
-    if outcome.outcome is Outcome.DETACHED:
-        return f"job {job} goes on: another call started it (this one only followed it, and stopped)"
-    if outcome.outcome is Outcome.NEVER_STARTED:
-        return f"job {job} never started: {target} was not reached"
-    return (f"job {job} may go on: the cancel failed ({outcome.error}); it stops once no call has watched it for "
-            "its detach grace")
-
-
-def _file_after(stop: DownloadInterrupted, output: Path) -> str:
-    """What an interrupted download left of its output file."""
-    if stop.kept:
-        return f"{output} keeps its first {stop.written} bytes"
-    if stop.written:
-        return f"the partial {output} ({stop.written} bytes) was removed"
-    return f"no video had arrived, so there is no {output}"
-
-
 def _cancel(args: argparse.Namespace) -> int:
     with AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.close):
         status = client.cancel(args.job_id)
@@ -244,8 +227,10 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _print_result(output: Path, result: AnimateResult, seconds: float) -> None:
     safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
-    print(f"wrote {output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
-          f"${result.usage.price_usd:.6f}) in {seconds:.1f}s")
+    # Beside a video on standard output, the line goes to standard error.
+    print(f"wrote {'standard output' if output == STDOUT else output} ({result.total_bytes} bytes, seed "
+          f"{result.seed}, safety {safety}, ${result.usage.price_usd:.6f}) in {seconds:.1f}s",
+          file=sys.stderr if output == STDOUT else sys.stdout)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -262,7 +247,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    video_format = output_format(args.output, None)
+    if args.output == STDOUT:
+        raise UsageError("demo prints the caption on standard output: -o must name a file")
+    video_format = output_format(checked_output(args.output), None)
     image = sample_image()
     kwargs = client_kwargs(args)
     with CaptionClient(args.caption_target, **kwargs) as captions, CTRL_C.stopping(captions.close):
@@ -277,7 +264,7 @@ def _demo(args: argparse.Namespace) -> int:
                                               format=video_format,
                                               **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
     except DownloadInterrupted as stop:
-        raise Interrupted(f"{_job_after(stop, args.animate_target)}; {_file_after(stop, args.output)}") from None
+        raise Interrupted(f"{job_after(stop, args.animate_target)}; {file_after(stop, args.output)}") from None
     print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
           f"{time.perf_counter() - started:.1f}s")
     return 0

@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, BinaryIO, Unpack
 
 import grpc
 
@@ -79,7 +79,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
         return self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
-    def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
+    def animate_to_file(self, image: ImageInput, path: str | Path | BinaryIO, *, on_event: EventCallback | None = None,
                         resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Interrupting it (Ctrl-C) cancels the job."""
@@ -207,8 +207,9 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
         """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
         return await self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
-    async def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
-                              resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
+    async def animate_to_file(self, image: ImageInput, path: str | Path | BinaryIO, *,
+                              on_event: EventCallback | None = None, resume: Resume = DEFAULT_RESUME,
+                              **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Cancelling the task cancels the job."""
         sink = VideoSink(path, on_event)

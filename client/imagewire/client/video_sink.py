@@ -22,20 +22,28 @@ class VideoSink:
     ``offset`` keeps the first ``offset`` bytes of an existing file (a download picked up where it stopped);
     the stream must then continue from there. ``on_event`` sees every event first. Used as a context manager,
     it removes the file when the block fails, unless it was resuming one.
+
+    ``path`` may also be an open binary stream (standard output): it is written in order and flushed, never
+    closed nor removed, and a video that would have to start over (the server lost the job) fails instead.
     """
 
-    def __init__(self, path: str | Path, on_event: Callable[[AnimateEvent], None] | None = None, *,
+    def __init__(self, path: str | Path | BinaryIO, on_event: Callable[[AnimateEvent], None] | None = None, *,
                  offset: int = 0) -> None:
-        self.path = Path(path)
         self._on_event = on_event
         self._digest = hashlib.sha256()
         self._keep = offset > 0
         self._file: BinaryIO
-        if offset:
-            self._file = self.path.open("r+b")
-            self._hash_existing(offset)
+        self._stream = not isinstance(path, str | Path)
+        if not isinstance(path, str | Path):
+            if offset:
+                raise ValueError("a video written to a stream starts at its first byte (offset 0)")
+            self.path = Path(str(getattr(path, "name", "<stream>")))
+            self._file, self._keep = path, True
         else:
-            self._file = self.path.open("wb")
+            self.path = Path(path)
+            self._file = self.path.open("r+b" if offset else "wb")
+            if offset:
+                self._hash_existing(offset)
         self._written = offset
         self.header: VideoHeader | None = None
         self.result: AnimateResult | None = None
@@ -76,7 +84,7 @@ class VideoSink:
             self._digest.update(event.data)
             self._written += len(event.data)
         elif isinstance(event, AnimateResult):
-            self._file.close()
+            self._close()
             if event.total_bytes != self._written or event.sha256 != self._digest.digest():
                 raise ImagewireError(
                     grpc.StatusCode.DATA_LOSS,
@@ -86,8 +94,17 @@ class VideoSink:
             self.result = event
         return self.result
 
+    def _close(self) -> None:
+        if self._stream:
+            self._file.flush()  # a stream (standard output) is the caller's to close
+        else:
+            self._file.close()
+
     def restart(self) -> None:
         """Empty the file: the video will be streamed again from its first byte."""
+        if self._stream:
+            raise ImagewireError(grpc.StatusCode.DATA_LOSS, f"the server lost the job after {self._written} bytes "
+                                 f"had gone to {self.path}, which cannot be rewound to start the video over")
         self._file.seek(0)
         self._file.truncate(0)
         self._digest = hashlib.sha256()
@@ -101,7 +118,7 @@ class VideoSink:
 
     def abort(self) -> None:
         """Close the file; remove it unless it was resuming an existing one."""
-        self._file.close()
+        self._close()
         if not self._keep:
             self.path.unlink(missing_ok=True)
 
