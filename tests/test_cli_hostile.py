@@ -250,3 +250,30 @@ async def test_output_paths_are_created_or_refused_as_a_bad_command_line(animato
     assert directory.returncode == 2 and "is a directory: name a file in it" in directory.stderr
     for done in (under_a_file, previews, directory):
         clean(done.stderr)
+
+
+async def test_wait_sends_an_animate_again_while_the_queue_is_full(image: Path, tmp_path: Path) -> None:
+    """Rough edge: a full queue (RESOURCE_EXHAUSTED, safe to retry) failed the command; --wait tries again with
+    growing pauses within --timeout."""
+    long = ["--num-inference-steps", "100", "--num-frames", "16"]
+    async with animator_server(EngineLimits(max_num_frames=16, max_num_inference_steps=100, max_queue=1)) as server:
+        busy = [subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / f"{n}.mp4"), "--target",
+                                  server.address, "--job-id", f"busy-{n}", *long], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True, env=ENV) for n in range(2)]
+        try:
+            await asyncio.to_thread(read_until, busy[0], "denoise...")
+            await asyncio.to_thread(read_until, busy[1], "queue position 1")
+            refused = await run("animate", image, "-o", tmp_path / "r.mp4", "--target", server.address, *SMALL)
+            assert refused.returncode == 1 and "RESOURCE_EXHAUSTED" in refused.stderr, refused.stderr
+            waiting = subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / "w.mp4"), "--wait",
+                                        "--timeout", "120", "--target", server.address, *SMALL],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+            await asyncio.to_thread(read_until, waiting, "the server's queue is full; trying again in")
+            with AnimateClient(server.address) as client:
+                for n in range(2):
+                    await asyncio.to_thread(client.cancel, f"busy-{n}")
+            stdout, stderr = await asyncio.to_thread(waiting.communicate, timeout=120)
+            assert waiting.returncode == 0 and "wrote" in stdout, stderr
+        finally:
+            for process in busy:
+                await asyncio.to_thread(process.communicate, timeout=60)

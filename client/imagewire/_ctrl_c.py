@@ -23,6 +23,11 @@ class CtrlC:
     def __init__(self) -> None:
         self.pressed = False
         self._stops: list[Callable[[], None]] = []
+        self._press = threading.Event()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if Ctrl-C is pressed; whether it was."""
+        return self._press.wait(seconds)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -49,6 +54,7 @@ class CtrlC:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.pressed = True
+        self._press.set()
         if not self._stops:
             raise KeyboardInterrupt
         for stop in list(self._stops):

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from imagewire.client import (
     ImagewireError,
 )
 from imagewire.client import Interrupted as DownloadInterrupted
-from imagewire.client.animate import new_job_id
+from imagewire.client.animate import DEFAULT_ANIMATE_TIMEOUT_S, new_job_id
 
 
 class Interrupted(Exception):
@@ -73,7 +73,6 @@ class Interrupted(Exception):
 def sample_image() -> bytes:
     """The demo image shipped with the client: a drawn scene the embedded caption model knows."""
     return resources.files("imagewire.data").joinpath("sample.png").read_bytes()
-
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="run the server's safety checker on the image (default: off)")
     animate.add_argument("--format", choices=sorted(video_formats()),
                          help="container and codec (default: the one -o's extension names)")
+    animate.add_argument("--wait", action="store_true",
+                         help="when the server's queue is full, try again with growing pauses within --timeout "
+                              "(default: fail with RESOURCE_EXHAUSTED)")
     animate.add_argument("--job-id", help="the job's id, an idempotency key (default: a new one, printed first)")
     add_video_flags(animate)
 
@@ -180,15 +182,32 @@ def _animate(args: argparse.Namespace) -> int:
                 AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
             _connecting(args)
             output = sys.stdout.buffer if args.output == STDOUT else args.output
-            result = client.animate_to_file(
+            result = _waiting_for_room(args, lambda timeout: client.animate_to_file(
                 args.image, output, on_event=on_event, model_id=args.model_id, job_id=job_id,
-                safety_check=args.safety_check, format=video_format,
+                safety_check=args.safety_check, format=video_format, timeout=timeout,
                 **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
-            )
+            ))
     except DownloadInterrupted as stop:
         raise Interrupted(f"{job_after(stop, args.target)}; {file_after(stop, args.output)}") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
+
+
+def _waiting_for_room(args: argparse.Namespace, call: Callable[[float | None], AnimateResult]) -> AnimateResult:
+    """``call(timeout)``; with --wait, sent again after a growing pause while the server refuses it because its
+    queue is full (RESOURCE_EXHAUSTED before any answer: safe to retry), all within --timeout."""
+    deadline = time.monotonic() + (args.timeout or DEFAULT_ANIMATE_TIMEOUT_S)
+    pause = 1.0
+    while True:
+        try:
+            return call(max(deadline - time.monotonic(), 0.001) if args.wait else args.timeout)
+        except ImagewireError as error:
+            full = error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and not error.responses_received
+            if not (args.wait and full) or deadline - time.monotonic() <= pause:
+                raise
+        print(f"the server's queue is full; trying again in {pause:g} s", file=sys.stderr, flush=True)
+        CTRL_C.wait(pause)  # Ctrl-C ends the pause; the next call then says what became of the job
+        pause = min(pause * 2, 16.0)
 
 
 def _watch(args: argparse.Namespace) -> int:
