@@ -277,3 +277,18 @@ async def test_wait_sends_an_animate_again_while_the_queue_is_full(image: Path, 
         finally:
             for process in busy:
                 await asyncio.to_thread(process.communicate, timeout=60)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.25, 0.4, 0.6, 0.9])
+async def test_ctrl_c_while_the_command_starts_ends_130_without_a_traceback(image: Path, tmp_path: Path,
+                                                                           delay: float) -> None:
+    """Issue 19: Ctrl-C anywhere in the CLI, also while its modules (gRPC, protobuf) import."""
+    process = subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / "o.mp4"), "--target",
+                                f"127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               text=True, env=ENV)
+    await asyncio.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    stderr = (await asyncio.to_thread(process.communicate, timeout=30))[1]
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    clean(stderr)
