@@ -76,6 +76,8 @@ async def test_the_format_follows_the_output_extension(animator: GrpcServer, ima
     assert "name the file .webm" in misnamed.stderr and not (tmp_path / "again.mp4").exists()
     again = await run("watch", "fmt-webm", "-o", tmp_path / "again.webm", "--target", animator.address)
     assert again.returncode == 0 and (tmp_path / "again.webm").read_bytes() == webm.read_bytes(), again.stderr
+    # The finished job's replayed last progress is no stage beginning: no stray "encode video..." line.
+    assert "job fmt-webm (succeeded)" in again.stderr and "encode video..." not in again.stderr, again.stderr
 
     mismatch = await run("animate", image, "-o", tmp_path / "out.mp4", "--format", "webm", "--target",
                          animator.address)
@@ -256,6 +258,7 @@ def test_servers_print_listening_and_ready_once(tmp_path: Path) -> None:
             process.kill()
             process.communicate()
     assert sum("listening on" in line for line in shown.splitlines()) == 1, shown
+    assert "torchvision" not in shown, shown  # the PIL backend is the one served: no notice about it
     assert sum("ready in" in line for line in shown.splitlines()) == 1, shown
 
 
