@@ -7,7 +7,8 @@
 //
 // TARGET is host:port or http(s)://host:port. The optional fields are the request's, by their proto names
 // (num_frames=14 seed=7 format=VIDEO_FORMAT_WEBM_VP9 prompt="a picture of"). A failed call prints
-// "STATUS: message" on stderr and exits 1.
+// "STATUS: message" on stderr and exits 1; a field or value the request cannot take is a bad command line:
+// "error: ..." naming it, exit 2, before anything is sent.
 import { open, readFile, rm } from "node:fs/promises";
 import {
   animate, animateEvents, callFailure, caption, clients, fromJson, hex, textFields, toJson, VideoSink,
@@ -17,25 +18,33 @@ import { nodeTransport } from "@imagewire/client/node";
 const CAPTION_TIMEOUT_MS = 60_000;
 const ANIMATE_TIMEOUT_MS = 900_000;
 
-/** `field=value` arguments as proto JSON request fields. */
-function fields(pairs) {
-  return textFields(pairs.map((pair) => {
+/** A command line that cannot be right (exit status 2). */
+class UsageError extends Error {}
+
+/** `field=value` arguments as a request of `schema` (proto JSON names); UsageError naming a bad one. */
+function requestFields(schema, pairs) {
+  const json = textFields(pairs.map((pair) => {
     const at = pair.indexOf("=");
-    if (at < 1) throw new Error(`expected field=value, got ${JSON.stringify(pair)}`);
+    if (at < 1) throw new UsageError(`expected field=value, got ${JSON.stringify(pair)}`);
     return [pair.slice(0, at), pair.slice(at + 1)];
   }));
+  try {
+    return fromJson(schema, json);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
 }
 
 async function captionCommand(image, target, pairs) {
   const api = clients(nodeTransport(target));
-  const request = { ...fromJson(caption.CaptionRequestSchema, fields(pairs)), image: await readFile(image) };
+  const request = { ...requestFields(caption.CaptionRequestSchema, pairs), image: await readFile(image) };
   const response = await api.caption.caption(request, { timeoutMs: CAPTION_TIMEOUT_MS });
   console.log(JSON.stringify(toJson(caption.CaptionResponseSchema, response)));
 }
 
 async function animateCommand(image, out, target, pairs) {
   const api = clients(nodeTransport(target));
-  const request = { ...fromJson(animate.AnimateRequestSchema, fields(pairs)), image: await readFile(image) };
+  const request = { ...requestFields(animate.AnimateRequestSchema, pairs), image: await readFile(image) };
   const file = await open(out, "w");
   const sink = new VideoSink(async (bytes) => void (await file.write(bytes)));
   const seen = { job: 0, progress: 0, preview: 0, header: 0, chunk: 0, result: 0 };
@@ -74,7 +83,12 @@ try {
     process.exitCode = 2;
   }
 } catch (error) {
-  const failure = callFailure(error);
-  console.error(`${failure.status}: ${failure.message}`);
-  process.exitCode = 1;
+  if (error instanceof UsageError) {
+    console.error(`error: ${error.message}`);
+    process.exitCode = 2;
+  } else {
+    const failure = callFailure(error);
+    console.error(`${failure.status}: ${failure.message}`);
+    process.exitCode = 1;
+  }
 }
