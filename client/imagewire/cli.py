@@ -156,9 +156,9 @@ def _caption(args: argparse.Namespace) -> int:
         for path, future in zip(args.images, futures):
             try:
                 result = future.result()
-                if CTRL_C.pressed:
-                    raise KeyboardInterrupt
             except (ImagewireError, OSError) as error:
+                if CTRL_C.pressed:  # the call ended because Ctrl-C closed the channel
+                    raise KeyboardInterrupt from None
                 failures.append(error)
                 print(f"{path}: error: {error}", file=sys.stderr)
                 continue
