@@ -5,7 +5,6 @@ turns into INTERNAL, UNKNOWN or a traceback. Real processes against real servers
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import time
@@ -120,14 +119,14 @@ async def test_an_unreachable_target_fails_within_the_timeout_saying_connecting_
     assert not out.exists()
 
 
-def test_the_default_deadline_gives_up_on_an_unreachable_target_after_one_reconnection_wait() -> None:
+def test_the_default_deadline_gives_up_on_an_unreachable_target_after_one_reconnection_wait(tmp_path: Path) -> None:
     """Without --timeout (900 s for a video), a target that never connects ends the download after one wait for
     the channel (30 s): the waits are bounded by the time left, and a failed one is not retried."""
     import imagewire.client.animate_clients as clients
 
     with AnimateClient(f"127.0.0.1:{free_port()}") as client, pytest.raises(ImagewireError) as caught:
         started = time.monotonic()
-        client.animate_to_file(solid(), os.devnull, resume=clients.Resume(reconnect_timeout_s=2.0))
+        client.animate_to_file(solid(), tmp_path / "v.mp4", resume=clients.Resume(reconnect_timeout_s=2.0))
     elapsed = time.monotonic() - started
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE and "could not connect" in caught.value.message
     assert elapsed < 2.0 + 0.5 + 3.0 + LOADED_S, elapsed  # the wait, the first pause, the first call's own retries

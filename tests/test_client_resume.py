@@ -4,6 +4,7 @@ continues a file."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import grpc
@@ -138,3 +139,22 @@ def test_watch_and_cancel_commands_parse() -> None:
     assert (args.job_id, args.offset, str(args.preview_dir)) == ("job-1", 10, "p")
     assert cli._parser().parse_args(["cancel", "job-1"]).job_id == "job-1"
     assert cli._parser().parse_args(["animate", "a.png", "-o", "o.mp4", "--job-id", "j"]).job_id == "j"
+
+
+def test_a_failed_download_never_removes_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A download into a device or a pipe (/dev/null, a FIFO) that fails must leave it be: the sink removes only a
+    regular file it wrote (it once unlinked /dev/null, as root)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # A FIFO stands for /dev/null here: were the sink wrong again, the test must not break the machine.
+        with pytest.raises(ImagewireError), VideoSink(fifo):
+            raise DROP
+        assert fifo.exists() and not fifo.is_file()
+    finally:
+        os.close(reader)
+    regular = tmp_path / "v.mp4"
+    with pytest.raises(ImagewireError), VideoSink(regular):
+        raise DROP
+    assert not regular.exists()

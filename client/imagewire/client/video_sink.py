@@ -41,6 +41,8 @@ class VideoSink:
             self._file, self._keep = path, True
         else:
             self.path = Path(path)
+            # Only a regular file this sink wrote is ever removed: never a device (/dev/null), pipe or socket.
+            self._keep = self._keep or (self.path.exists() and not self.path.is_file())
             self._file = self.path.open("r+b" if offset else "wb")
             if offset:
                 self._hash_existing(offset)
