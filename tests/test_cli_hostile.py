@@ -256,12 +256,13 @@ async def test_wait_sends_an_animate_again_while_the_queue_is_full(image: Path, 
     growing pauses within --timeout."""
     long = ["--num-inference-steps", "100", "--num-frames", "16"]
     async with animator_server(EngineLimits(max_num_frames=16, max_num_inference_steps=100, max_queue=1)) as server:
-        busy = [subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / f"{n}.mp4"), "--target",
-                                  server.address, "--job-id", f"busy-{n}", *long], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True, env=ENV) for n in range(2)]
+        busy: list[subprocess.Popen[str]] = []
         try:
-            await asyncio.to_thread(read_until, busy[0], "denoise...")
-            await asyncio.to_thread(read_until, busy[1], "queue position 1")
+            for n, line in enumerate(("denoise...", "queue position 1")):  # one running, then one waiting
+                busy.append(subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / f"{n}.mp4"),
+                                              "--target", server.address, "--job-id", f"busy-{n}", *long],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV))
+                await asyncio.to_thread(read_until, busy[n], line)
             refused = await run("animate", image, "-o", tmp_path / "r.mp4", "--target", server.address, *SMALL)
             assert refused.returncode == 1 and "RESOURCE_EXHAUSTED" in refused.stderr, refused.stderr
             waiting = subprocess.Popen([IMAGEWIRE, "animate", str(image), "-o", str(tmp_path / "w.mp4"), "--wait",
@@ -291,3 +292,14 @@ async def test_ctrl_c_while_the_command_starts_ends_130_without_a_traceback(imag
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     clean(stderr)
+
+
+@pytest.mark.parametrize("target", ["", " ", "dns:///", "dns://8.8.8.8/"])
+async def test_a_target_that_names_no_server_is_a_usage_error(target: str, image: Path) -> None:
+    """gRPC answered an empty target, or a scheme with no address, with UNKNOWN at the first call."""
+    for argv in (("caption", image), ("cancel", "j"), ("models",)):
+        done = await run(*argv, "--target", target)
+        assert done.returncode == 2 and "argument --target: the target" in done.stderr, done.stderr
+        clean(done.stderr)
+    with pytest.raises(ValueError, match="target"):
+        AnimateClient(target)

@@ -14,7 +14,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from imagewire.animate.v1 import animate_types
 from imagewire.caption.v1 import caption_types
 from imagewire.client import TlsConfig
-from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, check_attempts
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, check_attempts, check_target
 from imagewire.client._core import check_timeout
 from imagewire.client._messages import optional_fields, python_type
 
@@ -56,7 +56,7 @@ def optional_values(args: argparse.Namespace, request: Descriptor) -> dict[str, 
 
 def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
     variable, fallback = TARGETS[service]
-    parser.add_argument("--target", default=default_target(service),
+    parser.add_argument("--target", type=target, default=default_target(service),
                         help=f"gRPC target (default ${variable} or {fallback})")
     add_security_flags(parser, service)
 
@@ -83,6 +83,14 @@ def add_security_flags(parser: argparse.ArgumentParser, service: str | None) -> 
     parser.add_argument("--tls-key", type=Path, help="client private key for mutual TLS (default: none)")
     parser.add_argument("--tls-server-name", help="expected name in the server certificate (default: the target's "
                         "host)")
+
+
+def target(text: str) -> str:
+    """``--target``'s type: a gRPC target that names a server (else a usage error, exit 2)."""
+    try:
+        return check_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def seconds(text: str) -> float:

@@ -163,6 +163,12 @@ def progress_display(stream: TextIO = sys.stderr) -> ProgressDisplay:
         return TerminalLine(stream)
 
 
+def connecting(target: str, *, quiet: bool) -> None:
+    """Say at once what a video command is waiting for (it may wait for the channel up to 30 s)."""
+    if not quiet:
+        print(f"connecting to {target}...", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def showing(quiet: bool, preview_dir: Path | None) -> Iterator[EventCallback | None]:
     """The event callback of one video command (progress unless ``quiet``, previews saved into ``preview_dir``),

@@ -46,10 +46,11 @@ from imagewire._cli_args import (
     default_target,
     field_help,
     optional_values,
+    target,
     tls_config,
 )
 from imagewire._ctrl_c import CTRL_C
-from imagewire._display import showing
+from imagewire._display import connecting, showing
 from imagewire._formats import UsageError, matching_container, output_format, video_formats
 from imagewire._outputs import STDOUT, checked_output, checked_preview_dir, file_after, job_after
 from imagewire._services import SERVICES, find_service, other_service
@@ -119,15 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list a server's models, limits and defaults")
     models.add_argument("--service", choices=sorted(TARGETS),
                         help="the service to ask (default: the one the target serves, found by server reflection)")
-    models.add_argument("--target", help="gRPC target (default: the --service's default target: "
+    models.add_argument("--target", type=target, help="gRPC target (default: the --service's default target: "
                         f"${TARGETS['caption'][0]} or {DEFAULT_CAPTION_TARGET} for caption and without --service, "
                         f"${TARGETS['animate'][0]} or {DEFAULT_ANIMATE_TARGET} for animate)")
     add_security_flags(models, None)
 
     demo = commands.add_parser("demo", help="caption and animate the bundled sample image")
-    demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET),
+    demo.add_argument("--caption-target", type=target, default=default_target("caption"),
                       help=f"the captioner (default $IMAGEWIRE_CAPTION_TARGET or {DEFAULT_CAPTION_TARGET})")
-    demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET),
+    demo.add_argument("--animate-target", type=target, default=default_target("animate"),
                       help=f"the animator (default $IMAGEWIRE_ANIMATE_TARGET or {DEFAULT_ANIMATE_TARGET})")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"),
                       help="video file to write; its extension (.mp4, .webm) chooses the format (default demo.mp4)")
@@ -180,7 +181,7 @@ def _animate(args: argparse.Namespace) -> int:
     try:
         with showing(args.quiet, preview_dir) as on_event, \
                 AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
-            _connecting(args)
+            connecting(args.target, quiet=args.quiet)
             output = sys.stdout.buffer if args.output == STDOUT else args.output
             result = _waiting_for_room(args, lambda timeout: client.animate_to_file(
                 args.image, output, on_event=on_event, model_id=args.model_id, job_id=job_id,
@@ -219,7 +220,7 @@ def _watch(args: argparse.Namespace) -> int:
     try:
         with showing(args.quiet, preview_dir) as on_event, \
                 AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
-            _connecting(args)
+            connecting(args.target, quiet=args.quiet)
             result = client.watch_to_file(args.job_id, args.output, offset=args.offset,
                                           on_event=matching_container(args.output, on_event))
     except DownloadInterrupted as stop:
@@ -229,12 +230,6 @@ def _watch(args: argparse.Namespace) -> int:
                           f"`{again}` picks it up again") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
-
-
-def _connecting(args: argparse.Namespace) -> None:
-    """Say at once what the command is waiting for (it may wait for the channel up to 30 s)."""
-    if not args.quiet:
-        print(f"connecting to {args.target}...", file=sys.stderr, flush=True)
 
 
 def _cancel(args: argparse.Namespace) -> int:
