@@ -22,6 +22,10 @@ from tests.support import script
     ([], {"IMAGEWIRE_CAPTIONER_MAX_BATCH_SIZE": "0"},
      "IMAGEWIRE_CAPTIONER_MAX_BATCH_SIZE (--max-batch-size) must be >= 1"),
     (["--max-batch-size", "0"], {"IMAGEWIRE_CAPTIONER_MAX_BATCH_SIZE": "4"}, "--max-batch-size must be >= 1"),
+    # A hub id not in the cache, the hub unreachable (a reserved name that never resolves, network or not): it took
+    # 29 s and 23 log lines of retries.
+    (["--model", "someone/not-cached-anywhere"], {"HF_ENDPOINT": "https://hub.invalid"},
+     "--model someone/not-cached-anywhere: not in the Hugging Face cache, and hub.invalid cannot be reached"),
 ])
 def test_a_start_up_mistake_is_one_line_and_exit_2_before_listening(argv: list[str], env: dict[str, str],
                                                                     said: str) -> None:
