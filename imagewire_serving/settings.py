@@ -41,6 +41,13 @@ def _log_level(text: str) -> str:
     return text.strip().upper()
 
 
+def gpu_device_nodes() -> bool:
+    """Whether the machine shows a GPU device node CUDA could use (NVIDIA's, ROCm's, WSL's): without one, a CUDA
+    device cannot be there, which is known without loading torch."""
+    dev = Path("/dev")
+    return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or (dev / "dxg").exists()
+
+
 def looks_like_a_path(source: str) -> bool:
     """A model source that is a local directory rather than a hub id ("owner/name"): absolute, relative with ./ or
     ../, or ~, or existing."""
@@ -106,6 +113,8 @@ class ServerSettings(Config):
                 raise ValueError(f"--model {source}: no such directory")
         if not _DEVICE.match(self.device):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.device.startswith("cuda") and not gpu_device_nodes():  # told before torch loads, and before listening
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from imagewire_serving.settings import gpu_device_nodes
 from tests.support import script
 
 
@@ -24,6 +25,8 @@ from tests.support import script
     (["--max-batch-size", "0"], {"IMAGEWIRE_CAPTIONER_MAX_BATCH_SIZE": "4"}, "--max-batch-size must be >= 1"),
     # A hub id not in the cache, the hub unreachable (a reserved name that never resolves, network or not): it took
     # 29 s and 23 log lines of retries.
+    pytest.param(["--device", "cuda:0"], {}, "--device cuda:0: CUDA is not available on this machine",
+                 marks=pytest.mark.skipif(gpu_device_nodes(), reason="the machine has a GPU")),
     (["--model", "someone/not-cached-anywhere"], {"HF_ENDPOINT": "https://hub.invalid"},
      "--model someone/not-cached-anywhere: not in the Hugging Face cache, and hub.invalid cannot be reached"),
 ])
