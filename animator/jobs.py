@@ -174,6 +174,15 @@ class Job:
         else:
             self._grace = self._loop.call_later(grace, self._abandon)
 
+    def after_detach(self) -> str:
+        """What becomes of the job when one of its watchers stops watching (said to that watcher)."""
+        if self.watchers > 1:
+            return "it goes on for the other calls watching it"
+        grace = self.spec.detach_grace_seconds
+        if grace <= 0:
+            return "with no detach grace, the job stops at its next step"
+        return f"it goes on for {grace:g} s (its detach grace) unless a call watches it again"
+
     def status(self, *, created: bool) -> JobStatus:
         """The job as one call sees it now."""
         return JobStatus(self.id, self.state, self.queue_position, created, self.available_bytes, self.provenance.key)

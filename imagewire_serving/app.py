@@ -38,7 +38,7 @@ from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.provenance import device_kind, library_versions, model_files
-from imagewire_serving.settings import ServiceSettings, compile_cache_dir
+from imagewire_serving.settings import ServiceSettings, compile_cache_dir, looks_like_a_path
 from imagewire_serving.threads import apply_threads
 from imagewire_serving.tuning import (
     MIN_COMPILED_PART_PARAMETERS,
@@ -272,7 +272,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
 
     def _load_one(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
         """One backend, or a ValueError naming the --model that failed and why, in one line."""
-        if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():
+        if looks_like_a_path(source) and not Path(source).expanduser().is_dir():
             raise ValueError(f"--model {source}: no such directory")
         try:
             return self.load_backend(model_id, source, device, dtype)
@@ -303,11 +303,6 @@ async def _load_gate() -> None:
     gate = os.environ.get(LOAD_GATE_ENV)
     while gate and not os.path.exists(gate):
         await asyncio.sleep(_GATE_POLL_S)
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A local directory rather than a hub id ("owner/name"): absolute, relative with ./ or ../, or ~."""
-    return source.startswith(("/", "./", "../", "~")) or Path(source).exists()
 
 
 async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:

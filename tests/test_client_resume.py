@@ -4,6 +4,7 @@ continues a file."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,9 @@ from imagewire.client import (
 from imagewire.client._resume import Download, dropped
 from imagewire.client.animate import decode_event
 
-DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+# A connection dropped after the stream had answered (a refusal before any answer is not a drop: see below).
+DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed", responses_received=2)
+REFUSED = ImagewireError(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
 
 
 def test_animate_calls_carry_a_job_id_in_the_request_and_the_metadata() -> None:
@@ -63,6 +66,25 @@ def test_a_drop_resumes_from_the_bytes_written_with_growing_pauses_then_gives_up
     with pytest.raises(ImagewireError) as caught:
         plan.after(DROP, attempt)
     assert caught.value is DROP
+    sink.abort()
+
+
+def test_a_call_refused_before_answering_is_sent_again_within_the_deadline_not_counted_as_a_resume(
+        tmp_path: Path) -> None:
+    """A front door with no ready replica (Envoy's "no healthy upstream"), a replica loading: the same call again
+    (Animate: the same job id, so the same job), after growing pauses, for as long as the deadline allows."""
+    plan, sink = download(tmp_path, Resume(attempts=1, backoff_s=0.5, max_backoff_s=2.0), timeout=60)
+    attempt = plan.first
+    pauses = []
+    for _ in range(8):  # more than Resume.attempts: refusals are not resumes
+        attempt = plan.after(REFUSED, attempt)
+        pauses.append(attempt.pause)
+        assert attempt.method == "Animate" and attempt.call.request.job_id == "job-1"
+    assert pauses == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] and plan.resumes == 0
+    short, _ = download(tmp_path, Resume(backoff_s=0.5), timeout=0.2)
+    with pytest.raises(ImagewireError) as caught:  # the pause would outlast the deadline
+        short.after(REFUSED, short.first)
+    assert caught.value is REFUSED
     sink.abort()
 
 
@@ -167,7 +189,7 @@ def test_a_stream_reset_is_a_drop_and_a_servers_internal_is_not(tmp_path: Path) 
     plan, sink = download(tmp_path, Resume())
     for message in ("Stream removed", "Received RST_STREAM with error code 2",
                     "Stream removed (RST_STREAM (Received RST_STREAM with error code 2))"):
-        reset = ImagewireError(grpc.StatusCode.INTERNAL, message)
+        reset = ImagewireError(grpc.StatusCode.INTERNAL, message, responses_received=2)
         assert dropped(reset)
         assert plan.after(reset, plan.first).method == "WatchAnimation"
     served = ImagewireError(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
@@ -175,3 +197,22 @@ def test_a_stream_reset_is_a_drop_and_a_servers_internal_is_not(tmp_path: Path) 
     with pytest.raises(ImagewireError):
         plan.after(served, plan.first)
     sink.abort()
+
+
+def test_a_failed_download_never_removes_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A download into a device or a pipe (/dev/null, a FIFO) that fails must leave it be: the sink removes only a
+    regular file it wrote (it once unlinked /dev/null, as root)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # A FIFO stands for /dev/null here: were the sink wrong again, the test must not break the machine.
+        with pytest.raises(ImagewireError), VideoSink(fifo):
+            raise DROP
+        assert fifo.exists() and not fifo.is_file()
+    finally:
+        os.close(reader)
+    regular = tmp_path / "v.mp4"
+    with pytest.raises(ImagewireError), VideoSink(regular):
+        raise DROP
+    assert not regular.exists()

@@ -69,7 +69,8 @@ def test_an_unknown_dtype_exits_2_naming_the_flag(monkeypatch: pytest.MonkeyPatc
     assert "--dtype must be one of auto, float32, bfloat16, float16" in capsys.readouterr().err
     monkeypatch.setenv("IMAGEWIRE_ANIMATOR_DTYPE", "int8")
     assert animator_main([]) == 2
-    assert "--dtype must be one of" in capsys.readouterr().err
+    # The value came from the variable: the message names it (and its flag).
+    assert "IMAGEWIRE_ANIMATOR_DTYPE (--dtype) must be one of" in capsys.readouterr().err
 
 
 @pytest.mark.asyncio(loop_scope="session")

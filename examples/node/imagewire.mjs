@@ -11,7 +11,8 @@
 // (num_frames=14 seed=7 format=VIDEO_FORMAT_WEBM_VP9 prompt="a picture of"). --grpc-web speaks gRPC-Web (to a
 // proxy such as Envoy) instead of gRPC; --events prints each event's kind ("event chunk") and each failure the
 // download resumes from ("resume STATUS: message") on stderr as they happen. A failed call prints "STATUS:
-// message" on stderr and exits 1.
+// message" on stderr and exits 1; a field or value the request cannot take is a bad command line: "error: ..."
+// naming it, exit 2, before anything is sent.
 import { open, readFile, rm } from "node:fs/promises";
 import {
   animate, callFailure, caption, clients, downloadAnimation, fromJson, hex, textFields, toJson, VideoSink,
@@ -22,18 +23,26 @@ import { webTransport } from "@imagewire/client/web";
 const CAPTION_TIMEOUT_MS = 60_000;
 const ANIMATE_TIMEOUT_MS = 900_000;
 
-/** `field=value` arguments as proto JSON request fields. */
-function fields(pairs) {
-  return textFields(pairs.map((pair) => {
+/** A command line that cannot be right (exit status 2). */
+class UsageError extends Error {}
+
+/** `field=value` arguments as a request of `schema` (proto JSON names); UsageError naming a bad one. */
+function requestFields(schema, pairs) {
+  const json = textFields(pairs.map((pair) => {
     const at = pair.indexOf("=");
-    if (at < 1) throw new Error(`expected field=value, got ${JSON.stringify(pair)}`);
+    if (at < 1) throw new UsageError(`expected field=value, got ${JSON.stringify(pair)}`);
     return [pair.slice(0, at), pair.slice(at + 1)];
   }));
+  try {
+    return fromJson(schema, json);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
 }
 
 async function captionCommand(image, target, pairs) {
   const api = clients(nodeTransport(target));
-  const request = { ...fromJson(caption.CaptionRequestSchema, fields(pairs)), image: await readFile(image) };
+  const request = { ...requestFields(caption.CaptionRequestSchema, pairs), image: await readFile(image) };
   const response = await api.caption.caption(request, { timeoutMs: CAPTION_TIMEOUT_MS });
   console.log(JSON.stringify(toJson(caption.CaptionResponseSchema, response)));
 }
@@ -45,7 +54,7 @@ async function animateCommand(image, out, target, args) {
     ? webTransport(/^https?:\/\//.test(target) ? target : `http://${target}`)
     : nodeTransport(target);
   const api = clients(transport);
-  const request = { ...fromJson(animate.AnimateRequestSchema, fields(pairs)), image: await readFile(image) };
+  const request = { ...requestFields(animate.AnimateRequestSchema, pairs), image: await readFile(image) };
   const file = await open(out, "w");
   let position = 0;
   const sink = new VideoSink(async (bytes) => {
@@ -96,7 +105,12 @@ try {
     process.exitCode = 2;
   }
 } catch (error) {
-  const failure = callFailure(error);
-  console.error(`${failure.status}: ${failure.message}`);
-  process.exitCode = 1;
+  if (error instanceof UsageError) {
+    console.error(`error: ${error.message}`);
+    process.exitCode = 2;
+  } else {
+    const failure = callFailure(error);
+    console.error(`${failure.status}: ${failure.message}`);
+    process.exitCode = 1;
+  }
 }

@@ -41,6 +41,7 @@ from imagewire.client.caption import (
     CaptionUsage,
 )
 from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.client.interrupted import Interrupted, Outcome, Stop
 from imagewire.client.video_sink import ProvenanceChanged, VideoSink
 
 __all__ = [
@@ -70,8 +71,10 @@ __all__ = [
     "CaptionUsage",
     "FieldViolation",
     "ImagewireError",
+    "Interrupted",
     "JobState",
     "JobStatus",
+    "Outcome",
     "PreparedCall",
     "Preview",
     "Progress",
@@ -79,6 +82,7 @@ __all__ = [
     "Resume",
     "ServiceCore",
     "Stage",
+    "Stop",
     "TlsConfig",
     "VideoChunk",
     "VideoFormat",

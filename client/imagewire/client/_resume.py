@@ -8,6 +8,10 @@ Animate, it sends Animate again with the same job id and starts the file over. I
 whose provenance differs from the one the file's bytes came from (:class:`~imagewire.client.video_sink.VideoSink`
 raises :class:`ProvenanceChanged`), its bytes would not continue the file: it is watched again from byte 0. The
 shells do the sleeping, the waiting for the channel and the calls.
+
+Waiting for the channel is bounded by the time left, and a channel that does not connect within that wait ends
+the download (the shells raise UNAVAILABLE naming the target): a first call refused because nothing listens is
+not retried for minutes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 
 from imagewire.client._core import PreparedCall
-from imagewire.client.animate_types import AnimateEvent
+from imagewire.client.animate_types import AnimateEvent, JobStatus
 from imagewire.client.errors import ImagewireError
 from imagewire.client.video_sink import ProvenanceChanged, VideoSink
 
@@ -96,11 +100,36 @@ class Download:
         self._resume = resume
         self._watch = watch
         self._restart = restart
-        self._deadline = time.monotonic() + first.call.options.timeout
+        self._started = time.monotonic()
+        self._deadline = self._started + first.call.options.timeout
+        # Whether the job is this download's own (None until an Animate call's JobStatus says): a download that
+        # attached to another caller's job only detaches when it is interrupted.
+        self.created: bool | None = None
+        # Whether any call of the download got a response: if none did, a server may never have seen the job.
+        self.reached = False
+        # Whether the channel has connected: until it has, all its waits share one reconnection wait.
+        self.connected = False
+        # Calls refused before answering (not resumes: nothing was lost), each sent again after a pause.
+        self.refusals = 0
+
+    def saw(self, event: AnimateEvent, attempt: Attempt) -> None:
+        """Note an event of ``attempt``'s stream (before it is written)."""
+        self.reached = self.connected = True
+        if isinstance(event, JobStatus) and attempt.method == "Animate":
+            self.created = event.created
+
+    def ready_timeout(self) -> float:
+        """How long to wait for the channel before the next attempt: the reconnection wait, within the time
+        left; a download that has never reached a server has one reconnection wait from its start, in all."""
+        now = time.monotonic()
+        wait = self.reconnect_timeout_s if self.connected else self._started + self.reconnect_timeout_s - now
+        return max(0.0, min(wait, self._deadline - now))
 
     def after(self, error: ImagewireError, attempt: Attempt) -> Attempt:
         """The next call after ``attempt`` failed with ``error``; raises ``error`` when the download is over."""
         remaining = self._deadline - time.monotonic()
+        if dropped(error) and not error.responses_received:
+            return self._again(error, attempt, remaining)
         lost_job = error.code is grpc.StatusCode.NOT_FOUND and attempt.method == "WatchAnimation" and self.resumes
         changed = isinstance(error, ProvenanceChanged)
         if not (dropped(error) or changed or (lost_job and self._restart is not None)):
@@ -117,5 +146,17 @@ class Download:
             return Attempt("WatchAnimation", self._watch(0, remaining), pause)
         if lost_job and self._restart is not None:
             self._sink.restart()
+            return Attempt("Animate", self._restart(remaining - pause), pause)
+        return Attempt("WatchAnimation", self._watch(self._sink.written, remaining - pause), pause)
+
+    def _again(self, error: ImagewireError, attempt: Attempt, remaining: float) -> Attempt:
+        """``attempt`` sent again after it was refused before answering (a front door with no ready replica, a
+        replica loading, nothing listening yet): for as long as the deadline allows, the pauses growing as a
+        resume's do. A channel that never connects ends it (the shells' wait for the channel)."""
+        pause = self._resume.pause(self.refusals)
+        if remaining <= pause:
+            raise error
+        self.refusals += 1
+        if attempt.method == "Animate" and self._restart is not None:  # the same job id: Animate is idempotent
             return Attempt("Animate", self._restart(remaining - pause), pause)
         return Attempt("WatchAnimation", self._watch(self._sink.written, remaining - pause), pause)
