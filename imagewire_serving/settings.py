@@ -129,6 +129,9 @@ class ServerSettings(Config):
         for path in (self.tls_cert, self.tls_key, self.tls_client_ca):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TLS file not found: {path}")
+        cache = None if self.compile_cache is None else Path(self.compile_cache).expanduser()
+        if cache is not None and cache.exists() and not cache.is_dir():
+            raise ValueError(f"--compile-cache {self.compile_cache}: not a directory")
 
     @property
     def tls(self) -> bool:

@@ -59,6 +59,8 @@ def bad_values(flag: Flag) -> list[str]:
         values += ["gpu", "cuda:x", "cuda:-1", "CPU ", "tpu:0"]
     if flag.path[-1] in ("tls_cert", "tls_key", "tls_client_ca"):
         values += ["/nonexistent/cert.pem"]
+    if flag.path[-1] == "compile_cache":
+        values += ["/etc/hostname"]  # a file, not a directory
     return values
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from animator.settings import AnimatorSettings
@@ -16,13 +18,15 @@ def test_defaults_match_the_contract() -> None:
     assert s.server.reflection and s.limits == EngineLimits()
 
 
-def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = tmp_path / "c"
+    local.mkdir()  # a local model directory must exist (checked before the server listens)
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_PORT", "6000")
-    monkeypatch.setenv("IMAGEWIRE_CAPTIONER_MODEL", "a/b,/models/c")
+    monkeypatch.setenv("IMAGEWIRE_CAPTIONER_MODEL", f"a/b,{local}")
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_REFLECTION", "false")
     monkeypatch.setenv("IMAGEWIRE_CAPTIONER_MAX_BATCH_DELAY_MS", "2")
     s = CaptionerSettings.from_args([])
-    assert s.server.port == 6000 and s.server.models == ("a/b", "/models/c") and not s.server.reflection
+    assert s.server.port == 6000 and s.server.models == ("a/b", str(local)) and not s.server.reflection
     assert s.limits.max_batch_delay_ms == 2
     s = CaptionerSettings.from_args(["--port", "7000", "--model", "x", "--model", "y", "--reflection"])
     assert s.server.port == 7000 and s.server.models == ("x", "y") and s.server.reflection
