@@ -36,7 +36,9 @@ def training_clip(index: int) -> tuple[list[Image.Image], Motion]:
 
 def pixels(pipeline: Any, frames: list[Image.Image]) -> torch.Tensor:
     """Frames as the pipeline gives them to the VAE: (n, 3, h, w) in [-1, 1]."""
-    return pipeline.video_processor.preprocess(frames, height=PRESET.default_height, width=PRESET.default_width)
+    prepared: torch.Tensor = pipeline.video_processor.preprocess(frames, height=PRESET.default_height,
+                                                                 width=PRESET.default_width)
+    return prepared
 
 
 @dataclass

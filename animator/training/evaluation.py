@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from animator.params import GenerationParams
 from animator.training.motion import DIRECTIONS, FULL_SPEED_BUCKET, SERVED_FPS, SERVED_FRAMES, Motion, seed_scene
 from animator.training.settings import HELD_OUT_SEEDS
 from animator.training.tracking import Track, track
-from captioner.training.shapes import Scene, draw
+from captioner.training.shapes import Scene, draw, shape_mask
 
 BUCKETS = (0, 64, 128, 192, 255)
 NOISE_AUG_STRENGTHS = (0.0, 0.02, 0.1, 0.3)
@@ -64,12 +65,26 @@ def held_out_scene(seed: int) -> Scene:
     return seed_scene(seed, Motion(FULL_SPEED_BUCKET, SERVED_FPS, SERVED_FRAMES))
 
 
-def follow(backend: SvdBackend, scene: Scene, params: GenerationParams) -> tuple[Track, float]:
-    """The shape's track in the video of ``scene`` and the first frame's PSNR against the input."""
+@dataclass(frozen=True)
+class Followed:
+    """One video of a scene: the shape's track, the first frame's PSNR against the input, and the first frame's
+    mean absolute colour error (0-255) over the background's pixels and over the shape's."""
+
+    track: Track
+    psnr: float
+    background_error: float
+    shape_error: float
+
+
+def follow(backend: SvdBackend, scene: Scene, params: GenerationParams) -> Followed:
+    """Make the video of ``scene`` and measure it."""
     image = draw(scene, params.width)
     frames = generate(backend, image, params)
     shape = scene.shapes[0]
-    return track(frames, shape.rgb, scene.background_rgb), psnr(frames[0], np.asarray(image))
+    error = np.abs(frames[0].astype(np.float64) - np.asarray(image, dtype=np.float64)).mean(-1)
+    inside = np.asarray(shape_mask(scene, params.width)) > 0
+    return Followed(track(frames, shape.rgb, scene.background_rgb), psnr(frames[0], np.asarray(image)),
+                    float(error[~inside].mean()), float(error[inside].mean()))
 
 
 def psnr(frame: np.ndarray, reference: np.ndarray) -> float:
@@ -106,18 +121,18 @@ def evaluate(backend: SvdBackend, scenes: int, side_scenes: int) -> dict[str, An
     seeds = HELD_OUT_SEEDS[:scenes]
     defaults = served_params(backend)
     at_default = {seed: follow(backend, held_out_scene(seed), served_params(backend, seed)) for seed in seeds}
-    angles = {seed: tr.angle_from(DIRECTIONS[held_out_scene(seed).shapes[0].shape])
-              for seed, (tr, _) in at_default.items()}
-    by_bucket = {bucket: {seed: follow(backend, held_out_scene(seed), served_params(backend, seed,
-                                                                                    motion_bucket_id=bucket))[0]
+    angles = {seed: f.track.angle_from(DIRECTIONS[held_out_scene(seed).shapes[0].shape])
+              for seed, f in at_default.items()}
+    by_bucket = {bucket: {seed: follow(backend, held_out_scene(seed),
+                                       served_params(backend, seed, motion_bucket_id=bucket)).track
                           for seed in seeds} for bucket in BUCKETS}
     widths = {seed: held_out_scene(seed).shapes[0].extent * defaults.width for seed in seeds}
     correlations = [spearman(BUCKETS, [by_bucket[b][seed].distance for b in BUCKETS]) for seed in seeds]
     side = seeds[:side_scenes]
-    fps_distance = {fps: _mean([follow(backend, held_out_scene(s), served_params(backend, s, fps=fps))[0].distance
+    fps_distance = {fps: _mean([follow(backend, held_out_scene(s), served_params(backend, s, fps=fps)).track.distance
                                 / widths[s] for s in side]) for fps in (defaults.fps, 2 * defaults.fps)}
     aug_psnr = {strength: _mean([follow(backend, held_out_scene(s),
-                                        served_params(backend, s, noise_aug_strength=strength))[1] for s in side])
+                                        served_params(backend, s, noise_aug_strength=strength)).psnr for s in side])
                 for strength in NOISE_AUG_STRENGTHS}
     kinds = sorted(DIRECTIONS)
     return {
@@ -129,9 +144,11 @@ def evaluate(backend: SvdBackend, scenes: int, side_scenes: int) -> dict[str, An
         "direction_by_kind": {kind: _mean([angles[s] <= MAX_ANGLE for s in seeds
                                            if held_out_scene(s).shapes[0].shape == kind]) for kind in kinds},
         "median_angle_error_degrees": round(float(np.median(list(angles.values()))), 2),
-        "first_frame_psnr_db": {"mean": _mean([p for _, p in at_default.values()]),
-                                "min": round(min(p for _, p in at_default.values()), 2)},
-        "area_within_25_percent": _mean([tr.area_change() <= MAX_AREA_CHANGE for tr, _ in at_default.values()]),
+        "first_frame_psnr_db": {"mean": _mean([f.psnr for f in at_default.values()]),
+                                "min": round(min(f.psnr for f in at_default.values()), 2)},
+        "first_frame_colour_error": {"background": _mean([f.background_error for f in at_default.values()]),
+                                     "shape": _mean([f.shape_error for f in at_default.values()])},
+        "area_within_25_percent": _mean([f.track.area_change() <= MAX_AREA_CHANGE for f in at_default.values()]),
         "distance_vs_motion_bucket_spearman": {"mean": _mean([c for c in correlations if not math.isnan(c)]),
                                                "constant": sum(math.isnan(c) for c in correlations)},
         "widths_moved_by_bucket": {bucket: _mean([by_bucket[bucket][s].distance / widths[s] for s in seeds])

@@ -62,7 +62,7 @@ def train_vae(pipeline: Any, settings: TrainSettings) -> float:
         decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=PRESET.num_frames).sample
         loss = torch.nn.functional.mse_loss(decoded, frames)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
         # Pixels span 2 (from -1 to 1), so the peak signal's square is 4.
         value = 10 * math.log10(4 / max(loss.item(), 1e-10))
@@ -82,7 +82,8 @@ def schedule_sigmas(pipeline: Any, steps: int) -> torch.Tensor:
     sample and is left out)."""
     scheduler = pipeline.scheduler
     scheduler.set_timesteps(steps)
-    return scheduler.sigmas[:-1][:-1].clone().float()
+    sigmas: torch.Tensor = scheduler.sigmas[:-1][:-1].clone().float()
+    return sigmas
 
 
 def sample_sigmas(count: int, served: torch.Tensor, settings: TrainSettings, rng: torch.Generator) -> torch.Tensor:
@@ -122,7 +123,7 @@ def train_unet(pipeline: Any, data: LatentSet, settings: TrainSettings,
                       added_time_ids=data.time_ids[index]).sample
         loss = torch.nn.functional.mse_loss(output, (noise - sigma * x0) / scale)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         running = loss.item() if step == 0 else 0.97 * running + 0.03 * loss.item()
