@@ -92,7 +92,7 @@ def test_training_is_reproducible_and_its_model_is_served(tmp_path: Path) -> Non
         subprocess.run([sys.executable, "-m", "animator.training.train", "--out", str(out), "--vae-steps", "2",
                         "--clips", "8", "--unet-steps", "2", "--batch-size", "2"],
                        check=True, capture_output=True, timeout=300)
-        digests.append({path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        digests.append({str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
                         for path in sorted(out.rglob("*.safetensors"))})
     assert digests[0] == digests[1] and len(digests[0]) == 3
     backend = SvdBackend.load(str(tmp_path / "a"), torch.device("cpu"), torch.float32)

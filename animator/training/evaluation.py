@@ -28,7 +28,7 @@ from animator.training.tracking import Track, track
 from captioner.training.shapes import Scene, draw, shape_mask
 
 BUCKETS = (0, 64, 128, 192, 255)
-NOISE_AUG_STRENGTHS = (0.0, 0.02, 0.1, 0.3)
+NOISE_AUG_STRENGTHS = (0.0, 0.02, 0.1, 0.3, 1.0)
 MAX_ANGLE = 30.0
 MAX_AREA_CHANGE = 0.25
 
@@ -112,7 +112,9 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _mean(values: Sequence[float]) -> float:
-    return round(float(np.mean(values)), 4) if len(values) else math.nan
+    """The mean of the values that are numbers (a track that lost its shape in some frame has NaN distances)."""
+    numbers = [value for value in values if not math.isnan(value)]
+    return round(float(np.mean(numbers)), 4) if numbers else math.nan
 
 
 def evaluate(backend: SvdBackend, scenes: int, side_scenes: int) -> dict[str, Any]:
@@ -153,7 +155,10 @@ def evaluate(backend: SvdBackend, scenes: int, side_scenes: int) -> dict[str, An
                                                "constant": sum(math.isnan(c) for c in correlations)},
         "widths_moved_by_bucket": {bucket: _mean([by_bucket[bucket][s].distance / widths[s] for s in seeds])
                                    for bucket in BUCKETS},
-        "bucket_0_largest_drift_px": round(max(tr.farthest for tr in by_bucket[0].values()), 3),
+        "shapes_lost_in_some_frame": sum(math.isnan(f.track.distance) for f in at_default.values()),
+        "bucket_0_largest_drift_px": round(max(tr.farthest for tr in by_bucket[0].values()
+                                               if not math.isinf(tr.farthest)), 3),
+        "bucket_0_lost_in_some_frame": sum(math.isinf(tr.farthest) for tr in by_bucket[0].values()),
         "bucket_0_share_within_1_px": _mean([tr.farthest <= 1.0 for tr in by_bucket[0].values()]),
         "widths_moved_by_fps": fps_distance,
         "first_frame_psnr_by_noise_aug_strength": aug_psnr,

@@ -26,7 +26,8 @@ TRAINING_RECORD = "training.json"
 # The VAE's first and last levels are 64 wide: its encoder and decoder end in GroupNorm with 32 groups, which with
 # 32 channels is one channel per group and removes each channel's mean over the picture. A flat background's colour
 # is such a mean; with 32 channels there, a VAE trained for a few hundred steps decoded every background in the
-# same beige and every shape in the same dark grey. Two channels per group keep their difference.
+# same beige and every shape in the same dark grey. Two channels per group can keep their difference, but within
+# this budget the shipped VAE did not learn colours either (the model card says what was tried).
 PRESET = SvdPreset(
     unet_channels=(64, 64), unet_heads=(2, 2), unet_layers_per_block=1, time_embed_dim=32,
     vae_channels=(64, 32, 32, 64), vae_layers_per_block=1,
@@ -42,7 +43,6 @@ SERVED_DEFAULTS = {
     "noise_aug_strength": 0.02,
     "min_guidance_scale": 1.0,
     "max_guidance_scale": 1.0,
-    "preview_every": 1,
 }
 
 

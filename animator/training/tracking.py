@@ -35,9 +35,10 @@ class Track:
 
     @property
     def farthest(self) -> float:
-        """The largest distance of any frame's centroid from the first's (NaN if a frame lost the shape)."""
+        """The largest distance of any frame's centroid from the first's (infinite if a frame lost the shape)."""
         x0, y0 = self.centroids[0]
-        return max(math.hypot(x - x0, y - y0) for x, y in self.centroids)
+        distances = [math.hypot(x - x0, y - y0) for x, y in self.centroids]
+        return math.inf if any(math.isnan(d) for d in distances) else max(distances)
 
     def angle_from(self, direction: tuple[float, float]) -> float:
         """Degrees between the displacement and ``direction`` (180 when the shape did not move)."""
