@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc.aio
@@ -13,6 +14,7 @@ from imagewire.animate.v1 import animate_pb2_grpc
 from animator import families, generation, tiny
 from animator.backend import VideoBackend
 from animator.engine import AnimateEngine, warm_up_image, warm_up_request
+from animator.params import warm_up_params
 from animator.safety import SafetyChecker
 from animator.service import SERVICE_NAME, AnimateServicer
 from animator.settings import AnimatorSettings
@@ -47,8 +49,18 @@ class AnimatorApp(EngineApp[AnimatorSettings, AnimateEngine, VideoBackend]):
         return families.load(model_id, source, device, dtype, cpu_offload=self.settings.cpu_offload,
                              dtype_chosen=self.settings.server.dtype != "auto")
 
-    def probe(self, backend: VideoBackend) -> None:
-        generation.warm_up(backend, warm_up_image(), warm_up_request(backend, self.settings.limits))
+    def probe_shapes(self) -> list[tuple[str, Callable[[VideoBackend], None]]]:
+        """The warm-up's generation (the fewest steps; on the CPU the smallest video), and with compiling on or
+        auto the model's default size, frame count and decode chunk too, so callers' shapes are compiled."""
+        shapes: list[tuple[str, Callable[[VideoBackend], None]]] = [("warm-up video", self._warm_up)]
+        if self.settings.server.compile != "off":
+            shapes.append(("default video", functools.partial(self._warm_up, default_shape=True)))
+        return shapes
+
+    def _warm_up(self, backend: VideoBackend, default_shape: bool = False) -> None:
+        params = (warm_up_params(backend.accepts, self.settings.limits, default_shape=True) if default_shape
+                  else warm_up_request(backend, self.settings.limits))
+        generation.warm_up(backend, warm_up_image(), params)
 
     async def build_engine(self, backends: Sequence[VideoBackend], device: torch.device) -> AnimateEngine:
         checker = None

@@ -80,6 +80,10 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
     Jobs wait in a queue of at most ``limits.max_queue``; past that, :meth:`animate` raises Overloaded at once.
     """
 
+    # imagewire: this server (its encoder settings, its decode); transformers: the image encoder of SVD, the text
+    # encoders of LTX-Video and Wan; av: the video encoder.
+    libraries = ("imagewire", "torch", "diffusers", "transformers", "pillow", "av")
+
     def __init__(
         self,
         backends: Sequence[VideoBackend],
@@ -184,7 +188,7 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             if existing.state not in (JobState.FAILED, JobState.CANCELLED):
                 self._metrics.job_resumes.labels("animate").inc()
                 return existing, False
-        job = Job(job_id or uuid.uuid4().hex, spec, backend, image, self._hooks)
+        job = Job(job_id or uuid.uuid4().hex, spec, backend, image, self._hooks, self.provenance[backend.model_id])
         self._submit(job)
         self.jobs.add(job)
         self._metrics.jobs_created.labels(backend.model_id).inc()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from imagewire_serving.provenance import Provenance
+
 
 class Stage(enum.IntEnum):
     """The phases of a generation, in order (named as the contract's Stage values, less the prefix)."""
@@ -43,6 +45,8 @@ class JobStatus:
     created: bool
     # The video bytes produced so far.
     available_bytes: int
+    # The job's model's provenance key: whether another stream's bytes continue this one's.
+    provenance_key: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class Result:
     safety_checked: bool
     nsfw: bool
     usage: Usage
+    provenance: Provenance
 
 
 Event = JobStatus | Progress | Preview | Header | Chunk | Result

@@ -73,6 +73,7 @@ def generate(job: Job, checker: SafetyChecker | None, usd_per_output_pixel: floa
         total_bytes=total_bytes, sha256=digest, seed=params.seed, safety_checked=checked, nsfw=nsfw,
         usage=Usage(output_pixels=pixels, usd_per_output_pixel=usd_per_output_pixel,
                     price_usd=pixels * usd_per_output_pixel),
+        provenance=job.provenance,
     ))
 
 

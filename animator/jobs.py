@@ -24,6 +24,7 @@ from animator.backend import VideoBackend
 from animator.events import Chunk, Event, Header, JobState, JobStatus, Preview, Progress, Result
 from animator.params import JobSpec
 from imagewire_serving import errors
+from imagewire_serving.provenance import Provenance
 
 # What a job costs in memory besides its bytes, counted against the retention budget: the job and its spec, and
 # each event kept in its log. Estimates, so that jobs without video (cancelled early) still take their share.
@@ -53,10 +54,13 @@ class Job:
     """One generation and its retained output: state, progress, the latest preview, the header, the bytes so far,
     the result or error, and how many calls watch it."""
 
-    def __init__(self, job_id: str, spec: JobSpec, backend: VideoBackend, image: Image.Image, hooks: JobHooks) -> None:
+    def __init__(self, job_id: str, spec: JobSpec, backend: VideoBackend, image: Image.Image, hooks: JobHooks,
+                 provenance: Provenance) -> None:
         self.id = job_id
         self.spec = spec
         self.backend = backend
+        # What its bytes depend on besides the spec: every stream of it says the key first, the result all of it.
+        self.provenance = provenance
         self.image: Image.Image | None = image  # dropped once the generation ends
         self.state = JobState.QUEUED
         self.queue_position = 0
@@ -170,9 +174,18 @@ class Job:
         else:
             self._grace = self._loop.call_later(grace, self._abandon)
 
+    def after_detach(self) -> str:
+        """What becomes of the job when one of its watchers stops watching (said to that watcher)."""
+        if self.watchers > 1:
+            return "it goes on for the other calls watching it"
+        grace = self.spec.detach_grace_seconds
+        if grace <= 0:
+            return "with no detach grace, the job stops at its next step"
+        return f"it goes on for {grace:g} s (its detach grace) unless a call watches it again"
+
     def status(self, *, created: bool) -> JobStatus:
         """The job as one call sees it now."""
-        return JobStatus(self.id, self.state, self.queue_position, created, self.available_bytes)
+        return JobStatus(self.id, self.state, self.queue_position, created, self.available_bytes, self.provenance.key)
 
     def _abandon(self) -> None:
         self._grace = None

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
+
+from imagewire.limits import JOB_ID_RULE, MAX_JOB_ID_CHARS, is_job_id
 
 from animator.limits import MIN_SIDE, EngineLimits
 from animator.video import CONTRACT_PREFIX, VideoFormat
@@ -18,9 +19,6 @@ from imagewire_serving.errors import FieldViolation
 from imagewire_serving.fields import RequestField, check_fields, unused_field
 
 MAX_GUIDANCE_SCALE = 20.0
-# Job ids travel in metadata (x-imagewire-job-id) and logs: short, and safe in any header or URL.
-MAX_JOB_ID_CHARS = 128
-_JOB_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,9 @@ class AnimateInput:
     prompt: str | None = None
     negative_prompt: str | None = None
     guidance_scale: float | None = None
+    # What decoding the request already found wrong (an enum value this server does not know), reported together
+    # with the rest of the request's violations.
+    violations: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, Reques
                      limits.max_num_frames, multiple_of=frames.multiple, remainder=frames.remainder),
         RequestField("fps", min(defaults["fps"], limits.max_fps), 1, limits.max_fps),
         RequestField("num_inference_steps", steps, model.min_steps, limits.max_num_inference_steps),
-        RequestField("seed", None, 0, 2**64 - 1),
+        # No maximum: the field's type (uint64) bounds it, and a double (FieldInfo.maximum) cannot hold 2^64 - 1.
+        RequestField("seed", None, 0),
         RequestField("decode_chunk_size", min(defaults["decode_chunk_size"], limits.max_num_frames // chunk * chunk),
                      chunk, limits.max_num_frames, multiple_of=0 if chunk == 1 else chunk),
         RequestField("safety_check", False),
@@ -176,9 +178,8 @@ def job_id_violation(job_id: str, *, required: bool) -> FieldViolation | None:
     ``required``."""
     if not job_id:
         return FieldViolation("job_id", "job_id is required") if required else None
-    if len(job_id) > MAX_JOB_ID_CHARS or not _JOB_ID.fullmatch(job_id):
-        return FieldViolation("job_id", f"job_id must be 1 to {MAX_JOB_ID_CHARS} characters from A-Z, a-z, 0-9, "
-                                        f"'-', '_' and '.', not {errors.shown(job_id)}")
+    if not is_job_id(job_id):
+        return FieldViolation("job_id", f"job_id must be {JOB_ID_RULE}, not {errors.shown(job_id)}")
     return None
 
 
@@ -234,7 +235,7 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
         violations += _check_guidance(values["min_guidance_scale"], values["max_guidance_scale"],
                                       set_max_only=request.min_guidance_scale is None)
     bad_id = job_id_violation(request.job_id, required=False)
-    errors.collect([*violations, *unused, *([bad_id] if bad_id else [])])
+    errors.collect([*request.violations, *violations, *unused, *([bad_id] if bad_id else [])])
     preview_every = values.pop("preview_every")
     seed = secrets.randbits(63) if request.seed is None else request.seed
     return JobSpec(

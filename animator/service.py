@@ -39,8 +39,13 @@ def to_input(request: animate_pb2.AnimateRequest) -> AnimateInput:
     # HasField's stubs take the literal field names; _OPTIONAL holds names read from the same descriptor.
     optional = {name: getattr(request, name) if request.HasField(name) else None  # type: ignore[arg-type]
                 for name in _OPTIONAL}
+    violations: tuple[errors.FieldViolation, ...] = ()
+    try:
+        video_format = to_format(request.format)
+    except errors.InvalidArgument as unknown:  # reported with the request's other violations
+        video_format, violations = None, unknown.violations
     return AnimateInput(image=request.image, model_id=request.model_id, safety_check=request.safety_check,
-                        format=to_format(request.format), job_id=request.job_id, **optional)
+                        format=video_format, job_id=request.job_id, violations=violations, **optional)
 
 
 def to_status(status: JobStatus) -> animate_pb2.JobStatus:

@@ -77,5 +77,4 @@ async def _changed(job: Job, deadline: float | None) -> None:
     try:
         await asyncio.wait_for(job.updated.wait(), max(deadline - time.monotonic(), 0.0))
     except TimeoutError:
-        raise errors.DeadlineExceeded("the deadline passed while the job was running; it goes on without this "
-                                      "call") from None
+        raise errors.DeadlineExceeded(f"the deadline passed while the job was running; {job.after_detach()}") from None

@@ -3,12 +3,16 @@
     python -m bench [--out-dir bench-results] [--quick] [--device cpu|cuda:0] [--only caption,accuracy,...]
 
 Runs ``bench.caption_bench`` (float32 and the dtype --dtype auto picks: in-process limits, served latency and
-throughput, the FastAPI baseline), ``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
+throughput, the FastAPI baseline), ``bench.compile_bench`` (compiled against eager per dtype: the vision encoder
+and whole captions of the BLIP-large architecture, a video step and decode, restarts with a warm compile cache),
+``bench.starts_bench`` (the dtype each of 20 fresh starts of either server chooses beside a busy loop),
+``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
 ``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
 preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
-``bench.jobs_memory_bench`` (retained jobs' memory under the budget) and ``bench.fleet_bench`` (Envoy's cost
-against direct calls, and the calls lost when a replica dies). Each writes its JSON to ``--out-dir``; the
+``bench.jobs_memory_bench`` (retained jobs' memory under the budget), ``bench.fleet_bench`` (Envoy's cost
+against direct calls, and the calls lost when a replica dies) and ``bench.chaos_bench`` (both services' replicas
+killed at random under mixed load: captions and videos lost or differing). Each writes its JSON to ``--out-dir``; the
 summary printed last (and written as ``summary.json``) puts the targeted figures side by side.
 """
 
@@ -21,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory", "fleet")
+BENCHES = ("caption", "compile", "starts", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory",
+           "fleet", "chaos")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -44,6 +49,11 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
         "fleet": [*python, "bench.fleet_bench", *(["--quick"] if args.quick else []), "--out", str(out / "fleet.json")],
+        "compile": [*python, "bench.compile_bench", "--model-preset", "small" if args.quick else "large",
+                    "--repeats", "2" if args.quick else "5", "--out", str(out / "compile.json")],
+        "starts": [*python, "bench.starts_bench", "--starts", "5" if args.quick else "20",
+                   "--out", str(out / "starts.json")],
+        "chaos": [*python, "bench.chaos_bench", *(["--quick"] if args.quick else []), "--out", str(out / "chaos.json")],
     }
 
 
@@ -66,6 +76,18 @@ def summary(out: Path) -> dict[str, Any]:
         threads = json.loads((out / "threads.json").read_text())
         found["threads"] = {key: value for key, value in threads.items() if key.endswith("_vs_passive")} | {
             "idle_cpu_share": threads["idle_cpu_share"]}
+    if (out / "compile.json").is_file():
+        compiled = json.loads((out / "compile.json").read_text())
+        found["compile"] = {"hardware": compiled["hardware"], "restart": compiled.get("restart"), **{
+            dtype: {name: figures["speed_up"] for name, figures in parts.items()}
+            for dtype, parts in compiled["caption"].items()}}
+    if (out / "starts.json").is_file():
+        starts = json.loads((out / "starts.json").read_text())
+        found["starts"] = {service: starts[service]["dtypes"] for service in ("captioner", "animator")
+                           if service in starts}
+    if (out / "chaos.json").is_file():
+        chaos = json.loads((out / "chaos.json").read_text())
+        found["chaos"] = {key: chaos[key] for key in ("captions", "videos", "kills")}
     return found
 
 

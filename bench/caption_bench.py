@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-preset", default="small", help="captioner.tiny preset to build and serve")
     parser.add_argument("--dtypes", default="float32,auto",
                         help="comma-separated --dtype values, one captioner each (auto: what the server picks)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="the captioners' --compile; the in-process limit compiles the parts each compiled")
     parser.add_argument("--device", default="cpu", help="device for every path (auto, cpu, cuda:N)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="caption length in every path")
     parser.add_argument("--batch-size", type=int, default=16, help="the limit's batch and the server's max batch")
@@ -118,7 +121,8 @@ class Servers:
     def _grpc_command(self, spec: str) -> list[str]:
         args = self._args
         command = [sys.executable, "-m", "captioner", "--model", str(self._model_dir), "--device", args.device,
-                   "--dtype", spec, "--max-batch-size", str(args.batch_size), "--log-format", "json"]
+                   "--dtype", spec, "--compile", args.compile, "--max-batch-size", str(args.batch_size),
+                   "--log-format", "json"]
         if args.max_batch_delay_ms is not None:
             command += ["--max-batch-delay-ms", str(args.max_batch_delay_ms)]
         if args.threads:
@@ -141,6 +145,8 @@ class Servers:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark: the servers up, the in-process limits, the servers side by side, the comparison."""
     from captioner import tiny
+    from imagewire_serving.compiling import configure
+    from imagewire_serving.device import resolve_device
     from imagewire_serving.threads import apply_threads
 
     plan = make_plan(args)
@@ -155,7 +161,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             resolved = await servers.start(specs, max(plan.concurrency))
             apply_threads(args.threads)
             dtypes = list(dict.fromkeys(["float32", *resolved.values()]))
-            models = {dtype: InProcess(model_dir, args.device, dtype, args.max_new_tokens) for dtype in dtypes}
+            compiled = {target.dtype: target.compiled_parts for target in servers.targets
+                        if isinstance(target, GrpcTarget)}
+            if any(compiled.values()):
+                configure(Path(tempfile.mkdtemp(prefix="caption-bench-compile-")), resolve_device(args.device))
+            models = {dtype: InProcess(model_dir, args.device, dtype, args.max_new_tokens, compiled.get(dtype, ()))
+                      for dtype in dtypes}
             first = models["float32"]
             out["machine"] = report.machine(first)
             out["setup"] = report.setup(args.model_preset, tiny.PRESETS[args.model_preset], model_dir, first, pool,

@@ -30,10 +30,12 @@ from animator.limits import CHUNK_BYTES, EngineLimits
 from animator.params import AnimateInput, ModelFields, resolve
 from bench import output
 from imagewire_serving.metrics import Metrics
+from imagewire_serving.provenance import Provenance
 
 # "Keeps them all": far more than any run here produces.
 UNBOUNDED_BYTES = 64 * 2**30
 # SVD-XT's request defaults: the jobs here hold bytes, no model.
+PROVENANCE = Provenance("0" * 16, "", "", "float32", "cpu", (), False, 1)
 MODEL = ModelFields("svd", {"width": 1024, "height": 576, "num_frames": 25, "fps": 6, "num_inference_steps": 25,
                             "decode_chunk_size": 8, "preview_every": 5})
 
@@ -59,12 +61,13 @@ def one_job(table: JobTable, number: int, video_mib: int) -> None:
     spec = resolve(AnimateInput(image=b"image", seed=number), "model", MODEL, limits)
     hooks = JobHooks(grew=table.grew, finished=table.finished, abandoned=lambda job, error: None)
     # No model or image: the bench measures the job's bytes, which never reach either.
-    job = Job(f"job-{number}", spec, backend=None, image=None, hooks=hooks)  # type: ignore[arg-type]
+    job = Job(f"job-{number}", spec, backend=None, image=None, hooks=hooks,  # type: ignore[arg-type]
+              provenance=PROVENANCE)
     table.add(job)
     job.start()
     for index in range(video_mib * 2**20 // CHUNK_BYTES):
         job.append(Chunk(os.urandom(CHUNK_BYTES), index * CHUNK_BYTES))
-    job.append(Result(job.available_bytes, b"", number, False, False, Usage(0, 0.0, 0.0)))
+    job.append(Result(job.available_bytes, b"", number, False, False, Usage(0, 0.0, 0.0), PROVENANCE))
     job.finish(None)
 
 

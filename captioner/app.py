@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc.aio
@@ -39,8 +40,13 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> CaptionBackend:
         return load_captioner(source, device, dtype, model_id=model_id)
 
-    def probe(self, backend: CaptionBackend) -> None:
-        default_request(backend, default_options(request_fields(self.settings.limits, backend)))
+    def probe_shapes(self) -> list[tuple[str, Callable[[CaptionBackend], None]]]:
+        """The default request alone and in the largest batch the batcher forms (what a loaded server runs)."""
+        sizes = sorted({1, self.settings.limits.max_batch_size})
+        return [(f"batch {size}", functools.partial(self._default_batch, size=size)) for size in sizes]
+
+    def _default_batch(self, backend: CaptionBackend, size: int) -> None:
+        default_request(backend, default_options(request_fields(self.settings.limits, backend)), size)
 
     async def build_engine(self, backends: Sequence[CaptionBackend], device: torch.device) -> CaptionEngine:
         return CaptionEngine(backends, self.settings.limits, self.metrics)

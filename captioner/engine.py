@@ -7,6 +7,7 @@ Pure typed Python: no grpc, no protobuf. Callers submit a :class:`CaptionInput` 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.fields import RequestField, check_fields, unused_field
-from imagewire_serving.images import decode_image
+from imagewire_serving.images import SOURCE_SIZE, decode_image
 from imagewire_serving.metrics import Metrics
 
 
@@ -48,6 +49,8 @@ class CaptionResult:
     batch_size: int
     queue_s: float
     compute_s: float
+    # The model's provenance key.
+    provenance_key: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
     ``caption`` validates, decodes the image off the event loop, queues the request on its model's batcher and
     returns its own caption.
     """
+
+    libraries = ("imagewire", "torch", "transformers", "tokenizers", "pillow")
 
     def __init__(self, backends: Sequence[CaptionBackend], limits: EngineLimits, metrics: Metrics) -> None:
         super().__init__(backends, device_thread="caption-device")
@@ -113,11 +118,12 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         tracing.phase("caption.queue_wait", computed - done.queue_s, computed)
         tracing.phase("caption.batch", computed, computed + done.compute_s, batch_size=done.batch_size,
                       model=backend.model_id)
-        pixels = image.width * image.height
+        pixels = math.prod(image.info.get(SOURCE_SIZE, image.size))  # as sent, before any reduction
         return CaptionResult(
             text=done.text, model_id=backend.model_id, input_pixels=pixels,
             usd_per_input_pixel=self.limits.usd_per_input_pixel, price_usd=pixels * self.limits.usd_per_input_pixel,
             batch_size=done.batch_size, queue_s=done.queue_s, compute_s=done.compute_s,
+            provenance_key=self.provenance[backend.model_id].key,
         )
 
     def _prepare(

@@ -43,7 +43,7 @@ class CaptionServicer(caption_pb2_grpc.CaptionServiceServicer):
         usage = caption_pb2.Usage(input_pixels=result.input_pixels, usd_per_input_pixel=result.usd_per_input_pixel,
                                   price_usd=result.price_usd)
         return caption_pb2.CaptionResponse(text=result.text, model_id=result.model_id, batch_size=result.batch_size,
-                                           usage=usage)
+                                           usage=usage, provenance_key=result.provenance_key)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: caption_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -13,7 +13,8 @@ class CaptionerSettings(ServiceSettings):
     """Everything the captioner process is configured with, checked when built."""
 
     prog = "imagewire-captioner"
-    description = "Serve image captioning (BLIP via transformers) over gRPC."
+    description = ("Serve image captioning over gRPC: BLIP, GIT, Florence-2, Idefics3/SmolVLM and LLaVA checkpoints, "
+                   "through transformers.")
     env_prefix = "IMAGEWIRE_CAPTIONER"
     default_port = 50051
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -23,17 +24,33 @@ import grpc.aio
 import torch
 
 from imagewire_serving import errors
-from imagewire_serving.device import DtypeChoice, choose_dtype, dtype_name, resolve_device, runs_out_of_dtype
+from imagewire_serving.compiling import Part, PartClock, compiled_graphs, configure, first_line
+from imagewire_serving.device import (
+    DTYPES,
+    Capabilities,
+    DtypeChoice,
+    choose_dtype,
+    dtype_name,
+    resolve_device,
+    runs_out_of_dtype,
+)
 from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
 from imagewire_serving.metrics import Metrics
-from imagewire_serving.settings import ServiceSettings
+from imagewire_serving.provenance import device_kind, library_versions, model_files
+from imagewire_serving.settings import ServiceSettings, compile_cache_dir, looks_like_a_path
 from imagewire_serving.threads import apply_threads
+from imagewire_serving.tuning import (
+    MIN_COMPILED_PART_PARAMETERS,
+    Decision,
+    DecisionCache,
+    Run,
+    Variant,
+    decide,
+    measure_rounds,
+)
 
 _LOGGER = logging.getLogger(__name__)
-
-# A lower-precision dtype is chosen by --dtype auto only when its default request is at least this much faster.
-MIN_DTYPE_SPEED_UP = 1.1
 
 # A test hook: while the file this variable names does not exist, loading waits (the server listens and reports
 # NOT_SERVING), so a test can hold a replica in its loading state for exactly as long as it needs.
@@ -42,6 +59,8 @@ _GATE_POLL_S = 0.05
 
 
 class _Engine(Protocol):
+    choices: dict[str, str]
+
     def start(self) -> None: ...
 
     async def warm_up(self) -> None: ...
@@ -66,10 +85,14 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
     # The libraries whose loaders print progress bars (transformers, diffusers): silenced before loading.
     model_libraries: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, settings: SettingsT, metrics: Metrics) -> None:
+    def __init__(self, settings: SettingsT, metrics: Metrics, *, capabilities: Capabilities | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        # The hardware's low-precision arithmetic (None: detected): tests inject it to take every CPU's path.
+        self.capabilities = capabilities
         self._engine: EngineT | None = None
+        # What each model serves in (dtype, compiled parts) and why: the log and ListModels say it.
+        self.decisions: dict[str, Decision] = {}
 
     def engine(self) -> EngineT:
         """The loaded engine; servicers call this per request, so calls before loading get UNAVAILABLE."""
@@ -89,8 +112,13 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         """Load one model through from_pretrained (blocking; runs off the event loop)."""
         raise NotImplementedError
 
-    def probe(self, backend: BackendT) -> None:
-        """Run the model's default request once (blocking): timed when --dtype auto has several dtypes to try."""
+    def probes(self, backend: BackendT) -> list[tuple[str, Callable[[], None]]]:
+        """The runs that decide the dtype and the compiled parts, as the engine will serve (labelled, smallest
+        first; the last is the load the server is sized for): each runs the default request once (blocking)."""
+        return [(label, functools.partial(run, backend)) for label, run in self.probe_shapes()]
+
+    def probe_shapes(self) -> list[tuple[str, Callable[[BackendT], None]]]:
+        """The probes as (label, run(backend))."""
         raise NotImplementedError
 
     async def build_engine(self, backends: Sequence[BackendT], device: torch.device) -> EngineT:
@@ -103,9 +131,15 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         server = self.settings.server
         device = resolve_device(server.device)
         threads = apply_threads(server.threads)
-        choice = choose_dtype(server.dtype, device)
-        backends = await self._load_backends(device, choice)
+        choice = choose_dtype(server.dtype, device, self.capabilities)
+        if server.compile != "off":
+            configure(compile_cache_dir(server), device)
+        try:
+            backends = await self._load_backends(device, choice)
+        except torch.OutOfMemoryError as error:  # measuring runs the default request too
+            raise _startup_error(error, server.dtype, device, []) from error
         engine = await self.build_engine(backends, device)
+        engine.choices = {model_id: decision.reason for model_id, decision in self.decisions.items()}
         engine.start()
         try:
             await engine.warm_up()
@@ -116,57 +150,129 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
                 raise
             raise explained from error
         self._engine = engine
+        # Graphs compiled from here on are shapes the warm-up did not cover: counted, as recompilations.
+        warmed = compiled_graphs()
+        self.metrics.recompiles.set_function(lambda: compiled_graphs() - warmed)
         # Said once the models serve, so that a failed start stays the one line naming its cause.
         _LOGGER.info("%s; --dtype %s on %s: %s", threads, server.dtype, device, choice.reason)
 
     async def _load_backends(self, device: torch.device, choice: DtypeChoice) -> list[BackendT]:
-        """Each --model (or the embedded default) loaded off the event loop and timed."""
+        """Each --model (or the embedded default) loaded off the event loop, in the dtype and with the compiled
+        parts decided for it."""
         quiet_model_loaders(self.model_libraries)
         models = self.settings.server.models
         sources = [(model, model) for model in models] or [await in_daemon_thread(self.default_model)]
         backends: list[BackendT] = []
         for model_id, source in sources:
             started = time.perf_counter()
-            backends.append(await in_daemon_thread(self._load_fastest, model_id, source, device, choice))
+            backends.append(await in_daemon_thread(self._load_decided, model_id, source, device, choice))
             self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
 
-    def _load_fastest(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice) -> BackendT:
-        """The model in the one dtype allowed, or in the one of the candidates whose default request is fastest."""
-        if not choice.timed:
+    def _load_decided(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice) -> BackendT:
+        """The model in the one dtype allowed, eager; else as a cached decision says, or as measuring decides."""
+        mode = self.settings.server.compile
+        if not choice.timed and mode == "off":
+            only = dtype_name(choice.candidates[0])
+            self.decisions[model_id] = Decision(only, (), f"{only}: {choice.reason}; --compile off")
             return self._load_one(model_id, source, device, choice.candidates[0])
-        chosen: tuple[float, BackendT] | None = None
-        times: dict[str, float] = {}
+        cache = DecisionCache(compile_cache_dir(self.settings.server))
+        key = DecisionCache.key(self._decision_facts(source, device, choice))
+        decision = cache.load(key)
+        if decision is not None:
+            backend = self._load_one(model_id, source, device, DTYPES[decision.dtype])
+            parts = backend.compile_parts()
+            for part in parts:
+                if part.name in decision.compiled_parts:
+                    part.compile(device)
+            self._run_probes(backend)  # compiles the parts now (from inductor's cache after the first start)
+            _LOGGER.info("%s: %s [decided at an earlier start: %s]", model_id, decision.reason, key)
+        else:
+            backend, decision = self._measure(model_id, source, device, choice, mode)
+            cache.save(key, decision)
+            _LOGGER.info("%s: %s", model_id, decision.reason)
+        self.decisions[model_id] = dataclasses.replace(
+            decision, compiled_parts=tuple(part.name for part in backend.compile_parts() if part.compiled))
+        return backend
+
+    def _measure(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice, mode: str
+                 ) -> tuple[BackendT, Decision]:
+        """Every dtype candidate loaded, warmed, its heavy parts compiled (--compile on or auto), all measured in
+        interleaved rounds (imagewire_serving.tuning), and the decided one kept."""
+        loaded: dict[str, BackendT] = {}
         for dtype in choice.candidates:
             backend = self._load_one(model_id, source, device, dtype)
             try:
-                seconds = self._time_probe(backend)
-            except Exception as error:  # a dtype this model cannot run is skipped, not fatal
-                _LOGGER.warning("%s does not run in %s: %s", model_id, dtype_name(dtype), error)
+                self._run_probes(backend)  # the first run pays for lazy initialisation
+            except Exception as error:
+                if not (choice.timed and runs_out_of_dtype(error)):
+                    raise  # out of memory, or a model that cannot run at all: the start-up error says which
+                _LOGGER.warning("%s does not run in %s: %s", model_id, dtype_name(dtype), first_line(error))
                 continue
-            times[dtype_name(dtype)] = round(seconds, 4)
-            # Candidates come float32 first: a lower precision must be clearly faster to be worth its rounding.
-            if chosen is None or seconds * MIN_DTYPE_SPEED_UP < chosen[0]:
-                chosen = (seconds, backend)
-            del backend  # a candidate that lost is released before the next loads
-        if chosen is None:
+            loaded[dtype_name(dtype)] = backend
+        if not loaded:
             raise ValueError(f"--dtype auto: {model_id} ran in none of the dtypes tried")
-        _LOGGER.info("%s: --dtype auto chose %s (default request, seconds: %s)", model_id,
-                     dtype_name(chosen[1].dtype), times)
-        return chosen[1]
+        parts = {name: backend.compile_parts() for name, backend in loaded.items()}
+        variants = [Variant(name, compiled=False) for name in loaded]
+        if mode != "off":
+            for name, backend in loaded.items():
+                heavy = [part for part in parts[name]
+                         if mode == "on" or part.parameters() >= MIN_COMPILED_PART_PARAMETERS]
+                for part in heavy:
+                    part.compile(device)
+                if heavy:
+                    self._run_probes(backend)  # compiles them (a part that cannot falls back to eager)
+                if any(part.compiled for part in parts[name]):
+                    variants.append(Variant(name, compiled=True))
+        compilable = {name: tuple(part.name for part in parts[name] if part.compiled) for name in loaded}
+        if len(variants) == 1:  # nothing to compare: one dtype, no part compiled
+            only = variants[0].dtype
+            return loaded[only], Decision(only, (), f"{only}: {choice.reason}; no part worth compiling")
 
-    def _time_probe(self, backend: BackendT) -> float:
-        self.probe(backend)  # the first run pays for lazy initialisation
-        runs = []
-        for _ in range(2):
-            started = time.perf_counter()
-            self.probe(backend)
-            runs.append(time.perf_counter() - started)
-        return min(runs)
+        def measure(variant: Variant) -> dict[str, Run]:
+            backend = loaded[variant.dtype]
+            for part in parts[variant.dtype]:
+                part.use(compiled=variant.compiled and part.name in compilable[variant.dtype])
+            return self._time_probes(backend, parts[variant.dtype], device)
+
+        decision = decide(measure_rounds(variants, measure), compilable, mode)
+        chosen = loaded[decision.dtype]
+        for part in parts[decision.dtype]:
+            part.use(compiled=part.name in decision.compiled_parts)
+        loaded.clear()  # the candidates that lost are released
+        if sum(bool(names) for names in compilable.values()) > 1:
+            # Their compiled graphs (with frozen copies of their weights) too; the kept ones compile again, from
+            # inductor's cache.
+            torch._dynamo.reset()
+            self._run_probes(chosen)
+        return chosen, decision
+
+    def _run_probes(self, backend: BackendT) -> None:
+        for _label, probe in self.probes(backend):
+            probe()
+
+    def _time_probes(self, backend: BackendT, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
+        runs: dict[str, Run] = {}
+        for label, probe in self.probes(backend):
+            clock = PartClock(parts, device)
+            with clock.attached():
+                started = time.perf_counter()
+                probe()
+                seconds = time.perf_counter() - started
+            runs[label] = Run(seconds, dict(clock.seconds))
+        return runs
+
+    def _decision_facts(self, source: str, device: torch.device, choice: DtypeChoice) -> dict[str, object]:
+        """What a decision depends on: the model's files, the hardware, the libraries, the settings."""
+        server = self.settings.server
+        return {"model": model_files(source).digest or source, "hardware": device_kind(device),
+                "capabilities": self.capabilities, "versions": library_versions(("torch", *self.model_libraries)),
+                "candidates": [dtype_name(dtype) for dtype in choice.candidates], "compile": server.compile,
+                "threads": torch.get_num_threads(), "probes": [label for label, _ in self.probe_shapes()]}
 
     def _load_one(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
         """One backend, or a ValueError naming the --model that failed and why, in one line."""
-        if _looks_like_a_path(source) and not Path(source).expanduser().is_dir():
+        if looks_like_a_path(source) and not Path(source).expanduser().is_dir():
             raise ValueError(f"--model {source}: no such directory")
         try:
             return self.load_backend(model_id, source, device, dtype)
@@ -197,11 +303,6 @@ async def _load_gate() -> None:
     gate = os.environ.get(LOAD_GATE_ENV)
     while gate and not os.path.exists(gate):
         await asyncio.sleep(_GATE_POLL_S)
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A local directory rather than a hub id ("owner/name"): absolute, relative with ./ or ../, or ~."""
-    return source.startswith(("/", "./", "../", "~")) or Path(source).exists()
 
 
 async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:

@@ -11,14 +11,17 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from imagewire_serving import errors
 from imagewire_serving.device import dtype_name
 from imagewire_serving.fields import RequestField
+from imagewire_serving.provenance import ModelFiles, Provenance
 
 if TYPE_CHECKING:
     import torch
+
+    from imagewire_serving.compiling import Part
 
 T = TypeVar("T")
 
@@ -38,6 +41,13 @@ class Backend(Protocol):
     @property
     def dtype(self) -> torch.dtype: ...
 
+    def compile_parts(self) -> Sequence[Part]:
+        """The modules worth compiling (the same objects every call): imagewire_serving.compiling."""
+        ...
+    # The identity of the files it was loaded from (imagewire_serving.provenance.model_files).
+    @property
+    def files(self) -> ModelFiles: ...
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -53,6 +63,11 @@ class ModelCard:
     family: str
     # Every request field the model accepts, with its default and bounds (what validation enforces).
     fields: tuple[RequestField, ...]
+    # The parts that run compiled, and how they and the dtype were chosen.
+    compiled_parts: tuple[str, ...]
+    choice: str
+    # What its output depends on besides the request.
+    provenance: Provenance
 
 
 BackendT = TypeVar("BackendT", bound=Backend)
@@ -80,8 +95,12 @@ class DeviceEngine(Generic[BackendT, CardT]):
     """One or more loaded models sharing one device worker thread; the first model is the default.
 
     Subclasses implement :meth:`_warm_up_model` (one minimal run, on the device thread) and :meth:`_card` (a
-    model's description for ListModels), and may extend :meth:`start` and :meth:`_stop` for their workers.
+    model's description for ListModels), name the ``libraries`` their output is computed with, and may extend
+    :meth:`start` and :meth:`_stop` for their workers.
     """
+
+    # The distributions whose versions a model's output depends on (its provenance).
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
 
     def __init__(self, backends: Sequence[BackendT], *, device_thread: str) -> None:
         if not backends:
@@ -90,8 +109,12 @@ class DeviceEngine(Generic[BackendT, CardT]):
         if len(set(ids)) != len(ids):
             raise ValueError(f"model ids must be distinct: {', '.join(ids)}")
         self._models = {backend.model_id: backend for backend in backends}
+        # Decided once: what each model's output depends on, read from the loaded backend and this process.
+        self.provenance = {backend.model_id: Provenance.of(backend, self.libraries) for backend in backends}
         self.default_model_id = ids[0]
         self.stats = EngineStats()
+        # How each model's dtype and compiled parts were chosen (set by the App that loaded them).
+        self.choices: dict[str, str] = {}
         # One thread: the device runs one batch or generation at a time, whichever model it belongs to.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=device_thread)
 
@@ -142,4 +165,6 @@ class DeviceEngine(Generic[BackendT, CardT]):
         fields = tuple(fields)
         image = next(field for field in fields if field.name == "image")
         return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
-                "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields}
+                "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields,
+                "compiled_parts": tuple(part.name for part in backend.compile_parts() if part.compiled),
+                "choice": self.choices.get(backend.model_id, ""), "provenance": self.provenance[backend.model_id]}

@@ -71,7 +71,12 @@ MAX_SHOWN_CHARS = 64
 def shown(value: object) -> str:
     """``value`` as it may appear in an error message: quoted, and cut to MAX_SHOWN_CHARS characters."""
     text = repr(value)
-    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}... ({len(text)} characters)"
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    # The value's own length, not its repr's (which counts the quotes and the escapes).
+    size = f"{len(value)} {'bytes' if isinstance(value, bytes) else 'characters'}" if isinstance(
+        value, str | bytes) else f"{len(text)} characters"
+    return f"{text[:MAX_SHOWN_CHARS]}... ({size})"
 
 
 def collect(violations: list[FieldViolation]) -> None:

@@ -2,7 +2,9 @@
 
 For each call it: checks the bearer token (health checks stay open for probes), binds the call record with
 the client's request id, maps errors to gRPC statuses through status.py, counts and times the call, and writes
-one structured log line (with the trace id when tracing is on).
+one structured log line (with the trace id when tracing is on). Request bytes that do not parse as the method's
+message (garbage, a truncated message, invalid UTF-8 in a string field) are answered INVALID_ARGUMENT, on every
+method, health and reflection included: gRPC itself would answer UNKNOWN, naming a Python exception.
 
 Response headers go out with the first response, never before: a client (and Envoy) commits to an attempt when
 headers arrive, so a call that fails before answering (UNAVAILABLE while loading or draining, or a replica that
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import logging
 import time
 import uuid
@@ -24,9 +27,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from imagewire_serving import calls, status, tracing
-from imagewire_serving.errors import ServingError, Unavailable
+from imagewire_serving.errors import InvalidArgument, ServingError, Unavailable
 from imagewire_serving.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,7 +61,10 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(HEALTH_PREFIX):
+        if handler is None:
+            return None
+        handler = _parsing_checked(handler, details.method)
+        if details.method.startswith(HEALTH_PREFIX):
             return handler
         self.last_call = time.monotonic()
         metadata = {key: value for key, value in (details.invocation_metadata or ())}
@@ -92,14 +99,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             async with self._call(method, request_id, authorised, context):
-                return await behaviour(request, context)
+                return await behaviour(_parsed(request), context)
 
         return unary
 
     def _wrap_stream(self, behaviour: Any, method: str, request_id: str, authorised: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             async with self._call(method, request_id, authorised, context) as send_headers:
-                async for response in behaviour(request, context):
+                async for response in behaviour(_parsed(request), context):
                     await send_headers()
                     yield response
 
@@ -176,6 +183,77 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 }
             },
         )
+
+
+class _Malformed:
+    """Request bytes that did not parse. A deserializer cannot choose the call's status (gRPC answers whatever it
+    raises UNKNOWN), so it hands this on and the handler refuses it."""
+
+    def __init__(self, method: str, error: DecodeError) -> None:
+        self.error = InvalidArgument(f"the request is not a valid message for {method}: {error}")
+
+
+def _parsed(request: Any) -> Any:
+    """``request``, or InvalidArgument if its bytes did not parse."""
+    if isinstance(request, _Malformed):
+        raise request.error
+    return request
+
+
+def _parsing_checked(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with a deserializer that hands on unparsable bytes as a :class:`_Malformed` request. The
+    serving interceptor's own wrappers refuse it inside the call's scope (logged and counted); the methods it
+    does not wrap (health, reflection) are refused here."""
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return handler
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Malformed(method, error)
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if isinstance(request, _Malformed):
+            await context.abort_with_status(status.to_status(request.error))
+
+    def checked(behaviour: Any) -> Any:
+        # A stream's behaviour is an async generator, or a coroutine writing with context.write (health's Watch).
+        if inspect.isasyncgenfunction(behaviour):
+            async def generator(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                await refuse(request, context)
+                async for response in behaviour(request, context):
+                    yield response
+
+            return generator
+
+        async def coroutine(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await refuse(request, context)
+            return await behaviour(request, context)
+
+        return coroutine
+
+    def each_checked(behaviour: Any) -> Any:
+        async def streams(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def parsed() -> AsyncIterator[Any]:
+                async for request in requests:
+                    await refuse(request, context)
+                    yield request
+
+            async for response in behaviour(parsed(), context):
+                yield response
+
+        return streams
+
+    serialize = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(checked(handler.unary_unary), tolerant, serialize)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(checked(handler.unary_stream), tolerant, serialize)
+    if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+        return grpc.stream_stream_rpc_method_handler(each_checked(handler.stream_stream), tolerant, serialize)
+    return handler
 
 
 def _aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:

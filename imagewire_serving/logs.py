@@ -44,11 +44,19 @@ class TextFormatter(logging.Formatter):
 
 
 def quiet_model_loaders(libraries: tuple[str, ...]) -> None:
-    """Server logs are line-oriented: the model libraries' tqdm progress bars would only garble them."""
+    """Server logs are line-oriented: the model libraries' tqdm progress bars would only garble them. And
+    transformers' notice that an image processor falls back to its PIL backend without torchvision is dropped:
+    that backend is the one these servers use (torchvision is no dependency), so the notice said nothing at every
+    start."""
     import importlib
 
     for library in libraries:
         importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
+    logging.getLogger("transformers.utils.import_utils").addFilter(_not_the_torchvision_notice)
+
+
+def _not_the_torchvision_notice(record: logging.LogRecord) -> bool:
+    return "requires torchvision" not in record.getMessage()
 
 
 def configure(log_format: str, level: str) -> None:

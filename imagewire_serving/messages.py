@@ -29,6 +29,7 @@ def model_list(engine: _Describes, response_type: Callable[..., R], info_type: A
 def _info(card: ModelCard, info_type: Any) -> Any:
     values = {item.name: getattr(card, item.name) for item in dataclasses.fields(card)}
     values["fields"] = [_field_info(field) for field in card.fields]
+    values["provenance"] = card.provenance.fields()
     return info_type(**values)
 
 

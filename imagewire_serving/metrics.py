@@ -66,6 +66,10 @@ class Metrics:
         self.model_load = Gauge(
             "imagewire_model_load_seconds", "How long loading and warming the model took.", ["model"], registry=r
         )
+        self.recompiles = Gauge(
+            "imagewire_recompiles", "Graphs torch.compile compiled after the warm-up (a shape it did not cover); "
+            "0 while every batch runs code compiled before SERVING.", registry=r,
+        )
         self._http: Any = None
 
     def serve_http(self, host: str, port: int) -> int:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import ipaddress
 import os
 import re
+import sys
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +41,19 @@ def _log_level(text: str) -> str:
     return text.strip().upper()
 
 
+def gpu_device_nodes() -> bool:
+    """Whether the machine shows a GPU device node CUDA could use (NVIDIA's, ROCm's, WSL's): without one, a CUDA
+    device cannot be there, which is known without loading torch."""
+    dev = Path("/dev")
+    return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or (dev / "dxg").exists()
+
+
+def looks_like_a_path(source: str) -> bool:
+    """A model source that is a local directory rather than a hub id ("owner/name"): absolute, relative with ./ or
+    ../, or ~, or existing."""
+    return source.startswith(("/", "./", "../", "~")) or Path(source).exists()
+
+
 def env_name(prefix: str, flag: str) -> str:
     return f"{prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
 
@@ -52,6 +68,13 @@ class ServerSettings(Config):
     dtype: str = option(
         "auto", "the models' dtype: auto = float16 on CUDA; on the CPU float32, or where the CPU computes bfloat16 "
         "or float16 natively the fastest of them, timed at start-up", choices=DTYPE_NAMES)
+    compile: str = option(
+        "auto", "torch.compile the models' heavy parts (vision encoder, denoiser, VAE decoder) before serving: on, "
+        "off, or auto = each part the start-up measures faster compiled", choices=("auto", "on", "off"))
+    compile_cache: Path | None = option(
+        None, "directory of the compile cache (inductor's compiled code) and of the dtype and compile decisions, "
+        "reused by every start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "
+        "~/.cache/imagewire/compile)", parse=Path)
     threads: int | None = option(
         None, "CPU threads for the model's operations (default: the CPUs this process may use)", minimum=1)
     models: tuple[str, ...] = option(
@@ -87,8 +110,18 @@ class ServerSettings(Config):
     max_concurrent_rpcs: int = option(1024, "calls accepted at once before RESOURCE_EXHAUSTED", minimum=1)
 
     def check(self) -> None:
+        if all(part.isdigit() for part in self.host.split(".")):  # dotted numbers must make an IPv4 address
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ValueError(f"--host {self.host} is not an IP address") from None
+        for source in self.models:
+            if looks_like_a_path(source) and not Path(source).expanduser().is_dir():
+                raise ValueError(f"--model {source}: no such directory")
         if not _DEVICE.match(self.device):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.device.startswith("cuda") and not gpu_device_nodes():  # told before torch loads, and before listening
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -100,6 +133,13 @@ class ServerSettings(Config):
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def compile_cache_dir(settings: ServerSettings) -> Path:
+    """Where compiled code and the dtype and compile decisions are kept (see ServerSettings.compile_cache)."""
+    if settings.compile_cache is not None:
+        return Path(settings.compile_cache).expanduser()
+    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire")) / "compile"
 
 
 @dataclass(frozen=True)
@@ -205,5 +245,26 @@ class ServiceSettings(Config):
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> Self:
-        """Parse flags (with environment fallbacks) and build the checked settings; ValueError names a bad flag."""
-        return typing.cast(Self, _build(cls, cls.parser().parse_args(argv)))
+        """Parse flags (with environment fallbacks) and build the checked settings; ValueError names a bad flag,
+        or the variable a bad value came from, or a variable of the service's prefix that is no setting."""
+        args = cls.parser().parse_args(argv)
+        variables = {env_name(cls.env_prefix, flag.spec.flag_for(flag.path[-1])): flag.spec.flag_for(flag.path[-1])
+                     for flag in declared_flags(cls)}
+        unknown = sorted(name for name in os.environ if name.startswith(cls.env_prefix + "_") and name not in variables)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], variables, n=1)
+            raise ValueError(f"{unknown[0]} is not a setting of {cls.prog}" + (f": did you mean {close[0]}?" if close
+                                                                               else " (see --help)"))
+        try:
+            return typing.cast(Self, _build(cls, args))
+        except ValueError as error:
+            raise ValueError(_naming_variables(str(error), variables, sys.argv[1:] if argv is None else argv)) from None
+
+
+def _naming_variables(message: str, variables: dict[str, str], argv: Sequence[str]) -> str:
+    """``message`` with each flag it names that took its value from a variable named as that variable."""
+    given = {token.split("=", 1)[0] for token in argv}
+    for variable, flag in variables.items():
+        if os.environ.get(variable) and flag not in given:
+            message = re.sub(rf"{re.escape(flag)}\b(?!-)", f"{variable} (--{flag.lstrip('-')})", message)
+    return message

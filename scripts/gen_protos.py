@@ -5,6 +5,8 @@
   and the typed result classes (*_types.py, see scripts/gen_types.py);
 - client/ts/src/gen/: the TypeScript messages and service descriptors (`buf generate` with client/ts/buf.gen.yaml
   and protoc-gen-es from client/ts/node_modules; skipped with a note where `npm ci` has not run there);
+- client/go/gen/: the Go messages and gRPC stubs (`buf generate` with client/go/buf.gen.yaml and Debian's
+  protoc-gen-go and protoc-gen-go-grpc from PATH; skipped with a note where they are not installed);
 - docs/api.md: the contract reference (scripts/gen_api_docs.py).
 
 Usage: python -m scripts.gen_protos [OUT_ROOT]   (OUT_ROOT defaults to the repository: the outputs are written at
@@ -13,6 +15,7 @@ the same paths under it, which is how the tests check the committed files are fr
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +34,9 @@ BUF = Path(sys.executable).parent / "buf"
 MYPY_PLUGINS = [f"--plugin=protoc-gen-{name}={Path(sys.executable).parent / f'protoc-gen-{name}'}"
                 for name in ("mypy", "mypy_grpc")]
 API_DOCS = Path("docs") / "api.md"
+GO_MODULE = Path("client") / "go"
+# buf.gen.yaml's plugins for Go, from Debian's protoc-gen-go and protoc-gen-go-grpc packages.
+GO_PLUGINS = ("protoc-gen-go", "protoc-gen-go-grpc")
 
 
 def generate_python(out_dir: Path) -> None:
@@ -56,6 +62,20 @@ def generate_typescript(package_dir: Path) -> bool:
     return True
 
 
+def go_plugins_installed() -> bool:
+    """Whether the Go plugins are on PATH (.ci/run installs them)."""
+    return all(shutil.which(plugin) for plugin in GO_PLUGINS)
+
+
+def generate_go(module_dir: Path) -> bool:
+    """Write the Go module's generated packages under ``module_dir``/gen; False where the plugins are not
+    installed."""
+    if not go_plugins_installed():
+        return False
+    subprocess.run([str(BUF), "generate", "--output", str(module_dir.resolve())], cwd=ROOT / GO_MODULE, check=True)
+    return True
+
+
 def generate_docs(path: Path) -> None:
     """Write the API reference generated from the protos' comments."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +88,8 @@ def generate(root: Path) -> None:
     if not generate_typescript(root / TS_PACKAGE):
         print(f"skipped {TS_PACKAGE}/src/gen: run `npm ci` in {TS_PACKAGE} (make setup does, where npm exists)",
               file=sys.stderr)
+    if not generate_go(root / GO_MODULE):
+        print(f"skipped {GO_MODULE}/gen: install Debian's {' and '.join(GO_PLUGINS)} (.ci/run does)", file=sys.stderr)
     generate_docs(root / API_DOCS)
 
 

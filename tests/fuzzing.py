@@ -263,3 +263,52 @@ def served_in_thread(open_server: Callable[[], contextlib.AbstractAsyncContextMa
 
 async def _wait(future: asyncio.Future[Any]) -> Any:
     return await future
+
+
+# Raw request bytes and metadata -----------------------------------------------------------------------------------
+
+# Every method of both services, how it is called, and its request type.
+METHODS = {
+    "/imagewire.caption.v1.CaptionService/Caption": "unary",
+    "/imagewire.caption.v1.CaptionService/ListModels": "unary",
+    "/imagewire.animate.v1.AnimateService/Animate": "stream",
+    "/imagewire.animate.v1.AnimateService/WatchAnimation": "stream",
+    "/imagewire.animate.v1.AnimateService/CancelAnimation": "unary",
+    "/imagewire.animate.v1.AnimateService/ListModels": "unary",
+    "/grpc.health.v1.Health/Check": "unary",
+}
+# Invalid UTF-8: a lone continuation byte, an overlong encoding, a surrogate, a sequence cut short.
+BAD_UTF8 = [b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"ok\xff"]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+@st.composite
+def raw_requests(draw: st.DrawFn, valid: bytes) -> bytes:
+    """Request bytes: ``valid`` (a real request) cut short or with bytes flipped, garbage, or a string field
+    (any number) holding invalid UTF-8."""
+    kind = draw(st.sampled_from(["truncated", "flipped", "garbage", "bad_utf8"]))
+    if kind == "truncated":
+        return valid[: draw(st.integers(0, max(0, len(valid) - 1)))]
+    if kind == "flipped":
+        data = bytearray(valid)
+        for _ in range(draw(st.integers(1, 4))):
+            if data:
+                data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+        return bytes(data)
+    if kind == "garbage":
+        return draw(st.binary(min_size=1, max_size=64))
+    text = draw(st.sampled_from(BAD_UTF8))
+    field = draw(st.integers(1, 25))
+    return valid + _varint(field << 3 | 2) + _varint(len(text)) + text
+
+
+# Metadata values a caller may try: non-ASCII, control characters, long, empty.
+METADATA_TEXT = st.one_of(st.text(max_size=20), st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+                          st.sampled_from(["ünï", "new\nline", "a\x00b", "tab\t", " ", "", "x" * 200, "\u200b"]))

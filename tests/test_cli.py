@@ -68,13 +68,16 @@ async def test_the_format_follows_the_output_extension(animator: GrpcServer, ima
     assert webm.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: WebM, not MP4 bytes under a .webm name
     # Off a terminal: one line as each stage first begins, though decoding and encoding alternate per chunk.
     stages = [line for line in done.stderr.splitlines() if line.endswith("...")]
-    assert stages == ["queued...", "encode image...", "denoise...", "decode...", "encode video..."], done.stderr
+    assert stages == [f"connecting to {animator.address}...", "queued...", "encode image...", "denoise...",
+                      "decode...", "encode video..."], done.stderr
     # A watched job keeps its format: a file named for another container is refused before any byte is written.
     misnamed = await run("watch", "fmt-webm", "-o", tmp_path / "again.mp4", "--target", animator.address)
     assert misnamed.returncode == 2 and "the job writes WEBM" in misnamed.stderr, misnamed.stderr
     assert "name the file .webm" in misnamed.stderr and not (tmp_path / "again.mp4").exists()
     again = await run("watch", "fmt-webm", "-o", tmp_path / "again.webm", "--target", animator.address)
     assert again.returncode == 0 and (tmp_path / "again.webm").read_bytes() == webm.read_bytes(), again.stderr
+    # The finished job's replayed last progress is no stage beginning: no stray "encode video..." line.
+    assert "job fmt-webm (succeeded)" in again.stderr and "encode video..." not in again.stderr, again.stderr
 
     mismatch = await run("animate", image, "-o", tmp_path / "out.mp4", "--format", "webm", "--target",
                          animator.address)
@@ -107,7 +110,7 @@ async def test_ctrl_c_cancels_the_job_and_says_what_became_of_the_file(animator:
             "--num-inference-steps", "100", "--num-frames", "16"]
     rc, stderr = await asyncio.to_thread(interrupt_at, argv, "denoise...")
     assert rc == 130, stderr
-    assert f"interrupted: job ctrl-c cancelled; the partial {out} was removed" in stderr
+    assert f"interrupted: job ctrl-c cancelled; no video had arrived, so there is no {out}" in stderr
     assert not out.exists()
     with AnimateClient(animator.address) as client, pytest.raises(ImagewireError) as caught:
         await asyncio.to_thread(lambda: list(client.watch("ctrl-c")))
@@ -122,7 +125,7 @@ async def test_ctrl_c_cancels_the_job_and_says_what_became_of_the_file(animator:
         rc, stderr = await asyncio.to_thread(interrupt_at, [IMAGEWIRE, "watch", "job-w", "-o", str(watched),
                                                             "--target", animator.address], "denoise...")
         assert rc == 130 and "stopped watching job job-w, which goes on" in stderr, stderr
-        assert f"`imagewire watch job-w -o {watched}" in stderr
+        assert f"`imagewire watch job-w -o {watched} --target {animator.address}`" in stderr  # as printed, it works
         with AnimateClient(animator.address) as client:
             status = await asyncio.to_thread(client.cancel, "job-w")
         assert status.state.name == "CANCELLED"  # it was still running: the watch's Ctrl-C left it alone
@@ -255,6 +258,7 @@ def test_servers_print_listening_and_ready_once(tmp_path: Path) -> None:
             process.kill()
             process.communicate()
     assert sum("listening on" in line for line in shown.splitlines()) == 1, shown
+    assert "torchvision" not in shown, shown  # the PIL backend is the one served: no notice about it
     assert sum("ready in" in line for line in shown.splitlines()) == 1, shown
 
 

@@ -313,8 +313,10 @@ def test_animate_flags_are_the_request_parameters_typed_from_their_fields() -> N
 
 
 def test_cli_refuses_a_zero_timeout_instead_of_using_the_default(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["models", "--target", f"127.0.0.1:{free_port()}", "--timeout", "0"]) == 1
-    assert "timeout must be a positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a bad command line: argparse's exit status 2
+        cli.main(["models", "--target", f"127.0.0.1:{free_port()}", "--timeout", "0"])
+    assert exited.value.code == 2
+    assert "argument --timeout: must be a positive number of seconds" in capsys.readouterr().err
 
 
 def test_progress_names_each_stage_once_off_a_terminal() -> None:

@@ -4,17 +4,30 @@ continues a file."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import grpc
 import pytest
 from imagewire import cli
 from imagewire.animate.v1 import animate_pb2
-from imagewire.client import JOB_ID_KEY, AnimateCore, ImagewireError, Resume, VideoChunk, VideoSink
-from imagewire.client._resume import Download
+from imagewire.client import (
+    JOB_ID_KEY,
+    AnimateCore,
+    ImagewireError,
+    JobState,
+    JobStatus,
+    ProvenanceChanged,
+    Resume,
+    VideoChunk,
+    VideoSink,
+)
+from imagewire.client._resume import Download, dropped
 from imagewire.client.animate import decode_event
 
-DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+# A connection dropped after the stream had answered (a refusal before any answer is not a drop: see below).
+DROP = ImagewireError(grpc.StatusCode.UNAVAILABLE, "Socket closed", responses_received=2)
+REFUSED = ImagewireError(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
 
 
 def test_animate_calls_carry_a_job_id_in_the_request_and_the_metadata() -> None:
@@ -53,6 +66,25 @@ def test_a_drop_resumes_from_the_bytes_written_with_growing_pauses_then_gives_up
     with pytest.raises(ImagewireError) as caught:
         plan.after(DROP, attempt)
     assert caught.value is DROP
+    sink.abort()
+
+
+def test_a_call_refused_before_answering_is_sent_again_within_the_deadline_not_counted_as_a_resume(
+        tmp_path: Path) -> None:
+    """A front door with no ready replica (Envoy's "no healthy upstream"), a replica loading: the same call again
+    (Animate: the same job id, so the same job), after growing pauses, for as long as the deadline allows."""
+    plan, sink = download(tmp_path, Resume(attempts=1, backoff_s=0.5, max_backoff_s=2.0), timeout=60)
+    attempt = plan.first
+    pauses = []
+    for _ in range(8):  # more than Resume.attempts: refusals are not resumes
+        attempt = plan.after(REFUSED, attempt)
+        pauses.append(attempt.pause)
+        assert attempt.method == "Animate" and attempt.call.request.job_id == "job-1"
+    assert pauses == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] and plan.resumes == 0
+    short, _ = download(tmp_path, Resume(backoff_s=0.5), timeout=0.2)
+    with pytest.raises(ImagewireError) as caught:  # the pause would outlast the deadline
+        short.after(REFUSED, short.first)
+    assert caught.value is REFUSED
     sink.abort()
 
 
@@ -117,3 +149,70 @@ def test_watch_and_cancel_commands_parse() -> None:
     assert (args.job_id, args.offset, str(args.preview_dir)) == ("job-1", 10, "p")
     assert cli._parser().parse_args(["cancel", "job-1"]).job_id == "job-1"
     assert cli._parser().parse_args(["animate", "a.png", "-o", "o.mp4", "--job-id", "j"]).job_id == "j"
+
+
+def status(key: str) -> JobStatus:
+    return JobStatus("job-1", JobState.RUNNING, 0, False, 0, key)
+
+
+def test_a_stream_from_a_server_of_another_provenance_starts_the_file_over(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume())
+    sink.feed(status("a" * 16))
+    sink.feed(VideoChunk(b"abc", 0))
+    watch = plan.after(DROP, plan.first)
+    sink.feed(status("a" * 16))  # the same provenance: its bytes continue the file
+    sink.feed(VideoChunk(b"de", 3))
+    again = plan.after(DROP, watch)
+    with pytest.raises(ProvenanceChanged) as caught:
+        sink.feed(status("b" * 16))  # another: before any of its bytes
+    assert caught.value.code is grpc.StatusCode.ABORTED and sink.written == 5
+    over = plan.after(caught.value, again)
+    assert (over.method, over.call.request.offset, over.pause) == ("WatchAnimation", 0, 0.0)
+    assert sink.written == 0 and plan.resumes == 3
+    sink.feed(status("b" * 16))  # the new stream's provenance is now the file's
+    sink.feed(VideoChunk(b"xyz", 0))
+    assert sink.provenance == "b" * 16
+    sink.abort()
+
+
+def test_a_server_that_reports_no_provenance_is_not_told_apart(tmp_path: Path) -> None:
+    with VideoSink(tmp_path / "v.mp4") as sink:
+        sink.feed(status("a" * 16))
+        sink.feed(VideoChunk(b"abc", 0))
+        sink.feed(status(""))  # an older server
+        sink.feed(VideoChunk(b"d", 3))
+        assert sink.written == 4 and sink.provenance == "a" * 16
+        sink.abort()
+
+
+def test_a_stream_reset_is_a_drop_and_a_servers_internal_is_not(tmp_path: Path) -> None:
+    plan, sink = download(tmp_path, Resume())
+    for message in ("Stream removed", "Received RST_STREAM with error code 2",
+                    "Stream removed (RST_STREAM (Received RST_STREAM with error code 2))"):
+        reset = ImagewireError(grpc.StatusCode.INTERNAL, message, responses_received=2)
+        assert dropped(reset)
+        assert plan.after(reset, plan.first).method == "WatchAnimation"
+    served = ImagewireError(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
+    assert not dropped(served)
+    with pytest.raises(ImagewireError):
+        plan.after(served, plan.first)
+    sink.abort()
+
+
+def test_a_failed_download_never_removes_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A download into a device or a pipe (/dev/null, a FIFO) that fails must leave it be: the sink removes only a
+    regular file it wrote (it once unlinked /dev/null, as root)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # A FIFO stands for /dev/null here: were the sink wrong again, the test must not break the machine.
+        with pytest.raises(ImagewireError), VideoSink(fifo):
+            raise DROP
+        assert fifo.exists() and not fifo.is_file()
+    finally:
+        os.close(reader)
+    regular = tmp_path / "v.mp4"
+    with pytest.raises(ImagewireError), VideoSink(regular):
+        raise DROP
+    assert not regular.exists()

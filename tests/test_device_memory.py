@@ -25,6 +25,7 @@ from captioner.engine import CaptionEngine
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from imagewire_serving import errors
+from imagewire_serving.device import Capabilities
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from tests.gates import gate, wait_until
@@ -140,8 +141,13 @@ async def test_animate_out_of_memory_is_resource_exhausted_with_a_hint_and_the_e
         assert engine.stats.runs_failed == 1 and engine.stats.runs_completed == 1
 
 
-async def test_a_default_request_that_does_not_fit_fails_at_start_up(tiny_caption_model: str) -> None:
-    """The warm-up runs the default request: out of memory there is a start-up error naming what to change."""
+@pytest.mark.parametrize("capabilities", [Capabilities(), Capabilities(avx512_bf16=True)],
+                         ids=["float32 only", "bfloat16 timed"])
+async def test_a_default_request_that_does_not_fit_fails_at_start_up(
+    tiny_caption_model: str, capabilities: Capabilities, tmp_path: Path
+) -> None:
+    """The warm-up (or, with several dtypes to measure, the measuring) runs the default request: out of memory
+    there is a start-up error naming what to change, not a dtype that 'does not run'."""
 
     class TooSmall(CaptionerApp):
         def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
@@ -149,8 +155,9 @@ async def test_a_default_request_that_does_not_fit_fails_at_start_up(tiny_captio
             OutOfMemory(backend.model.vision_model, lambda _: True)
             return backend
 
-    app = TooSmall(CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(tiny_caption_model,))),
-                   Metrics())
+    app = TooSmall(CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(tiny_caption_model,),
+                                                           compile_cache=tmp_path)),
+                   Metrics(), capabilities=capabilities)
     with pytest.raises(errors.OutOfMemory, match="default request does not fit in the memory of cpu"):
         await app.load()
     with pytest.raises(errors.Unavailable):

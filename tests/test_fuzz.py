@@ -231,6 +231,81 @@ def test_decoder_takes_every_drawn_image_or_refuses_it() -> None:
     run()
 
 
+# Raw bytes and metadata ------------------------------------------------------------------------------------------
+
+
+@scaled_timeout
+def test_fuzz_raw_request_bytes_are_never_unknown(caption_target: str, animate_target: str) -> None:
+    """Request bytes that are not the method's message (cut short, flipped, garbage, invalid UTF-8 in a string
+    field), to every method of both servers: a documented status, never UNKNOWN or INTERNAL."""
+    valid = {"caption": caption_pb2.CaptionRequest(image=solid(), prompt="a").SerializeToString(),
+             "animate": animate_pb2.AnimateRequest(image=solid(), job_id="raw", width=64, height=64,
+                                                   num_frames=1).SerializeToString()}
+    channels = {"caption": grpc.insecure_channel(caption_target), "animate": grpc.insecure_channel(animate_target)}
+
+    @budget(120)
+    @given(st.sampled_from(sorted(fuzzing.METHODS)), st.data())
+    def run(method: str, data: st.DataObject) -> None:
+        service = "caption" if ".caption." in method else "animate"
+        body = data.draw(fuzzing.raw_requests(valid[service] if "ListModels" not in method else b""))
+        raw: Any = channels[service]  # bytes in and out: the stubs' types expect messages
+        try:
+            if fuzzing.METHODS[method] == "unary":
+                raw.unary_unary(method)(body, timeout=60)
+            else:
+                for _ in raw.unary_stream(method)(body, timeout=60):
+                    pass
+        except grpc.RpcError as error:
+            code = error.code()
+            tally("raw bytes", code)
+            assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (method, body, error.details())
+            return
+        tally("raw bytes", grpc.StatusCode.OK)
+
+    try:
+        run()
+    finally:
+        for channel in channels.values():
+            channel.close()
+    assert "INVALID_ARGUMENT" in fuzzing.TALLIES["raw bytes"]
+
+
+@scaled_timeout
+def test_fuzz_job_ids_and_metadata_never_make_the_client_answer_internal(animate_target: str) -> None:
+    """Job ids and metadata of any text (non-ASCII, control characters, long, empty) through the Python client:
+    refused by the client naming them (INVALID_ARGUMENT) or answered by the server with a documented status;
+    never gRPC's own INTERNAL ("Illegal header value") or UNKNOWN."""
+    from imagewire.client import AnimateClient, ImagewireError
+
+    documented = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    with AnimateClient(animate_target) as client:
+
+        @budget(120)
+        @given(fuzzing.METADATA_TEXT, st.sampled_from(["watch", "cancel", "request_id", "metadata"]))
+        def run(text: str, where: str) -> None:
+            try:
+                if where == "watch":
+                    list(client.watch(text, timeout=10))
+                elif where == "cancel":
+                    client.cancel(text, timeout=10)
+                elif where == "request_id":
+                    client.cancel("fuzz-none", request_id=text, timeout=10)
+                else:
+                    with AnimateClient(animate_target, metadata=[("x-fuzz", text)]) as other:
+                        other.cancel("fuzz-none", timeout=10)
+                code = grpc.StatusCode.OK
+            except ImagewireError as error:
+                code = error.code
+                assert error.message.strip()
+                if code is grpc.StatusCode.INVALID_ARGUMENT:
+                    assert error.field_violations, error
+            tally("metadata", code)
+            assert code in documented, (where, text, code)
+
+        run()
+    assert "INVALID_ARGUMENT" in fuzzing.TALLIES["metadata"]
+
+
 def test_fuzz_leaves_the_servers_serving(caption_stub: tuple[Any, list[Any]], caption_target: str,
                                         animate_target: str) -> None:
     """After the cases above (module order), both servers still answer their health checks, and caption."""

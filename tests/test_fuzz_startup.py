@@ -114,9 +114,10 @@ def test_flags_wrong_together_are_refused_naming_them(case: tuple[str, list[str]
 
 
 def test_a_missing_model_named_by_the_environment_is_refused_naming_it() -> None:
-    """Refused once loading starts (tests/test_startup.py has the flags' cases and devices)."""
+    """Refused before it listens, naming the variable (it was refused once loading had started, after the
+    listening line a supervisor waits for); tests/test_startup.py has the flags' cases and devices."""
     refused("imagewire-captioner", [], {"IMAGEWIRE_CAPTIONER_MODEL": "/nonexistent/a,/nonexistent/b"},
-            ["--model /nonexistent/a"], loads=True)
+            ["IMAGEWIRE_CAPTIONER_MODEL (--model) /nonexistent/a: no such directory"])
 
 
 def test_bad_settings_are_refused_before_torch_is_imported() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import threading
+import time
 import zlib
 
 import pytest
@@ -105,3 +107,33 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
         decode_image(bomb_png(50_000, 50_000))
     with pytest.raises(InvalidArgument, match="the limit is 1000"):
         decode_image(bomb_png(100, 100), ImageLimits(max_pixels=1000))
+
+
+def test_decodes_share_one_memory_budget_waiting_then_refusing_when_it_stays_full() -> None:
+    """A decode reserves what its pixels take before decompressing any; while the budget is full it waits, and
+    after decode_wait_s it is Overloaded (RESOURCE_EXHAUSTED). The reserve is released however the decode ends."""
+    from imagewire_serving.errors import Overloaded
+    from imagewire_serving.images import BUDGET, ImageLimits, decode_image, working_bytes
+
+    image = png(Image.new("RGB", (300, 200), (1, 2, 3)))
+    tight = ImageLimits(decode_budget_bytes=working_bytes(300, 200), decode_wait_s=0.3)
+    assert BUDGET.reserved == 0
+    BUDGET.reserve(1, tight)  # another decode in flight: this one no longer fits
+    freed = threading.Timer(1.0, BUDGET.release, (1,))
+    try:
+        started = time.monotonic()
+        with pytest.raises(Overloaded, match="memory for decoding images"):
+            decode_image(image, tight)
+        assert 0.3 <= time.monotonic() - started < 5
+        freed.start()  # room is made while the next one waits: it goes on
+        patient = ImageLimits(decode_budget_bytes=working_bytes(300, 200), decode_wait_s=30)
+        assert decode_image(image, patient).size == (300, 200)
+    finally:
+        if freed.ident is None:  # failed before the timer started: release the stand-in decode here
+            BUDGET.release(1)
+        else:
+            freed.join()
+    assert BUDGET.reserved == 0
+    with pytest.raises(InvalidArgument):
+        decode_image(image[:200], tight)  # truncated: refused, and its share returned
+    assert BUDGET.reserved == 0

@@ -114,6 +114,11 @@ def test_animate_webm_and_errors(tmp_path: Path, animator: ServerProcess) -> Non
     done = node("animate", str(image), str(bad), animator.target, "width=63")
     assert done.returncode == 1 and done.stderr.startswith("INVALID_ARGUMENT: width"), done.stderr
     assert not bad.exists()
+    # A value the field cannot take is a bad command line naming it, never UNKNOWN, before anything is sent.
+    for value in ("num_frames=abc", "num_frames=-1", "nosuch=3"):
+        done = node("animate", str(image), str(bad), f"127.0.0.1:{free_port()}", value)
+        assert done.returncode == 2 and done.stderr.startswith("error: cannot decode"), done.stderr
+        assert "UNKNOWN" not in done.stderr and not bad.exists()
     # No server there.
     done = node("caption", str(image), f"127.0.0.1:{free_port()}", timeout=60)
     assert done.returncode == 1 and done.stderr.startswith("UNAVAILABLE: "), done.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.gen_protos import API_DOCS, PROTOC_GEN_ES, TS_PACKAGE
+from scripts.gen_protos import API_DOCS, GO_MODULE, GO_PLUGINS, PROTOC_GEN_ES, TS_PACKAGE, go_plugins_installed
+from tests.support import require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,8 @@ def stale_files(fresh: Path, committed: Path) -> list[str]:
 
 def test_committed_stubs_are_fresh(generated: Path) -> None:
     out = generated / "client"
-    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and TS_PACKAGE.name not in p.parts)
+    files = sorted(p.relative_to(out) for p in out.rglob("*")
+                   if p.is_file() and TS_PACKAGE.name not in p.parts and GO_MODULE.name not in p.parts)
     assert files, "protoc produced nothing"
     stale = [str(p) for p in files if (ROOT / "client" / p).read_bytes() != (out / p).read_bytes()]
     assert not stale, f"stale generated stubs (run `make protos`): {stale}"
@@ -50,6 +52,13 @@ def test_committed_typescript_is_fresh(generated: Path) -> None:
     fresh, committed = generated / TS_PACKAGE / "src" / "gen", ROOT / TS_PACKAGE / "src" / "gen"
     assert any(fresh.rglob("*_pb.ts")), "buf generate produced nothing"
     assert not stale_files(fresh, committed), f"stale TypeScript (run `make protos`): {stale_files(fresh, committed)}"
+
+
+def test_committed_go_is_fresh(generated: Path) -> None:
+    require(go_plugins_installed(), f"needs Debian's {' and '.join(GO_PLUGINS)} (.ci/run installs them)")
+    fresh, committed = generated / GO_MODULE / "gen", ROOT / GO_MODULE / "gen"
+    assert any(fresh.rglob("*_grpc.pb.go")), "buf generate produced nothing"
+    assert not stale_files(fresh, committed), f"stale Go code (run `make protos`): {stale_files(fresh, committed)}"
 
 
 def test_api_docs_are_fresh(generated: Path) -> None:

@@ -11,6 +11,7 @@ maps images to latents (for previews) and how it decodes latents chunk by chunk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -26,7 +27,9 @@ from animator.backend import Step, StepCallback, generator
 from animator.families.loading import load_pipeline, place
 from animator.params import MODEL_DEFAULTS, GenerationParams, ModelFields
 from animator.preview import LatentCodec, LatentProjection
+from imagewire_serving.compiling import Part
 from imagewire_serving.errors import FieldViolation
+from imagewire_serving.provenance import ModelFiles, model_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,8 +58,9 @@ class PipelineBackend:
             REGISTRY[cls.pipeline_class] = cls
 
     def __init__(self, model_id: str, pipeline: Any, device: torch.device, dtype: torch.dtype,
-                 accepts: ModelFields, projection: LatentProjection) -> None:
+                 accepts: ModelFields, projection: LatentProjection, files: ModelFiles) -> None:
         self.model_id = model_id
+        self.files = files
         self.pipeline = pipeline
         self.device = device
         self.dtype = dtype
@@ -81,7 +85,18 @@ class PipelineBackend:
         projection = LatentProjection.fit(cls.latent_codec(pipeline), device, pipeline.vae.dtype,
                                           size=cls.calibration_size(pipeline))
         pipeline.maybe_free_model_hooks()  # with CPU offload, the VAE goes back to the CPU after the fit
-        return cls(model_id or source, pipeline, device, dtype, accepts, projection)
+        return cls(model_id or source, pipeline, device, dtype, accepts, projection, model_files(source))
+
+    def compile_parts(self) -> list[Part]:
+        """The denoiser (run twice per step with guidance, every step) and the VAE decoder (every frame)."""
+        return self._parts
+
+    @functools.cached_property
+    def _parts(self) -> list[Part]:
+        denoiser = getattr(self.pipeline, "unet", None) or getattr(self.pipeline, "transformer", None)
+        parts = [Part("denoiser", denoiser)] if denoiser is not None else []
+        # The decoder's batch is a chunk of frames: a shorter last chunk shares the graph of the full ones.
+        return [*parts, Part("vae decoder", self.pipeline.vae.decoder, batch_dim=True)]
 
     @classmethod
     def weights_dtype(cls, device: torch.device, dtype: torch.dtype) -> torch.dtype:

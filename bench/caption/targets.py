@@ -41,6 +41,7 @@ class GrpcTarget:
 
         self.name = name
         self.dtype = ""  # read from ListModels by connect()
+        self.compiled_parts: tuple[str, ...] = ()
         self._client = AsyncCaptionClient(address, timeout=3600, health_check=health_check)
         self._max_new_tokens = max_new_tokens
         self._server_log = server_log
@@ -49,6 +50,7 @@ class GrpcTarget:
         """Ask the server which dtype its model runs in (what --dtype auto chose); returns it."""
         models = await self._client.list_models()
         self.dtype = models.models[0].dtype
+        self.compiled_parts = tuple(models.models[0].compiled_parts)
         return self.dtype
 
     async def send(self, image: bytes) -> Reply:

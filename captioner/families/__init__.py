@@ -19,6 +19,7 @@ import torch
 
 from captioner.families.base import Captioner
 from imagewire_serving.device import dtype_name
+from imagewire_serving.provenance import model_files
 from imagewire_serving.weights import check_report
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def load_captioner(source: str, device: torch.device, dtype: torch.dtype, *, mod
             source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True))
         check_report(report, f"its model ({type(model).__name__})")
         processor = AutoProcessor.from_pretrained(source)
-    captioner = family(model_id or source, model.to(device).eval(), processor, device)
+    captioner = family(model_id or source, model.to(device).eval(), processor, device, model_files(source))
     _LOGGER.info("loaded %s model %s on %s (%s)", family.family, source, device, dtype_name(dtype))
     return captioner
 

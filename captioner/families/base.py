@@ -16,9 +16,14 @@ from PIL import Image
 from transformers import StoppingCriteriaList
 
 from captioner.backend import GenerationOptions, generation_defaults
+from imagewire_serving.compiling import Part
+from imagewire_serving.provenance import ModelFiles
 
 # Every CaptionRequest field a model may use (model_id aside, which picks the model).
 ALL_FIELDS = frozenset({"image", "prompt", "max_new_tokens", "num_beams"})
+# Where the families keep their image encoder (BLIP, Idefics3: vision_model; LLaVA, Florence-2: vision_tower;
+# GIT: image_encoder), at the top of the model or one level down.
+VISION_ENCODERS = ("vision_model", "vision_tower", "image_encoder")
 
 
 class _StopWhen:
@@ -42,8 +47,10 @@ class Captioner:
     model_types: ClassVar[tuple[str, ...]]
     fields_used: ClassVar[frozenset[str]] = ALL_FIELDS
 
-    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device) -> None:
+
+    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device, files: ModelFiles) -> None:
         self.model_id = model_id
+        self.files = files
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -51,6 +58,19 @@ class Captioner:
         self.dtype: torch.dtype = next(model.parameters()).dtype
         # The decoder's position table: generation may not run past it (beyond, it fails with an index error).
         self.text_positions = int(model.config.get_text_config(decoder=True).max_position_embeddings)
+
+    def compile_parts(self) -> list[Part]:
+        """The vision encoder: it runs once per image on the whole image, the bulk of a caption's arithmetic.
+        (The decoder's steps are small, each dominated by per-operation overhead that compiling on the CPU does not
+        remove; they stay eager.)"""
+        return self._parts
+
+    @functools.cached_property
+    def _parts(self) -> list[Part]:
+        for name, module in self.model.named_modules():
+            if name.count(".") <= 1 and name.rsplit(".", 1)[-1] in VISION_ENCODERS:
+                return [Part("vision encoder", module, batch_dim=True)]
+        return []
 
     @functools.cached_property
     def defaults(self) -> GenerationOptions:

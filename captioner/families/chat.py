@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from captioner.families.base import Captioner, left_pad
+from imagewire_serving.provenance import ModelFiles
 
 INSTRUCTION = "Describe this image in one sentence."
 
@@ -25,8 +26,8 @@ class ChatCaptioner(Captioner):
     # What stands between the template's "Assistant:" and the answer's first word.
     prefix_separator: ClassVar[str] = " "
 
-    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device) -> None:
-        super().__init__(model_id, model, processor, device)
+    def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device, files: ModelFiles) -> None:
+        super().__init__(model_id, model, processor, device, files)
         if not getattr(processor, "chat_template", None):
             raise ValueError("its processor has no chat template (chat_template.jinja or processor_config.json)")
         turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.instruction}]}]

@@ -14,7 +14,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from imagewire.animate.v1 import animate_types
 from imagewire.caption.v1 import caption_types
 from imagewire.client import TlsConfig
-from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS
+from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, check_attempts, check_target
 from imagewire.client._core import check_timeout
 from imagewire.client._messages import optional_fields, python_type
 
@@ -56,17 +56,17 @@ def optional_values(args: argparse.Namespace, request: Descriptor) -> dict[str, 
 
 def add_connection_flags(parser: argparse.ArgumentParser, service: str) -> None:
     variable, fallback = TARGETS[service]
-    parser.add_argument("--target", default=default_target(service),
+    parser.add_argument("--target", type=target, default=default_target(service),
                         help=f"gRPC target (default ${variable} or {fallback})")
     add_security_flags(parser, service)
 
 
 def add_security_flags(parser: argparse.ArgumentParser, service: str | None) -> None:
     default = {"caption": "30", "animate": "900 for a video, 30 for the other calls", None: "30, 900 for a video"}
-    parser.add_argument("--timeout", type=float,
+    parser.add_argument("--timeout", type=seconds,
                         help=f"deadline of each call in seconds (default {default[service]})")
     retries = parser.add_mutually_exclusive_group()
-    retries.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
+    retries.add_argument("--max-attempts", type=attempts, default=DEFAULT_MAX_ATTEMPTS,
                          help="attempts per call, retries on another replica included (1-5, default "
                               f"{DEFAULT_MAX_ATTEMPTS})")
     retries.add_argument("--no-retry", dest="max_attempts", action="store_const", const=1,
@@ -85,6 +85,42 @@ def add_security_flags(parser: argparse.ArgumentParser, service: str | None) -> 
                         "host)")
 
 
+def target(text: str) -> str:
+    """``--target``'s type: a gRPC target that names a server (else a usage error, exit 2)."""
+    try:
+        return check_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def seconds(text: str) -> float:
+    """``--timeout``'s type: a positive finite number of seconds (else a usage error, exit 2)."""
+    try:
+        return check_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}") from None
+
+
+def attempts(text: str) -> int:
+    """``--max-attempts``' type: 1 to 5."""
+    try:
+        return check_attempts(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 (no retries) to {MAX_ATTEMPTS}, "
+                                         f"not {text!r}") from None
+
+
+def byte_offset(text: str) -> int:
+    """``--offset``'s type: a whole number of bytes, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of bytes, 0 or more, not {text!r}")
+    return value
+
+
 def add_video_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview-dir", type=Path, help="save each preview image into this directory (default: "
                         "previews are not saved)")
@@ -99,10 +135,8 @@ def tls_config(args: argparse.Namespace) -> TlsConfig | None:
 
 
 def client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The clients' options from the flags; a --timeout that is not a positive number of seconds is refused
-    here (ValueError), before any call, rather than silently meaning the default."""
-    timeout = None if args.timeout is None else check_timeout(args.timeout)
-    return {"auth_token": args.auth_token, "tls": tls_config(args), "timeout": timeout,
+    """The clients' options from the flags (their types checked --timeout and --max-attempts)."""
+    return {"auth_token": args.auth_token, "tls": tls_config(args), "timeout": args.timeout,
             "max_attempts": args.max_attempts, "health_check": args.health_check}
 
 

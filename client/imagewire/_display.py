@@ -30,13 +30,17 @@ class ProgressDisplay:
         self._stream = stream
         self._stage: Stage | None = None
         self.received = 0
+        # A job that had ended when the stream began (a watch of a finished job): its replayed last progress
+        # event is history, not a stage beginning now.
+        self._ended = False
 
     def __call__(self, event: AnimateEvent) -> None:
         if isinstance(event, JobStatus):
             # The id first, on its own line: with it the video can be watched again or cancelled from another shell.
             queued = f", queue position {event.queue_position}" if event.queue_position else ""
             self.line(f"job {event.job_id} ({event.state.name.lower()}{queued})")
-        elif isinstance(event, Progress):
+            self._ended = event.state.name in ("SUCCEEDED", "FAILED", "CANCELLED")
+        elif isinstance(event, Progress) and not self._ended:
             self.progress(event, changed=event.stage != self._stage)
             self._stage = event.stage
         elif isinstance(event, VideoChunk):
@@ -157,6 +161,12 @@ def progress_display(stream: TextIO = sys.stderr) -> ProgressDisplay:
         return RichBar(stream)
     except ImportError:  # the optional `cli` extra is not installed
         return TerminalLine(stream)
+
+
+def connecting(target: str, *, quiet: bool) -> None:
+    """Say at once what a video command is waiting for (it may wait for the channel up to 30 s)."""
+    if not quiet:
+        print(f"connecting to {target}...", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

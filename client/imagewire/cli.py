@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,18 @@ from imagewire._cli_args import (
     add_optional_flags,
     add_security_flags,
     add_video_flags,
+    byte_offset,
     client_kwargs,
     default_target,
     field_help,
     optional_values,
+    target,
     tls_config,
 )
-from imagewire._display import showing
+from imagewire._ctrl_c import CTRL_C
+from imagewire._display import connecting, showing
 from imagewire._formats import UsageError, matching_container, output_format, video_formats
+from imagewire._outputs import STDOUT, checked_output, checked_preview_dir, file_after, job_after
 from imagewire._services import SERVICES, find_service, other_service
 from imagewire.animate.v1 import animate_pb2
 from imagewire.caption.v1 import caption_pb2
@@ -59,7 +63,8 @@ from imagewire.client import (
     CaptionClient,
     ImagewireError,
 )
-from imagewire.client.animate import new_job_id
+from imagewire.client import Interrupted as DownloadInterrupted
+from imagewire.client.animate import DEFAULT_ANIMATE_TIMEOUT_S, new_job_id
 
 
 class Interrupted(Exception):
@@ -69,7 +74,6 @@ class Interrupted(Exception):
 def sample_image() -> bytes:
     """The demo image shipped with the client: a drawn scene the embedded caption model knows."""
     return resources.files("imagewire.data").joinpath("sample.png").read_bytes()
-
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,13 +100,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="run the server's safety checker on the image (default: off)")
     animate.add_argument("--format", choices=sorted(video_formats()),
                          help="container and codec (default: the one -o's extension names)")
+    animate.add_argument("--wait", action="store_true",
+                         help="when the server's queue is full, try again with growing pauses within --timeout "
+                              "(default: fail with RESOURCE_EXHAUSTED)")
     animate.add_argument("--job-id", help="the job's id, an idempotency key (default: a new one, printed first)")
     add_video_flags(animate)
 
     watch = commands.add_parser("watch", help="write a job's video to a file, from where it is")
     watch.add_argument("job_id", help="the job's id, as animate printed it")
     watch.add_argument("-o", "--output", type=Path, required=True, help="video file to write")
-    watch.add_argument("--offset", type=int, default=0,
+    watch.add_argument("--offset", type=byte_offset, default=0,
                        help="bytes of the video the output file already has: continue it from there (default 0)")
     add_video_flags(watch)
 
@@ -113,15 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list a server's models, limits and defaults")
     models.add_argument("--service", choices=sorted(TARGETS),
                         help="the service to ask (default: the one the target serves, found by server reflection)")
-    models.add_argument("--target", help="gRPC target (default: the --service's default target: "
+    models.add_argument("--target", type=target, help="gRPC target (default: the --service's default target: "
                         f"${TARGETS['caption'][0]} or {DEFAULT_CAPTION_TARGET} for caption and without --service, "
                         f"${TARGETS['animate'][0]} or {DEFAULT_ANIMATE_TARGET} for animate)")
     add_security_flags(models, None)
 
     demo = commands.add_parser("demo", help="caption and animate the bundled sample image")
-    demo.add_argument("--caption-target", default=os.environ.get("IMAGEWIRE_CAPTION_TARGET", DEFAULT_CAPTION_TARGET),
+    demo.add_argument("--caption-target", type=target, default=default_target("caption"),
                       help=f"the captioner (default $IMAGEWIRE_CAPTION_TARGET or {DEFAULT_CAPTION_TARGET})")
-    demo.add_argument("--animate-target", default=os.environ.get("IMAGEWIRE_ANIMATE_TARGET", DEFAULT_ANIMATE_TARGET),
+    demo.add_argument("--animate-target", type=target, default=default_target("animate"),
                       help=f"the animator (default $IMAGEWIRE_ANIMATE_TARGET or {DEFAULT_ANIMATE_TARGET})")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo.mp4"),
                       help="video file to write; its extension (.mp4, .webm) chooses the format (default demo.mp4)")
@@ -141,6 +148,7 @@ def _caption(args: argparse.Namespace) -> int:
     failures: list[Exception] = []
     with (
         CaptionClient(args.target, **client_kwargs(args)) as client,
+        CTRL_C.stopping(client.close),
         # Send every image at once: the server batches concurrent requests.
         concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(args.images))) as pool,
     ):
@@ -150,6 +158,8 @@ def _caption(args: argparse.Namespace) -> int:
             try:
                 result = future.result()
             except (ImagewireError, OSError) as error:
+                if CTRL_C.pressed:  # the call ended because Ctrl-C closed the channel
+                    raise KeyboardInterrupt from None
                 failures.append(error)
                 print(f"{path}: error: {error}", file=sys.stderr)
                 continue
@@ -164,48 +174,66 @@ def _caption(args: argparse.Namespace) -> int:
 
 
 def _animate(args: argparse.Namespace) -> int:
-    video_format = output_format(args.output, args.format)
+    video_format = output_format(checked_output(args.output), args.format)
+    preview_dir = checked_preview_dir(args.preview_dir)
     job_id = args.job_id or new_job_id()  # chosen here, so that an interruption can name it
     started = time.perf_counter()
     try:
-        with showing(args.quiet, args.preview_dir) as on_event, \
-                AnimateClient(args.target, **client_kwargs(args)) as client:
-            result = client.animate_to_file(
-                args.image, args.output, on_event=on_event, model_id=args.model_id, job_id=job_id,
-                safety_check=args.safety_check, format=video_format,
+        with showing(args.quiet, preview_dir) as on_event, \
+                AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
+            connecting(args.target, quiet=args.quiet)
+            output = sys.stdout.buffer if args.output == STDOUT else args.output
+            result = _waiting_for_room(args, lambda timeout: client.animate_to_file(
+                args.image, output, on_event=on_event, model_id=args.model_id, job_id=job_id,
+                safety_check=args.safety_check, format=video_format, timeout=timeout,
                 **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR),
-            )
-    except KeyboardInterrupt:
-        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
+            ))
+    except DownloadInterrupted as stop:
+        raise Interrupted(f"{job_after(stop, args.target)}; {file_after(stop, args.output)}") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
+def _waiting_for_room(args: argparse.Namespace, call: Callable[[float | None], AnimateResult]) -> AnimateResult:
+    """``call(timeout)``; with --wait, sent again after a growing pause while the server refuses it because its
+    queue is full (RESOURCE_EXHAUSTED before any answer: safe to retry), all within --timeout."""
+    deadline = time.monotonic() + (args.timeout or DEFAULT_ANIMATE_TIMEOUT_S)
+    pause = 1.0
+    while True:
+        try:
+            return call(max(deadline - time.monotonic(), 0.001) if args.wait else args.timeout)
+        except ImagewireError as error:
+            full = error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and not error.responses_received
+            if not (args.wait and full) or deadline - time.monotonic() <= pause:
+                raise
+        print(f"the server's queue is full; trying again in {pause:g} s", file=sys.stderr, flush=True)
+        CTRL_C.wait(pause)  # Ctrl-C ends the pause; the next call then says what became of the job
+        pause = min(pause * 2, 16.0)
+
+
 def _watch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    preview_dir = checked_preview_dir(args.preview_dir)
+    if args.output == STDOUT:
+        raise UsageError("watch writes a file it can continue: -o - (standard output) cannot be")
+    checked_output(args.output)
     try:
-        with showing(args.quiet, args.preview_dir) as on_event, \
-                AnimateClient(args.target, **client_kwargs(args)) as client:
+        with showing(args.quiet, preview_dir) as on_event, \
+                AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.interrupt):
+            connecting(args.target, quiet=args.quiet)
             result = client.watch_to_file(args.job_id, args.output, offset=args.offset,
                                           on_event=matching_container(args.output, on_event))
-    except KeyboardInterrupt:
-        kept = args.output.stat().st_size if args.output.exists() else 0
-        again = f"imagewire watch {args.job_id} -o {args.output}" + (f" --offset {kept}" if kept else "")
-        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {_left_behind(args.output)}; "
+    except DownloadInterrupted as stop:
+        again = f"imagewire watch {args.job_id} -o {args.output} --target {args.target}" + (
+            f" --offset {stop.written}" if stop.written and stop.kept else "")
+        raise Interrupted(f"stopped watching job {args.job_id}, which goes on; {file_after(stop, args.output)}; "
                           f"`{again}` picks it up again") from None
     _print_result(args.output, result, time.perf_counter() - started)
     return 0
 
 
-def _left_behind(output: Path) -> str:
-    """What an interrupted download left of its output file."""
-    if output.exists():
-        return f"{output} keeps its first {output.stat().st_size} bytes"
-    return f"the partial {output} was removed"
-
-
 def _cancel(args: argparse.Namespace) -> int:
-    with AnimateClient(args.target, **client_kwargs(args)) as client:
+    with AnimateClient(args.target, **client_kwargs(args)) as client, CTRL_C.stopping(client.close):
         status = client.cancel(args.job_id)
     print(f"job {status.job_id}: {status.state.name.lower()}")
     return 0
@@ -213,8 +241,10 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _print_result(output: Path, result: AnimateResult, seconds: float) -> None:
     safety = ("nsfw" if result.nsfw else "safe") if result.safety_checked else "not checked"
-    print(f"wrote {output} ({result.total_bytes} bytes, seed {result.seed}, safety {safety}, "
-          f"${result.usage.price_usd:.6f}) in {seconds:.1f}s")
+    # Beside a video on standard output, the line goes to standard error.
+    print(f"wrote {'standard output' if output == STDOUT else output} ({result.total_bytes} bytes, seed "
+          f"{result.seed}, safety {safety}, ${result.usage.price_usd:.6f}) in {seconds:.1f}s",
+          file=sys.stderr if output == STDOUT else sys.stdout)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -224,28 +254,31 @@ def _models(args: argparse.Namespace) -> int:
         args.service = find_service(args.target, tls=kwargs["tls"], auth_token=args.auth_token)
     args.target = args.target or default_target(args.service)
     client_type: Any = CaptionClient if args.service == "caption" else AnimateClient
-    with client_type(args.target, **kwargs) as client:
+    with client_type(args.target, **kwargs) as client, CTRL_C.stopping(client.close):
         models = client.list_models()
     print(json.dumps(dataclasses.asdict(models), indent=2))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    video_format = output_format(args.output, None)
+    if args.output == STDOUT:
+        raise UsageError("demo prints the caption on standard output: -o must name a file")
+    video_format = output_format(checked_output(args.output), None)
     image = sample_image()
     kwargs = client_kwargs(args)
-    with CaptionClient(args.caption_target, **kwargs) as captions:
+    with CaptionClient(args.caption_target, **kwargs) as captions, CTRL_C.stopping(captions.close):
         caption = captions.caption(image)
     print(f"caption: {caption.text}  (model {caption.model_id}, ${caption.usage.price_usd:.8f})")
     started = time.perf_counter()
     job_id = new_job_id()
     try:
-        with showing(False, None) as on_event, AnimateClient(args.animate_target, **kwargs) as animator:
+        with showing(False, None) as on_event, AnimateClient(args.animate_target, **kwargs) as animator, \
+                CTRL_C.stopping(animator.interrupt):
             result = animator.animate_to_file(image, args.output, on_event=on_event, job_id=job_id,
                                               format=video_format,
                                               **optional_values(args, animate_pb2.AnimateRequest.DESCRIPTOR))
-    except KeyboardInterrupt:
-        raise Interrupted(f"job {job_id} cancelled; {_left_behind(args.output)}") from None
+    except DownloadInterrupted as stop:
+        raise Interrupted(f"{job_after(stop, args.animate_target)}; {file_after(stop, args.output)}") from None
     print(f"video: {args.output} ({result.total_bytes} bytes, seed {result.seed}) in "
           f"{time.perf_counter() - started:.1f}s")
     return 0
@@ -282,8 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"caption": _caption, "animate": _animate, "watch": _watch, "cancel": _cancel, "models": _models,
                 "demo": _demo}
     try:
-        return handlers[args.command](args)
+        with CTRL_C.installed():
+            return handlers[args.command](args)
     except ImagewireError as error:
+        if CTRL_C.pressed:  # the call ended because Ctrl-C closed its channel
+            print(f"imagewire {args.command}: interrupted", file=sys.stderr)
+            return 130
         _report(args, error)
         return 1
     except UsageError as error:

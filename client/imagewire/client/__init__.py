@@ -41,7 +41,8 @@ from imagewire.client.caption import (
     CaptionUsage,
 )
 from imagewire.client.errors import FieldViolation, ImagewireError
-from imagewire.client.video_sink import VideoSink
+from imagewire.client.interrupted import Interrupted, Outcome, Stop
+from imagewire.client.video_sink import ProvenanceChanged, VideoSink
 
 __all__ = [
     "ANIMATE_PARAMETERS",
@@ -70,14 +71,18 @@ __all__ = [
     "CaptionUsage",
     "FieldViolation",
     "ImagewireError",
+    "Interrupted",
     "JobState",
     "JobStatus",
+    "Outcome",
     "PreparedCall",
     "Preview",
     "Progress",
+    "ProvenanceChanged",
     "Resume",
     "ServiceCore",
     "Stage",
+    "Stop",
     "TlsConfig",
     "VideoChunk",
     "VideoFormat",

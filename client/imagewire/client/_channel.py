@@ -4,6 +4,7 @@ checking, retries), message limits, keepalive, TLS."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,16 @@ MAX_RECEIVE_BYTES = 8 * 1024 * 1024
 # gRPC's ceiling: a service config asking for more attempts gets 5.
 MAX_ATTEMPTS = 5
 DEFAULT_MAX_ATTEMPTS = 5
+
+
+def check_target(target: str) -> str:
+    """``target`` if it names a server, else ValueError: gRPC itself fails an empty target, or a scheme with no
+    address (``dns:///``), only at the first call, and with UNKNOWN."""
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError("the target is empty: give host:port, dns:///name:port or ipv4:a:p,b:p")
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?/?", target.strip()):
+        raise ValueError(f"the target {target!r} names no server: give host:port, dns:///name:port or ipv4:a:p")
+    return target
 
 
 def check_attempts(max_attempts: int) -> int:
@@ -131,6 +142,7 @@ def channel_options(balancing: Balancing, tls: TlsConfig | None) -> list[tuple[s
 
 def sync_channel(target: str, balancing: Balancing, tls: TlsConfig | None) -> grpc.Channel:
     """A blocking channel to ``target``: plaintext when ``tls`` is None."""
+    check_target(target)
     options = channel_options(balancing, tls)
     if tls is None:
         return grpc.insecure_channel(target, options=options)
@@ -139,6 +151,7 @@ def sync_channel(target: str, balancing: Balancing, tls: TlsConfig | None) -> gr
 
 def aio_channel(target: str, balancing: Balancing, tls: TlsConfig | None) -> grpc.aio.Channel:
     """An asyncio channel to ``target``: plaintext when ``tls`` is None."""
+    check_target(target)
     options = channel_options(balancing, tls)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)

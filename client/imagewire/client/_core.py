@@ -7,6 +7,7 @@ A service core turns a method's arguments into a :class:`PreparedCall` (the requ
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ import grpc
 from google.protobuf.message import Message
 
 from imagewire.client._channel import DEFAULT_MAX_ATTEMPTS, Balancing
-from imagewire.client.errors import ImagewireError
+from imagewire.client._messages import metadata_violations
+from imagewire.client.errors import FieldViolation, ImagewireError
+from imagewire.limits import MAX_IMAGE_BYTES
 
 REQUEST_ID_KEY = "x-request-id"
 # A control call (ListModels) answers at once; its default deadline never exceeds this.
@@ -46,10 +49,21 @@ def check_timeout(timeout: float) -> float:
 
 
 def image_bytes(image: ImageInput) -> bytes:
-    """Accept encoded image bytes or a path to an image file."""
+    """Accept encoded image bytes or a path to an image file ("-": standard input). A file is read up to the
+    contract's limit and one byte more, never whole: one past the limit (``/dev/zero``, a video named .png) is
+    refused as INVALID_ARGUMENT naming ``image`` before it can fill the memory."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
-    return Path(image).read_bytes()
+    if str(image) == "-":
+        data = sys.stdin.buffer.read(MAX_IMAGE_BYTES + 1)
+    else:
+        with Path(image).open("rb") as file:
+            data = file.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImagewireError.invalid_argument((FieldViolation(
+            "image", f"image {image} is over {MAX_IMAGE_BYTES} bytes; the limit is {MAX_IMAGE_BYTES} "
+                     f"({MAX_IMAGE_BYTES / 2**20:g} MiB)"),))
+    return data
 
 
 @dataclass
@@ -141,7 +155,11 @@ class ServiceCore:
         if timeout is None:
             timeout = self.control_timeout if control else self.timeout
         request_id = request_id or uuid.uuid4().hex
-        return CallOptions(self.metadata(request_id) + tuple(metadata), check_timeout(timeout), request_id)
+        pairs = self.metadata(request_id) + tuple(metadata)
+        violations = metadata_violations(pairs)
+        if violations:  # gRPC would refuse them, as INTERNAL, once the call had started
+            raise ImagewireError.invalid_argument(violations)
+        return CallOptions(pairs, check_timeout(timeout), request_id)
 
     def metadata(self, request_id: str) -> Metadata:
         """Per-call metadata: the request id, the bearer token and the client's extra pairs."""

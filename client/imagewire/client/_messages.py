@@ -8,13 +8,14 @@ The typed results are generated from the protos (``imagewire/*/v1/*_types.py``, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from imagewire.client.errors import FieldViolation, ImagewireError
-from imagewire.limits import MAX_IMAGE_BYTES
+from imagewire.limits import JOB_ID_RULE, MAX_IMAGE_BYTES, is_job_id
 
 MessageT = TypeVar("MessageT", bound=Message)
 
@@ -112,7 +113,41 @@ def field_violation(field: FieldDescriptor, value: object) -> FieldViolation | N
     if isinstance(value, bytes) and limit is not None and len(value) > limit:
         return FieldViolation(field.name, f"{field.name} is {len(value)} bytes; the limit is {limit} "
                                           f"({limit / 2**20:g} MiB)")
+    if field.name == "job_id" and value and not is_job_id(value):  # type: ignore[arg-type] # a str, checked above
+        return job_id_violation(value)  # type: ignore[arg-type]
     return None
+
+
+def job_id_violation(job_id: str) -> FieldViolation:
+    """The violation of a job id that breaks the contract's rule (it travels in metadata, where gRPC itself would
+    refuse a non-ASCII or control character with INTERNAL), in the words of the server's."""
+    return FieldViolation("job_id", f"job_id must be {JOB_ID_RULE}, not {shown(job_id)}")
+
+
+def shown(text: str, most: int = 64) -> str:
+    """``text`` quoted for a message, cut to ``most`` characters (its own length then given)."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= most else f"{quoted[:most]}... ({len(text)} characters)"
+
+
+# gRPC's rule for metadata: keys of lower-case letters, digits, '-', '_' and '.'; values (but those of keys
+# ending -bin, which carry bytes) printable ASCII. gRPC itself refuses others with INTERNAL.
+_KEY_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def metadata_violations(pairs: Sequence[tuple[str, str | bytes]]) -> tuple[FieldViolation, ...]:
+    """Why each metadata pair could not be sent (key and value), as field violations named by the key."""
+    violations = []
+    for key, value in pairs:
+        if not key or not set(key) <= _KEY_CHARACTERS:
+            violations.append(FieldViolation(
+                "metadata", f"key {shown(key)} must be lower-case letters, digits, '-', '_' and '.'"))
+        elif key.endswith("-bin"):
+            if not isinstance(value, bytes):
+                violations.append(FieldViolation(key, "a key ending -bin carries bytes"))
+        elif not isinstance(value, str) or not all(" " <= c <= "~" for c in value):
+            violations.append(FieldViolation(key, f"must be printable ASCII text, not {shown(str(value))}"))
+    return tuple(violations)
 
 
 

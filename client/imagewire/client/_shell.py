@@ -54,8 +54,11 @@ class _Shell(Generic[CoreT]):
             timeout=timeout, control_timeout=control_timeout, auth_token=auth_token, metadata=metadata,
             max_attempts=max_attempts, health_check=health_check,
         )
+        self.target = target
         self._channel = self._open(target, tls)
         self._stub = self._stub_type(self._channel)
+        # The stream being read (blocking shells): what interrupting a download cancels.
+        self._in_flight: Any = None
 
     @property
     def timeout(self) -> float:
@@ -82,7 +85,7 @@ class BlockingShell(_Shell[CoreT]):
             return call.decode(call.start(method))
 
     def _stream(self, method: Callable[..., Any], call: PreparedCall[ResultT]) -> Iterator[ResultT]:
-        rpc = call.start(method)
+        rpc = self._in_flight = call.start(method)
         received = Received()
         try:
             with call.options.raising(received):
@@ -93,6 +96,8 @@ class BlockingShell(_Shell[CoreT]):
             # OpenTelemetry's instrumentation is a generator instead: closing it drops the call, and gRPC cancels
             # a call nobody holds.
             (rpc.cancel if hasattr(rpc, "cancel") else rpc.close)()
+            if self._in_flight is rpc:
+                self._in_flight = None
 
     def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""

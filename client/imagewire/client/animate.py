@@ -26,7 +26,7 @@ from imagewire.client._core import CallArgs, ImageInput, Metadata, PreparedCall,
 from imagewire.client._messages import build_message, optional_fields
 from imagewire.client._resume import Attempt, Download, Resume
 from imagewire.client.animate_types import AnimateEvent, AnimateModelList, JobStatus, VideoChunk
-from imagewire.client.errors import ImagewireError
+from imagewire.client.errors import FieldViolation, ImagewireError
 from imagewire.client.video_sink import VideoSink
 
 # Generation takes minutes on a real model; the caller may shorten or lengthen it per call.
@@ -74,6 +74,13 @@ def _with_job_id(fields: AnimateFields) -> AnimateFields:
     return {**fields, "job_id": fields.get("job_id") or new_job_id()}
 
 
+def _required(job_id: str) -> str:
+    """``job_id``, which a call about an existing job must name (build_message checks its characters)."""
+    if job_id == "":
+        raise ImagewireError.invalid_argument((FieldViolation("job_id", "job_id is required"),))
+    return job_id
+
+
 def _job_metadata(job_id: str) -> Metadata:
     return ((JOB_ID_KEY, job_id),)
 
@@ -103,7 +110,7 @@ class AnimateCore(ServiceCore):
         self, job_id: str, *, offset: int = 0, timeout: float | None = None, request_id: str | None = None
     ) -> PreparedCall[AnimateEvent]:
         """A WatchAnimation call: job ``job_id``'s events, its video from byte ``offset``."""
-        request = animate_pb2.WatchAnimationRequest(job_id=job_id, offset=offset)
+        request = build_message(animate_pb2.WatchAnimationRequest, job_id=_required(job_id), offset=offset)
         return self.prepare(request, decode_event, timeout, request_id, metadata=_job_metadata(job_id),
                             payload=video_bytes)
 
@@ -111,7 +118,7 @@ class AnimateCore(ServiceCore):
         self, job_id: str, *, timeout: float | None = None, request_id: str | None = None
     ) -> PreparedCall[JobStatus]:
         """A CancelAnimation call (a control call); it answers once the job has stopped."""
-        request = animate_pb2.CancelAnimationRequest(job_id=job_id)
+        request = build_message(animate_pb2.CancelAnimationRequest, job_id=_required(job_id))
         return self.prepare(request, lambda reply: JobStatus.from_proto(reply.job), timeout, request_id,
                             control=True, metadata=_job_metadata(job_id))
 

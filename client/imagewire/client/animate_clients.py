@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Unpack
+from typing import Any, BinaryIO, Unpack
 
 import grpc
 
@@ -23,6 +23,7 @@ from imagewire.client._shell import AsyncShell, BlockingShell
 from imagewire.client.animate import AnimateArgs, AnimateCore
 from imagewire.client.animate_types import AnimateEvent, AnimateModelList, AnimateResult, JobStatus
 from imagewire.client.errors import ImagewireError
+from imagewire.client.interrupted import Interrupted, Outcome, Stop
 from imagewire.client.video_sink import VideoSink
 
 # A cancel sent because the caller is leaving: it must not keep them long.
@@ -43,8 +44,8 @@ def _planned(sink: VideoSink, plan: Callable[[], Download]) -> Download:
         raise
 
 
-def _reconnect_failed(timeout: float) -> ImagewireError:
-    return ImagewireError(grpc.StatusCode.UNAVAILABLE, f"the channel did not reconnect within {timeout:g} s")
+def _reconnect_failed(target: str, timeout: float) -> ImagewireError:
+    return ImagewireError(grpc.StatusCode.UNAVAILABLE, f"could not connect to {target} within {timeout:.3g} s")
 
 
 class AnimateClient(BlockingShell[AnimateCore]):
@@ -53,6 +54,11 @@ class AnimateClient(BlockingShell[AnimateCore]):
 
     _core_type = AnimateCore
     _stub_type = animate_pb2_grpc.AnimateServiceStub
+
+    def __init__(self, target: str, **options: Any) -> None:
+        super().__init__(target, **options)
+        self._interrupted = threading.Event()
+        self._ready: grpc.Future[None] | None = None
 
     def animate(self, image: ImageInput, **args: Unpack[AnimateArgs]) -> Iterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
@@ -73,7 +79,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
         return self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
-    def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
+    def animate_to_file(self, image: ImageInput, path: str | Path | BinaryIO, *, on_event: EventCallback | None = None,
                         resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Interrupting it (Ctrl-C) cancels the job."""
@@ -94,43 +100,90 @@ class AnimateClient(BlockingShell[AnimateCore]):
         """The server's loaded models with their limits and defaults."""
         return self._unary(self._stub.ListModels, self._core.list_models(**args))
 
+    def interrupt(self) -> None:
+        """Stop the download to a file in progress as Ctrl-C would: it raises :class:`Interrupted` saying what
+        became of the job (cancelled if this client started it). Safe from any thread; a SIGINT handler calls it
+        from another thread, since it takes gRPC's locks. A download started after it is interrupted at once."""
+        self._interrupted.set()
+        for pending in (self._in_flight, self._ready):
+            cancel = getattr(pending, "cancel", None)
+            if cancel is not None:
+                cancel()
+
     def _download(self, download: Download, sink: VideoSink, *, owned: bool) -> AnimateResult:
         attempt = download.first
-        with sink, self._cancel_on_exit(download.job_id if owned else None):
+        with sink, self._stopping(download, sink, owned=owned):
             while True:
+                if attempt.pause:
+                    if self._interrupted.wait(attempt.pause):
+                        raise KeyboardInterrupt
+                    self._wait_ready(download.ready_timeout())
+                    download.connected = True
                 try:
-                    if attempt.pause:
-                        time.sleep(attempt.pause)
-                        self._wait_ready(download.reconnect_timeout_s)
+                    self._check_interrupted()
                     # Read to the end of the stream, not just to the result: leaving early would cancel the call.
                     for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
+                        download.saw(event, attempt)
                         sink.feed(event)
                     return sink.finish()
                 except ImagewireError as error:
+                    self._check_interrupted()  # the failure is the interruption's cancelled call
                     attempt = download.after(error, attempt)
 
-    def _wait_ready(self, timeout: float) -> None:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise _reconnect_failed(timeout) from None
+    def _check_interrupted(self) -> None:
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt
 
-    def _owned(self, call: PreparedCall[AnimateEvent], events: Iterator[AnimateEvent]) -> Iterator[AnimateEvent]:
-        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
-        with self._cancel_on_exit(call.request.job_id):  # type: ignore[attr-defined]
-            yield from events
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait for the channel to connect; a channel that does not within ``timeout`` ends the download."""
+        self._ready = grpc.channel_ready_future(self._channel)
+        try:
+            self._check_interrupted()
+            self._ready.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise _reconnect_failed(self.target, timeout) from None
+        except grpc.FutureCancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            self._ready.cancel()
+            self._ready = None
 
     @contextlib.contextmanager
-    def _cancel_on_exit(self, job_id: str | None) -> Iterator[None]:
-        """Cancel the job when the block is left other than by its end or a failed call."""
+    def _stopping(self, download: Download, sink: VideoSink, *, owned: bool) -> Iterator[None]:
+        """Leave a download that was interrupted (Ctrl-C, :meth:`interrupt`) or whose event callback failed:
+        cancel the job if it is this client's own; on Ctrl-C raise :class:`Interrupted` saying what became of it."""
         try:
             yield
         except ImagewireError:
             raise  # the call failed (or the server ended the job): nothing of ours to cancel
+        except KeyboardInterrupt:
+            self._interrupted.clear()
+            stop = self._stop(download, owned=owned)
+            raise Interrupted(download.job_id, stop, written=sink.written, kept=sink.keeps) from None
+        except BaseException:
+            self._stop(download, owned=owned)
+            raise
+
+    def _stop(self, download: Download, *, owned: bool) -> Stop:
+        if not owned or download.created is False:
+            return Stop(Outcome.DETACHED)
+        try:
+            return Stop(Outcome.CANCELLED, status=self.cancel(download.job_id, timeout=CANCEL_TIMEOUT_S))
+        except ImagewireError as error:
+            never = not download.reached and error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+            return Stop(Outcome.NEVER_STARTED if never else Outcome.NOT_CANCELLED, error=error)
+
+    def _owned(self, call: PreparedCall[AnimateEvent], events: Iterator[AnimateEvent]) -> Iterator[AnimateEvent]:
+        job = _Job(call)
+        try:
+            for event in events:
+                yield job.saw(event)
+        except ImagewireError:
+            raise  # the call failed (or the server ended the job): nothing of ours to cancel
         except BaseException:  # Ctrl-C, or GeneratorExit from an iterator closed early
-            if job_id is not None:
+            if job.mine is not None:
                 with contextlib.suppress(ImagewireError):
-                    self.cancel(job_id, timeout=CANCEL_TIMEOUT_S)
+                    self.cancel(job.mine, timeout=CANCEL_TIMEOUT_S)
             raise
 
 
@@ -154,8 +207,9 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
         """Stop job ``job_id`` at its next step; returns its status once it has stopped (or had already ended)."""
         return await self._unary(self._stub.CancelAnimation, self._core.cancel(job_id, **args))
 
-    async def animate_to_file(self, image: ImageInput, path: str | Path, *, on_event: EventCallback | None = None,
-                              resume: Resume = DEFAULT_RESUME, **args: Unpack[AnimateArgs]) -> AnimateResult:
+    async def animate_to_file(self, image: ImageInput, path: str | Path | BinaryIO, *,
+                              on_event: EventCallback | None = None, resume: Resume = DEFAULT_RESUME,
+                              **args: Unpack[AnimateArgs]) -> AnimateResult:
         """Generate a video into ``path`` while it streams, resuming after dropped connections; returns the
         verified result. Cancelling the task cancels the job."""
         sink = VideoSink(path, on_event)
@@ -177,41 +231,60 @@ class AsyncAnimateClient(AsyncShell[AnimateCore]):
     async def _download(self, download: Download, sink: VideoSink, *, owned: bool) -> AnimateResult:
         attempt = download.first
         with sink:
-            async with self._cancel_on_exit(download.job_id if owned else None):
+            async with self._cancel_on_exit(lambda: download.job_id if owned and download.created is not False
+                                            else None):
                 while True:
+                    if attempt.pause:
+                        await asyncio.sleep(attempt.pause)
+                        await self._wait_ready(download.ready_timeout())
+                        download.connected = True
                     try:
-                        if attempt.pause:
-                            await asyncio.sleep(attempt.pause)
-                            await self._wait_ready(download.reconnect_timeout_s)
                         async for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
+                            download.saw(event, attempt)
                             sink.feed(event)
                         return sink.finish()
                     except ImagewireError as error:
                         attempt = download.after(error, attempt)
 
     async def _wait_ready(self, timeout: float) -> None:
+        """Wait for the channel to connect; a channel that does not within ``timeout`` ends the download."""
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)
         except TimeoutError:
-            raise _reconnect_failed(timeout) from None
+            raise _reconnect_failed(self.target, timeout) from None
 
     async def _owned(self, call: PreparedCall[AnimateEvent],
                      events: AsyncGenerator[AnimateEvent, None]) -> AsyncIterator[AnimateEvent]:
-        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
-        job_id = call.request.job_id  # type: ignore[attr-defined]
-        async with self._cancel_on_exit(job_id), contextlib.aclosing(events):
+        job = _Job(call)
+        async with self._cancel_on_exit(lambda: job.mine), contextlib.aclosing(events):
             async for event in events:
-                yield event
+                yield job.saw(event)
 
     @contextlib.asynccontextmanager
-    async def _cancel_on_exit(self, job_id: str | None) -> AsyncIterator[None]:
-        """Cancel the job when the block is left other than by its end or a failed call."""
+    async def _cancel_on_exit(self, job_id: Callable[[], str | None]) -> AsyncIterator[None]:
+        """Cancel the job (``job_id()``, None: not ours to cancel) when the block is left other than by its end
+        or a failed call."""
         try:
             yield
         except ImagewireError:
             raise
         except BaseException:  # a cancelled task, or GeneratorExit from an iterator closed early
-            if job_id is not None:
+            mine = job_id()
+            if mine is not None:
                 with contextlib.suppress(ImagewireError, asyncio.CancelledError):
-                    await self.cancel(job_id, timeout=CANCEL_TIMEOUT_S)
+                    await self.cancel(mine, timeout=CANCEL_TIMEOUT_S)
             raise
+
+
+class _Job:
+    """The job of an Animate call, and whether it is the caller's to cancel when they leave: not once the call's
+    JobStatus says it attached to a job another call started (``created`` false)."""
+
+    def __init__(self, call: PreparedCall[AnimateEvent]) -> None:
+        # PreparedCall.request is a Message; an Animate call's is an AnimateRequest.
+        self.mine: str | None = call.request.job_id  # type: ignore[attr-defined]
+
+    def saw(self, event: AnimateEvent) -> AnimateEvent:
+        if isinstance(event, JobStatus) and not event.created:
+            self.mine = None
+        return event

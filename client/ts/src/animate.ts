@@ -7,13 +7,19 @@ import {
   type AnimateResult,
   type VideoHeader,
   VideoFormat,
+  type WatchAnimationResponse,
 } from "./gen/imagewire/animate/v1/animate_pb.js";
 
 /** One event of the Animate stream: `{ case: "progress" | "header" | "chunk" | "result", value }`. */
 export type AnimateEvent = Exclude<AnimateResponse["event"], { case: undefined }>;
 
-/** The events of an Animate call's responses; a response carrying no event is a protocol error. */
-export async function* animateEvents(responses: AsyncIterable<AnimateResponse>): AsyncGenerator<AnimateEvent> {
+/**
+ * The events of an Animate (or WatchAnimation: the same events) call's responses; a response carrying no event is
+ * a protocol error.
+ */
+export async function* animateEvents(
+  responses: AsyncIterable<{ event: AnimateResponse["event"] | WatchAnimationResponse["event"] }>,
+): AsyncGenerator<AnimateEvent> {
   for await (const response of responses) {
     if (response.event.case === undefined) {
       throw new ConnectError("an animate response carried no event", Code.DataLoss);
@@ -25,18 +31,41 @@ export async function* animateEvents(responses: AsyncIterable<AnimateResponse>):
 /** Where a VideoSink puts the bytes, in order; a returned promise is awaited before the next chunk. */
 export type ByteWriter = (bytes: Uint8Array) => void | Promise<void>;
 
+/** Empties what a VideoSink wrote (a file truncated to 0 bytes), for a download that starts the video over. */
+export type ByteEraser = () => void | Promise<void>;
+
+/**
+ * A stream continuing a sink's bytes came from a server whose provenance key differs from that of the stream
+ * the bytes came from: its bytes may not continue them (code Aborted; a download starts the video over).
+ */
+export class ProvenanceChanged extends ConnectError {
+  constructor(message: string) {
+    super(message, Code.Aborted);
+    this.name = "ProvenanceChanged";
+  }
+
+  // ConnectError's own test accepts any ConnectError-shaped value, which would make every one a ProvenanceChanged.
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return value instanceof Error && value.name === "ProvenanceChanged";
+  }
+}
+
 /**
  * Follows an Animate stream: keeps the header, writes each chunk in order through `write` and, at the result,
  * checks the byte count and SHA-256 of everything written. Any break in the contract (a chunk before the
- * header or out of order, a result that does not match) throws a ConnectError with code DataLoss.
+ * header or out of order, a result that does not match) throws a ConnectError with code DataLoss. `provenance`
+ * is the provenance key of the server the bytes came from (each stream's first event says it); a stream from a
+ * server of another key throws ProvenanceChanged before any of its bytes are written. `erase`, where given, lets
+ * the sink start over (`restart`).
  */
 export class VideoSink {
   header: VideoHeader | undefined;
   result: AnimateResult | undefined;
+  provenance = "";
   private written = 0n;
-  private readonly digest = sha256.create();
+  private digest = sha256.create();
 
-  constructor(private readonly write: ByteWriter) {}
+  constructor(private readonly write: ByteWriter, private readonly erase?: ByteEraser) {}
 
   /** The bytes written so far. */
   get bytesWritten(): bigint {
@@ -49,6 +78,9 @@ export class VideoSink {
       throw dataLoss(`a ${event.case} event after the result`);
     }
     switch (event.case) {
+      case "job":
+        this.follow(event.value.provenanceKey);
+        break;
       case "header":
         this.header = event.value;
         break;
@@ -71,6 +103,26 @@ export class VideoSink {
         break;
     }
     return this.result;
+  }
+
+  /** Empty what was written: the video will be streamed again from its first byte (from any server). */
+  async restart(): Promise<void> {
+    if (this.erase === undefined) {
+      throw new ConnectError("the video must start over, and this sink cannot erase what it wrote", Code.Aborted);
+    }
+    await this.erase();
+    this.written = 0n;
+    this.digest = sha256.create();
+    this.provenance = "";
+    this.header = undefined;
+  }
+
+  private follow(provenance: string): void {
+    if (provenance && this.provenance && provenance !== this.provenance && this.written > 0n) {
+      throw new ProvenanceChanged(`the stream comes from a server of provenance ${provenance}, but the ` +
+        `${this.written} bytes received came from one of provenance ${this.provenance}: its bytes may not continue them`);
+    }
+    this.provenance = provenance || this.provenance;
   }
 
   /** The verified result; throws DataLoss when the stream ended before it. */

@@ -523,6 +523,7 @@ class JobStatus(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    PROVENANCE_KEY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id: pass it to WatchAnimation and CancelAnimation."""
     state: Global___JobState.ValueType
@@ -533,6 +534,13 @@ class JobStatus(_message.Message):
     """Whether this call started the job; false when it attached to an existing one."""
     available_bytes: _builtins.int
     """The bytes of the video produced so far: the largest offset WatchAnimation accepts now."""
+    provenance_key: _builtins.str
+    """The job's model's Provenance.key on the server answering: a caller resuming a download compares it with the
+    key of the stream its bytes came from, before any byte of the new stream. Equal keys: the new stream's bytes
+    continue the file. Different keys (another replica, loaded differently): its bytes may differ, so the
+    caller starts the file over (WatchAnimation from offset 0) rather than joining two videos. Empty from
+    servers older than this field (then nothing can be told: keep the bytes).
+    """
     def __init__(
         self,
         *,
@@ -541,10 +549,11 @@ class JobStatus(_message.Message):
         queue_position: _builtins.int = ...,
         created: _builtins.bool = ...,
         available_bytes: _builtins.int = ...,
+        provenance_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_bytes", b"available_bytes", "created", b"created", "job_id", b"job_id", "queue_position", b"queue_position", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_bytes", b"available_bytes", "created", b"created", "job_id", b"job_id", "provenance_key", b"provenance_key", "queue_position", b"queue_position", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -733,6 +742,7 @@ class AnimateResult(_message.Message):
     SAFETY_CHECKED_FIELD_NUMBER: _builtins.int
     NSFW_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     total_bytes: _builtins.int
     """The length of the video in bytes."""
     sha256: _builtins.bytes
@@ -747,6 +757,12 @@ class AnimateResult(_message.Message):
     def usage(self) -> Global___Usage:
         """What the request consumed and what it costs."""
 
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """What the video's bytes depend on besides the request and the seed: the model's files, dtype, device kind,
+        library versions. The same request and seed give the same bytes from any server with the same key.
+        """
+
     def __init__(
         self,
         *,
@@ -756,14 +772,84 @@ class AnimateResult(_message.Message):
         safety_checked: _builtins.bool = ...,
         nsfw: _builtins.bool = ...,
         usage: Global___Usage | None = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nsfw", b"nsfw", "safety_checked", b"safety_checked", "seed", b"seed", "sha256", b"sha256", "total_bytes", b"total_bytes", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nsfw", b"nsfw", "provenance", b"provenance", "safety_checked", b"safety_checked", "seed", b"seed", "sha256", b"sha256", "total_bytes", b"total_bytes", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnimateResult: _TypeAlias = AnimateResult  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """Provenance is everything a seed's output depends on besides the request: two servers with the same key give
+    the same bytes for the same request and seed; servers with different keys may give other bytes. A server
+    decides it once at start-up (it never changes while the server runs), so every replica started on the same
+    hardware kind with the same model files, settings and libraries reports the same key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MODEL_DIGEST_FIELD_NUMBER: _builtins.int
+    MODEL_REVISION_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    DEVICE_KIND_FIELD_NUMBER: _builtins.int
+    LIBRARIES_FIELD_NUMBER: _builtins.int
+    COMPILED_FIELD_NUMBER: _builtins.int
+    THREADS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+    computed is the server's business: compare keys for equality only.
+    """
+    model_digest: _builtins.str
+    """"sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+    Hugging Face cache is named by its content hash, which is used instead of reading it).
+    """
+    model_revision: _builtins.str
+    """The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory."""
+    dtype: _builtins.str
+    """The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype)."""
+    device_kind: _builtins.str
+    """The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+    "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+    (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+    """
+    compiled: _builtins.bool
+    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones.
+    The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+    """
+    threads: _builtins.int
+    """another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    threads).
+    """
+    @_builtins.property
+    def libraries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The versions of the libraries that compute or encode the output, as "name version", the server's own
+        ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+        """
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        model_digest: _builtins.str = ...,
+        model_revision: _builtins.str = ...,
+        dtype: _builtins.str = ...,
+        device_kind: _builtins.str = ...,
+        libraries: _abc.Iterable[_builtins.str] | None = ...,
+        compiled: _builtins.bool = ...,
+        threads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
@@ -862,6 +948,9 @@ class ModelInfo(_message.Message):
     USD_PER_OUTPUT_PIXEL_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as AnimateRequest.model_id."""
     device: _builtins.str
@@ -894,10 +983,26 @@ class ModelInfo(_message.Message):
     """The model family, which decides how the model is loaded and run and which request fields it takes
     (such as "svd", "ltx" or "wan").
     """
+    choice: _builtins.str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
         """Every request field this model accepts, with its default and bounds. A field not listed here is not
         used by this model: setting it is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+        "denoiser", "vae decoder"; empty when the model runs eagerly.
+        """
+
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """What this model's videos depend on besides the request and the seed; replicas reporting the same key give
+        the same bytes for the same request and seed.
         """
 
     def __init__(
@@ -919,10 +1024,13 @@ class ModelInfo(_message.Message):
         usd_per_output_pixel: _builtins.float = ...,
         family: _builtins.str = ...,
         fields: _abc.Iterable[Global___FieldInfo] | None = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
+        choice: _builtins.str = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "model_id", b"model_id", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "model_id", b"model_id", "provenance", b"provenance", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

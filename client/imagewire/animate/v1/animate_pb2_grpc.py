@@ -118,6 +118,21 @@ class AnimateServiceServicer:
         Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with exponential backoff is safe;
         INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION and UNAUTHENTICATED fail the same way again. After a
         download, check the result's total_bytes and sha256 against every byte kept.
+
+        A resuming download (what the project's clients do, and every client should): the stream's connection
+        dropped when it fails with UNAVAILABLE, or with a stream reset that no server sent: a proxy (Envoy) resets
+        the caller's stream (HTTP/2 RST_STREAM) when the server behind it dies mid-stream, which gRPC libraries
+        report as INTERNAL with a transport message (grpc C-core and Python: "Stream removed" or "Received
+        RST_STREAM with error code 2"; grpc-go: "stream terminated by RST_STREAM with error code: INTERNAL_ERROR";
+        Connect for Node: "Stream closed with error code NGHTTP2_INTERNAL_ERROR"), and gRPC-Web as a
+        response body cut short with no grpc-status (Connect: UNKNOWN "terminated", fetch's network error); a
+        connection reset (ECONNRESET) is a drop too. Then, after a growing pause (0.5 s doubling to
+        8 s), it continues with WatchAnimation from the bytes kept, at most 5 times in all and within the first
+        call's deadline. An INTERNAL status a server sent (in its trailers) is a failure, never resumed. If
+        WatchAnimation answers NOT_FOUND (the job's server restarted or the call reached another replica), the
+        download sends Animate again with the same job_id and starts the file over. If a resumed stream's first
+        event (JobStatus) carries a provenance_key other than the one the kept bytes came with, it starts the file
+        over too (WatchAnimation from offset 0): that server's bytes may differ.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -146,6 +146,13 @@ class JobStatus(ProtoData):
     """Whether this call started the job; false when it attached to an existing one."""
     available_bytes: int
     """The bytes of the video produced so far: the largest offset WatchAnimation accepts now."""
+    provenance_key: str
+    """The job's model's Provenance.key on the server answering: a caller resuming a download compares it with the
+    key of the stream its bytes came from, before any byte of the new stream. Equal keys: the new stream's bytes
+    continue the file. Different keys (another replica, loaded differently): its bytes may differ, so the
+    caller starts the file over (WatchAnimation from offset 0) rather than joining two videos. Empty from
+    servers older than this field (then nothing can be told: keep the bytes).
+    """
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,49 @@ class AnimateResult(ProtoData):
     """Whether the safety checker flagged the input image; false when no check ran."""
     usage: Usage
     """What the request consumed and what it costs."""
+    provenance: Provenance
+    """What the video's bytes depend on besides the request and the seed: the model's files, dtype, device kind,
+    library versions. The same request and seed give the same bytes from any server with the same key.
+    """
+
+
+@dataclass(frozen=True)
+class Provenance(ProtoData):
+    """Provenance is everything a seed's output depends on besides the request: two servers with the same key give
+    the same bytes for the same request and seed; servers with different keys may give other bytes. A server
+    decides it once at start-up (it never changes while the server runs), so every replica started on the same
+    hardware kind with the same model files, settings and libraries reports the same key.
+    """
+
+    PROTO = animate_pb2.Provenance
+
+    key: str
+    """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+    computed is the server's business: compare keys for equality only.
+    """
+    model_digest: str
+    """"sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+    Hugging Face cache is named by its content hash, which is used instead of reading it).
+    """
+    model_revision: str
+    """The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory."""
+    dtype: str
+    """The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype)."""
+    device_kind: str
+    """The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+    "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+    (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+    """
+    libraries: tuple[str, ...]
+    """The versions of the libraries that compute or encode the output, as "name version", the server's own
+    ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+    """
+    compiled: bool
+    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""
+    threads: int
+    """another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    threads).
+    """
 
 
 @dataclass(frozen=True)
@@ -322,6 +372,18 @@ class ModelInfo(ProtoData):
     fields: tuple[FieldInfo, ...]
     """Every request field this model accepts, with its default and bounds. A field not listed here is not
     used by this model: setting it is INVALID_ARGUMENT.
+    """
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+    "denoiser", "vae decoder"; empty when the model runs eagerly.
+    """
+    choice: str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
+    provenance: Provenance
+    """What this model's videos depend on besides the request and the seed; replicas reporting the same key give
+    the same bytes for the same request and seed.
     """
 
 
@@ -393,6 +455,7 @@ __all__ = [
     "ModelInfo",
     "Preview",
     "Progress",
+    "Provenance",
     "REQUEST_FIELD_DOCS",
     "Stage",
     "Usage",

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagewire/caption/v1/caption.proto\x12\x14imagewire.caption.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x97\x01\n\x0e\x43\x61ptionRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnum_beams\x18\x05 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0c\n\n_num_beams\"q\n\x0f\x43\x61ptionResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x1b.imagewire.caption.v1.Usage\x12\x12\n\nbatch_size\x18\x04 \x01(\r\"M\n\x05Usage\x12\x14\n\x0cinput_pixels\x18\x01 \x01(\x04\x12\x1b\n\x13usd_per_input_pixel\x18\x02 \x01(\x01\x12\x11\n\tprice_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.imagewire.caption.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"\xd7\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x17\n\x0fmax_image_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x05 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_max_new_tokens\x18\x06 \x01(\r\x12\x1c\n\x14max_new_tokens_limit\x18\x07 \x01(\r\x12\x19\n\x11\x64\x65\x66\x61ult_num_beams\x18\x08 \x01(\r\x12\x17\n\x0fnum_beams_limit\x18\t \x01(\r\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1b\n\x13usd_per_input_pixel\x18\x0b \x01(\x01\x12\x0e\n\x06\x66\x61mily\x18\x0c \x01(\t\x12/\n\x06\x66ields\x18\r \x03(\x0b\x32\x1f.imagewire.caption.v1.FieldInfo\"\xa1\x01\n\tFieldInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\rdefault_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0bmultiple_of\x18\x05 \x01(\rB\n\n\x08_minimumB\n\n\x08_maximum2\xc9\x01\n\x0e\x43\x61ptionService\x12V\n\x07\x43\x61ption\x12$.imagewire.caption.v1.CaptionRequest\x1a%.imagewire.caption.v1.CaptionResponse\x12_\n\nListModels\x12\'.imagewire.caption.v1.ListModelsRequest\x1a(.imagewire.caption.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagewire/caption/v1/caption.proto\x12\x14imagewire.caption.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x97\x01\n\x0e\x43\x61ptionRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnum_beams\x18\x05 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x0c\n\n_num_beams\"\x89\x01\n\x0f\x43\x61ptionResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x1b.imagewire.caption.v1.Usage\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x16\n\x0eprovenance_key\x18\x05 \x01(\t\"M\n\x05Usage\x12\x14\n\x0cinput_pixels\x18\x01 \x01(\x04\x12\x1b\n\x13usd_per_input_pixel\x18\x02 \x01(\x01\x12\x11\n\tprice_usd\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\"_\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.imagewire.caption.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"\xb5\x03\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x17\n\x0fmax_image_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x05 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_max_new_tokens\x18\x06 \x01(\r\x12\x1c\n\x14max_new_tokens_limit\x18\x07 \x01(\r\x12\x19\n\x11\x64\x65\x66\x61ult_num_beams\x18\x08 \x01(\r\x12\x17\n\x0fnum_beams_limit\x18\t \x01(\r\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1b\n\x13usd_per_input_pixel\x18\x0b \x01(\x01\x12\x0e\n\x06\x66\x61mily\x18\x0c \x01(\t\x12/\n\x06\x66ields\x18\r \x03(\x0b\x32\x1f.imagewire.caption.v1.FieldInfo\x12\x16\n\x0e\x63ompiled_parts\x18\x14 \x03(\t\x12\x0e\n\x06\x63hoice\x18\x15 \x01(\t\x12\x34\n\nprovenance\x18\x0e \x01(\x0b\x32 .imagewire.caption.v1.Provenance\"\xa1\x01\n\nProvenance\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x16\n\x0emodel_revision\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65vice_kind\x18\x05 \x01(\t\x12\x11\n\tlibraries\x18\x06 \x03(\t\x12\x10\n\x08\x63ompiled\x18\x07 \x01(\x08\x12\x0f\n\x07threads\x18\x08 \x01(\r\"\xa1\x01\n\tFieldInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\rdefault_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0bmultiple_of\x18\x05 \x01(\rB\n\n\x08_minimumB\n\n\x08_maximum2\xc9\x01\n\x0e\x43\x61ptionService\x12V\n\x07\x43\x61ption\x12$.imagewire.caption.v1.CaptionRequest\x1a%.imagewire.caption.v1.CaptionResponse\x12_\n\nListModels\x12\'.imagewire.caption.v1.ListModelsRequest\x1a(.imagewire.caption.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CAPTIONREQUEST']._serialized_start=91
   _globals['_CAPTIONREQUEST']._serialized_end=242
-  _globals['_CAPTIONRESPONSE']._serialized_start=244
-  _globals['_CAPTIONRESPONSE']._serialized_end=357
-  _globals['_USAGE']._serialized_start=359
-  _globals['_USAGE']._serialized_end=436
-  _globals['_LISTMODELSREQUEST']._serialized_start=438
-  _globals['_LISTMODELSREQUEST']._serialized_end=457
-  _globals['_LISTMODELSRESPONSE']._serialized_start=459
-  _globals['_LISTMODELSRESPONSE']._serialized_end=554
-  _globals['_MODELINFO']._serialized_start=557
-  _globals['_MODELINFO']._serialized_end=900
-  _globals['_FIELDINFO']._serialized_start=903
-  _globals['_FIELDINFO']._serialized_end=1064
-  _globals['_CAPTIONSERVICE']._serialized_start=1067
-  _globals['_CAPTIONSERVICE']._serialized_end=1268
+  _globals['_CAPTIONRESPONSE']._serialized_start=245
+  _globals['_CAPTIONRESPONSE']._serialized_end=382
+  _globals['_USAGE']._serialized_start=384
+  _globals['_USAGE']._serialized_end=461
+  _globals['_LISTMODELSREQUEST']._serialized_start=463
+  _globals['_LISTMODELSREQUEST']._serialized_end=482
+  _globals['_LISTMODELSRESPONSE']._serialized_start=484
+  _globals['_LISTMODELSRESPONSE']._serialized_end=579
+  _globals['_MODELINFO']._serialized_start=582
+  _globals['_MODELINFO']._serialized_end=1019
+  _globals['_PROVENANCE']._serialized_start=1022
+  _globals['_PROVENANCE']._serialized_end=1183
+  _globals['_FIELDINFO']._serialized_start=1186
+  _globals['_FIELDINFO']._serialized_end=1347
+  _globals['_CAPTIONSERVICE']._serialized_start=1350
+  _globals['_CAPTIONSERVICE']._serialized_end=1551
 # @@protoc_insertion_point(module_scope)

@@ -83,12 +83,17 @@ class CaptionResponse(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_KEY_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The caption text, including the prompt prefix when one was given."""
     model_id: _builtins.str
     """The model that produced the caption."""
     batch_size: _builtins.int
     """How many requests the server ran together in the batch that produced this caption."""
+    provenance_key: _builtins.str
+    """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
+    same way (a caption may still depend on the other requests of its batch, which are padded together).
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """What the request consumed and what it costs."""
@@ -100,10 +105,11 @@ class CaptionResponse(_message.Message):
         model_id: _builtins.str = ...,
         usage: Global___Usage | None = ...,
         batch_size: _builtins.int = ...,
+        provenance_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "model_id", b"model_id", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "model_id", b"model_id", "provenance_key", b"provenance_key", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,6 +209,9 @@ class ModelInfo(_message.Message):
     USD_PER_INPUT_PIXEL_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as CaptionRequest.model_id."""
     device: _builtins.str
@@ -229,10 +238,26 @@ class ModelInfo(_message.Message):
     """The model family, which decides how the model is loaded and run: "blip", "git", "florence2",
     "idefics3" or "llava" (docs/models.md).
     """
+    choice: _builtins.str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
         """Every request field this model accepts, with its default and bounds. A field not listed here is not
         used by this model: setting it is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+        "denoiser", "vae decoder"; empty when the model runs eagerly.
+        """
+
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """What this model's captions depend on besides the request; replicas reporting the same key compute them
+        the same way.
         """
 
     def __init__(
@@ -251,14 +276,85 @@ class ModelInfo(_message.Message):
         usd_per_input_pixel: _builtins.float = ...,
         family: _builtins.str = ...,
         fields: _abc.Iterable[Global___FieldInfo] | None = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
+        choice: _builtins.str = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "provenance", b"provenance", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """Provenance is everything a model's output depends on besides the request: servers with the same key compute
+    the same way; servers with different keys may give other outputs. A server decides it once at start-up, so
+    every replica started on the same hardware kind with the same model files, settings and libraries reports
+    the same key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MODEL_DIGEST_FIELD_NUMBER: _builtins.int
+    MODEL_REVISION_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    DEVICE_KIND_FIELD_NUMBER: _builtins.int
+    LIBRARIES_FIELD_NUMBER: _builtins.int
+    COMPILED_FIELD_NUMBER: _builtins.int
+    THREADS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+    computed is the server's business: compare keys for equality only.
+    """
+    model_digest: _builtins.str
+    """"sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+    Hugging Face cache is named by its content hash, which is used instead of reading it).
+    """
+    model_revision: _builtins.str
+    """The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory."""
+    dtype: _builtins.str
+    """The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype)."""
+    device_kind: _builtins.str
+    """The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+    "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+    (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+    """
+    compiled: _builtins.bool
+    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""
+    threads: _builtins.int
+    """The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+    another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    threads).
+    """
+    @_builtins.property
+    def libraries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The versions of the libraries that compute the output, as "name version", the server's own
+        ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
+        """
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        model_digest: _builtins.str = ...,
+        model_revision: _builtins.str = ...,
+        dtype: _builtins.str = ...,
+        device_kind: _builtins.str = ...,
+        libraries: _abc.Iterable[_builtins.str] | None = ...,
+        compiled: _builtins.bool = ...,
+        threads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class FieldInfo(_message.Message):

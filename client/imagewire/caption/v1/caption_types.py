@@ -46,6 +46,10 @@ class CaptionResponse(ProtoData):
     """What the request consumed and what it costs."""
     batch_size: int
     """How many requests the server ran together in the batch that produced this caption."""
+    provenance_key: str
+    """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
+    same way (a caption may still depend on the other requests of its batch, which are padded together).
+    """
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,58 @@ class ModelInfo(ProtoData):
     """Every request field this model accepts, with its default and bounds. A field not listed here is not
     used by this model: setting it is INVALID_ARGUMENT.
     """
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+    "denoiser", "vae decoder"; empty when the model runs eagerly.
+    """
+    choice: str
+    """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    """
+    provenance: Provenance
+    """What this model's captions depend on besides the request; replicas reporting the same key compute them
+    the same way.
+    """
+
+
+@dataclass(frozen=True)
+class Provenance(ProtoData):
+    """Provenance is everything a model's output depends on besides the request: servers with the same key compute
+    the same way; servers with different keys may give other outputs. A server decides it once at start-up, so
+    every replica started on the same hardware kind with the same model files, settings and libraries reports
+    the same key.
+    """
+
+    PROTO = caption_pb2.Provenance
+
+    key: str
+    """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+    computed is the server's business: compare keys for equality only.
+    """
+    model_digest: str
+    """"sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+    Hugging Face cache is named by its content hash, which is used instead of reading it).
+    """
+    model_revision: str
+    """The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory."""
+    dtype: str
+    """The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype)."""
+    device_kind: str
+    """The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+    "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+    (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+    """
+    libraries: tuple[str, ...]
+    """The versions of the libraries that compute the output, as "name version", the server's own
+    ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
+    """
+    compiled: bool
+    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""
+    threads: int
+    """The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+    another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    threads).
+    """
 
 
 @dataclass(frozen=True)
@@ -152,6 +208,7 @@ __all__ = [
     "FieldInfo",
     "ListModelsResponse",
     "ModelInfo",
+    "Provenance",
     "REQUEST_FIELD_DOCS",
     "Usage",
 ]

@@ -5,11 +5,12 @@ import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  animateEvents, type AnimateEvent, animate, callFailure, fromJson, mediaType, playableFormat, statusName, textFields,
-  VideoSink,
+  animateEvents, type AnimateEvent, animate, callFailure, dropped, fromJson, mediaType, playableFormat,
+  ProvenanceChanged, statusName, textFields, VideoSink,
 } from "../index.js";
 import {
   AnimateResponseSchema,
+  JobStatusSchema,
   AnimateResultSchema,
   VideoChunkSchema,
   VideoFormat,
@@ -100,4 +101,48 @@ test("text fields become a request: booleans, enum names, every digit of a 64-bi
   const request = fromJson(animate.AnimateRequestSchema, fields);
   assert.deepEqual([request.numFrames, request.safetyCheck, request.format, request.seed, request.noiseAugStrength],
     [5, true, VideoFormat.WEBM_VP9, 18446744073709551615n, 0.5]);
+});
+
+function job(provenanceKey: string): AnimateEvent {
+  return { case: "job", value: create(JobStatusSchema, { jobId: "j", provenanceKey }) };
+}
+
+test("a stream from a server of another provenance may not continue the bytes; after a restart it may", async () => {
+  const written: number[] = [];
+  let erased = 0;
+  const sink = new VideoSink((bytes) => void written.push(...bytes), () => {
+    erased += 1;
+    written.length = 0;
+  });
+  await sink.feed(job("a"));
+  await sink.feed(header);
+  await sink.feed(chunk(parts[0]!, 0));
+  await sink.feed(job("a")); // the same provenance: its bytes continue the file
+  await sink.feed(job("")); // a server that does not say: nothing to tell
+  await assert.rejects(sink.feed(job("b")), (error: unknown) => {
+    assert.ok(error instanceof ProvenanceChanged && error.code === Code.Aborted, String(error));
+    return true;
+  });
+  assert.ok(!(new ConnectError("other", Code.Aborted) instanceof ProvenanceChanged));
+  await sink.restart();
+  await sink.feed(job("b"));
+  await sink.feed(header);
+  await sink.feed(chunk(parts[0]!, 0));
+  await sink.feed(chunk(parts[1]!, 3));
+  const done = await sink.feed(result(5, parts));
+  assert.equal(done?.totalBytes, 5n);
+  assert.deepEqual([erased, written, sink.provenance], [1, [1, 2, 3, 4, 5], "b"]);
+  await assert.rejects(new VideoSink(() => undefined).restart(), /cannot erase/);
+});
+
+test("a dropped connection: UNAVAILABLE, a stream reset over HTTP/2 or gRPC-Web; not a server's INTERNAL", () => {
+  const nodeReset = Object.assign(new Error("Stream closed with error code NGHTTP2_INTERNAL_ERROR"),
+    { code: "ERR_HTTP2_STREAM_ERROR" });
+  assert.ok(dropped(new ConnectError("upstream connect error", Code.Unavailable)));
+  assert.ok(dropped(new ConnectError(nodeReset.message, Code.Internal, undefined, undefined, nodeReset)));
+  assert.ok(dropped(new ConnectError("http/2 stream closed with error code INTERNAL_ERROR (0x2)", Code.Internal)));
+  assert.ok(dropped(new ConnectError("terminated", Code.Unknown, undefined, undefined, new TypeError("terminated"))));
+  assert.ok(!dropped(new ConnectError("internal error; the server logged the details", Code.Internal)));
+  assert.ok(!dropped(new ConnectError("job 'j' is not on this server", Code.NotFound)));
+  assert.ok(!dropped(new ConnectError("boom", Code.Unknown)));
 });

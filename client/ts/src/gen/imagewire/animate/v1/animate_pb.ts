@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/animate/v1/animate.proto.
  */
 export const file_imagewire_animate_v1_animate: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLeBgoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBEhMKBnByb21wdBgTIAEoCUgNiAEBEhwKD25lZ2F0aXZlX3Byb21wdBgUIAEoCUgOiAEBEhsKDmd1aWRhbmNlX3NjYWxlGBUgASgCSA+IAQFCCAoGX3dpZHRoQgkKB19oZWlnaHRCDQoLX251bV9mcmFtZXNCBgoEX2Zwc0ITChFfbW90aW9uX2J1Y2tldF9pZEIVChNfbm9pc2VfYXVnX3N0cmVuZ3RoQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzQgcKBV9zZWVkQhQKEl9kZWNvZGVfY2h1bmtfc2l6ZUIVChNfbWluX2d1aWRhbmNlX3NjYWxlQhUKE19tYXhfZ3VpZGFuY2Vfc2NhbGVCEAoOX3ByZXZpZXdfZXZlcnlCFwoVX2RldGFjaF9ncmFjZV9zZWNvbmRzQgkKB19wcm9tcHRCEgoQX25lZ2F0aXZlX3Byb21wdEIRCg9fZ3VpZGFuY2Vfc2NhbGUiNwoVV2F0Y2hBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQi1gIKFldhdGNoQW5pbWF0aW9uUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQiKAoWQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRwoXQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USLAoDam9iGAEgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzIs8CCg9BbmltYXRlUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQijAEKCUpvYlN0YXR1cxIOCgZqb2JfaWQYASABKAkSLQoFc3RhdGUYAiABKA4yHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0ZRIWCg5xdWV1ZV9wb3NpdGlvbhgDIAEoDRIPCgdjcmVhdGVkGAQgASgIEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBCJ7CgdQcmV2aWV3Eg0KBWltYWdlGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKbnVtX2ZyYW1lcxgFIAEoDRIMCgRzdGVwGAYgASgNEg0KBXRvdGFsGAcgASgNIlMKCFByb2dyZXNzEioKBXN0YWdlGAEgASgOMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuU3RhZ2USDAoEc3RlcBgCIAEoDRINCgV0b3RhbBgDIAEoDSKyAQoLVmlkZW9IZWFkZXISEQoJbWltZV90eXBlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRINCgVjb2RlYxgDIAEoCRINCgV3aWR0aBgEIAEoDRIOCgZoZWlnaHQYBSABKA0SCwoDZnBzGAYgASgNEhIKCm51bV9mcmFtZXMYByABKA0SDAoEc2VlZBgIIAEoBBIQCghtb2RlbF9pZBgJIAEoCRIOCgZjb2RlY3MYCiABKAkiKgoKVmlkZW9DaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCKUAQoNQW5pbWF0ZVJlc3VsdBITCgt0b3RhbF9ieXRlcxgBIAEoBBIOCgZzaGEyNTYYAiABKAwSDAoEc2VlZBgDIAEoBBIWCg5zYWZldHlfY2hlY2tlZBgEIAEoCBIMCgRuc2Z3GAUgASgIEioKBXVzYWdlGAYgASgLMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVXNhZ2UiTwoFVXNhZ2USFQoNb3V0cHV0X3BpeGVscxgBIAEoBBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIqgDCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIVCg1kZWZhdWx0X3dpZHRoGAUgASgNEhYKDmRlZmF1bHRfaGVpZ2h0GAYgASgNEhoKEmRlZmF1bHRfbnVtX2ZyYW1lcxgHIAEoDRITCgtkZWZhdWx0X2ZwcxgIIAEoDRIjChtkZWZhdWx0X251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA0SHAoUbWF4X3BpeGVsc19wZXJfZnJhbWUYCiABKAQSFgoObWF4X251bV9mcmFtZXMYCyABKA0SHwoXbWF4X251bV9pbmZlcmVuY2Vfc3RlcHMYDCABKA0SFgoOc2FmZXR5X2NoZWNrZXIYDSABKAgSHAoUdXNkX3Blcl9vdXRwdXRfcGl4ZWwYDiABKAESDgoGZmFtaWx5GA8gASgJEi8KBmZpZWxkcxgQIAMoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkZpZWxkSW5mbyK0AQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNEhEKCXJlbWFpbmRlchgGIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bSphCgtWaWRlb0Zvcm1hdBIcChhWSURFT19GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVWSURFT19GT1JNQVRfTVA0X0gyNjQQARIZChVWSURFT19GT1JNQVRfV0VCTV9WUDkQAiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqhQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEAoMU1RBR0VfUVVFVUVEEAESFgoSU1RBR0VfRU5DT0RFX0lNQUdFEAISEQoNU1RBR0VfREVOT0lTRRADEhAKDFNUQUdFX0RFQ09ERRAEEhYKElNUQUdFX0VOQ09ERV9WSURFTxAFMqoDCg5BbmltYXRlU2VydmljZRJYCgdBbmltYXRlEiQuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlcXVlc3QaJS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzcG9uc2UwARJtCg5XYXRjaEFuaW1hdGlvbhIrLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVxdWVzdBosLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVzcG9uc2UwARJuCg9DYW5jZWxBbmltYXRpb24SLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5DYW5jZWxBbmltYXRpb25SZXF1ZXN0Gi0uaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmFuaW1hdGUudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLeBgoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBEhMKBnByb21wdBgTIAEoCUgNiAEBEhwKD25lZ2F0aXZlX3Byb21wdBgUIAEoCUgOiAEBEhsKDmd1aWRhbmNlX3NjYWxlGBUgASgCSA+IAQFCCAoGX3dpZHRoQgkKB19oZWlnaHRCDQoLX251bV9mcmFtZXNCBgoEX2Zwc0ITChFfbW90aW9uX2J1Y2tldF9pZEIVChNfbm9pc2VfYXVnX3N0cmVuZ3RoQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzQgcKBV9zZWVkQhQKEl9kZWNvZGVfY2h1bmtfc2l6ZUIVChNfbWluX2d1aWRhbmNlX3NjYWxlQhUKE19tYXhfZ3VpZGFuY2Vfc2NhbGVCEAoOX3ByZXZpZXdfZXZlcnlCFwoVX2RldGFjaF9ncmFjZV9zZWNvbmRzQgkKB19wcm9tcHRCEgoQX25lZ2F0aXZlX3Byb21wdEIRCg9fZ3VpZGFuY2Vfc2NhbGUiNwoVV2F0Y2hBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQi1gIKFldhdGNoQW5pbWF0aW9uUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQiKAoWQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRwoXQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USLAoDam9iGAEgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzIs8CCg9BbmltYXRlUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQipAEKCUpvYlN0YXR1cxIOCgZqb2JfaWQYASABKAkSLQoFc3RhdGUYAiABKA4yHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0ZRIWCg5xdWV1ZV9wb3NpdGlvbhgDIAEoDRIPCgdjcmVhdGVkGAQgASgIEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBBIWCg5wcm92ZW5hbmNlX2tleRgGIAEoCSJ7CgdQcmV2aWV3Eg0KBWltYWdlGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKbnVtX2ZyYW1lcxgFIAEoDRIMCgRzdGVwGAYgASgNEg0KBXRvdGFsGAcgASgNIlMKCFByb2dyZXNzEioKBXN0YWdlGAEgASgOMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuU3RhZ2USDAoEc3RlcBgCIAEoDRINCgV0b3RhbBgDIAEoDSKyAQoLVmlkZW9IZWFkZXISEQoJbWltZV90eXBlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRINCgVjb2RlYxgDIAEoCRINCgV3aWR0aBgEIAEoDRIOCgZoZWlnaHQYBSABKA0SCwoDZnBzGAYgASgNEhIKCm51bV9mcmFtZXMYByABKA0SDAoEc2VlZBgIIAEoBBIQCghtb2RlbF9pZBgJIAEoCRIOCgZjb2RlY3MYCiABKAkiKgoKVmlkZW9DaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCLKAQoNQW5pbWF0ZVJlc3VsdBITCgt0b3RhbF9ieXRlcxgBIAEoBBIOCgZzaGEyNTYYAiABKAwSDAoEc2VlZBgDIAEoBBIWCg5zYWZldHlfY2hlY2tlZBgEIAEoCBIMCgRuc2Z3GAUgASgIEioKBXVzYWdlGAYgASgLMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVXNhZ2USNAoKcHJvdmVuYW5jZRgHIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlByb3ZlbmFuY2UioQEKClByb3ZlbmFuY2USCwoDa2V5GAEgASgJEhQKDG1vZGVsX2RpZ2VzdBgCIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgDIAEoCRINCgVkdHlwZRgEIAEoCRITCgtkZXZpY2Vfa2luZBgFIAEoCRIRCglsaWJyYXJpZXMYBiADKAkSEAoIY29tcGlsZWQYByABKAgSDwoHdGhyZWFkcxgIIAEoDSJPCgVVc2FnZRIVCg1vdXRwdXRfcGl4ZWxzGAEgASgEEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAkihgQKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhUKDWRlZmF1bHRfd2lkdGgYBSABKA0SFgoOZGVmYXVsdF9oZWlnaHQYBiABKA0SGgoSZGVmYXVsdF9udW1fZnJhbWVzGAcgASgNEhMKC2RlZmF1bHRfZnBzGAggASgNEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgJIAEoDRIcChRtYXhfcGl4ZWxzX3Blcl9mcmFtZRgKIAEoBBIWCg5tYXhfbnVtX2ZyYW1lcxgLIAEoDRIfChdtYXhfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoDRIWCg5zYWZldHlfY2hlY2tlchgNIAEoCBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgOIAEoARIOCgZmYW1pbHkYDyABKAkSLwoGZmllbGRzGBAgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuRmllbGRJbmZvEhYKDmNvbXBpbGVkX3BhcnRzGBQgAygJEg4KBmNob2ljZRgVIAEoCRI0Cgpwcm92ZW5hbmNlGBEgASgLMiAuaW1hZ2V3aXJlLmFuaW1hdGUudjEuUHJvdmVuYW5jZSK0AQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNEhEKCXJlbWFpbmRlchgGIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bSphCgtWaWRlb0Zvcm1hdBIcChhWSURFT19GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVWSURFT19GT1JNQVRfTVA0X0gyNjQQARIZChVWSURFT19GT1JNQVRfV0VCTV9WUDkQAiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqhQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEAoMU1RBR0VfUVVFVUVEEAESFgoSU1RBR0VfRU5DT0RFX0lNQUdFEAISEQoNU1RBR0VfREVOT0lTRRADEhAKDFNUQUdFX0RFQ09ERRAEEhYKElNUQUdFX0VOQ09ERV9WSURFTxAFMqoDCg5BbmltYXRlU2VydmljZRJYCgdBbmltYXRlEiQuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlcXVlc3QaJS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzcG9uc2UwARJtCg5XYXRjaEFuaW1hdGlvbhIrLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVxdWVzdBosLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVzcG9uc2UwARJuCg9DYW5jZWxBbmltYXRpb24SLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5DYW5jZWxBbmltYXRpb25SZXF1ZXN0Gi0uaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmFuaW1hdGUudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * AnimateRequest asks for a video generated from one image. Absent optional fields take the model's
@@ -452,6 +452,17 @@ export type JobStatus = Message<"imagewire.animate.v1.JobStatus"> & {
    * @generated from field: uint64 available_bytes = 5;
    */
   availableBytes: bigint;
+
+  /**
+   * The job's model's Provenance.key on the server answering: a caller resuming a download compares it with the
+   * key of the stream its bytes came from, before any byte of the new stream. Equal keys: the new stream's bytes
+   * continue the file. Different keys (another replica, loaded differently): its bytes may differ, so the
+   * caller starts the file over (WatchAnimation from offset 0) rather than joining two videos. Empty from
+   * servers older than this field (then nothing can be told: keep the bytes).
+   *
+   * @generated from field: string provenance_key = 6;
+   */
+  provenanceKey: string;
 };
 
 /**
@@ -726,6 +737,14 @@ export type AnimateResult = Message<"imagewire.animate.v1.AnimateResult"> & {
    * @generated from field: imagewire.animate.v1.Usage usage = 6;
    */
   usage?: Usage | undefined;
+
+  /**
+   * What the video's bytes depend on besides the request and the seed: the model's files, dtype, device kind,
+   * library versions. The same request and seed give the same bytes from any server with the same key.
+   *
+   * @generated from field: imagewire.animate.v1.Provenance provenance = 7;
+   */
+  provenance?: Provenance | undefined;
 };
 
 /**
@@ -734,6 +753,87 @@ export type AnimateResult = Message<"imagewire.animate.v1.AnimateResult"> & {
  */
 export const AnimateResultSchema: GenMessage<AnimateResult> = /*@__PURE__*/
   messageDesc(file_imagewire_animate_v1_animate, 11);
+
+/**
+ * Provenance is everything a seed's output depends on besides the request: two servers with the same key give
+ * the same bytes for the same request and seed; servers with different keys may give other bytes. A server
+ * decides it once at start-up (it never changes while the server runs), so every replica started on the same
+ * hardware kind with the same model files, settings and libraries reports the same key.
+ *
+ * @generated from message imagewire.animate.v1.Provenance
+ */
+export type Provenance = Message<"imagewire.animate.v1.Provenance"> & {
+  /**
+   * A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+   * computed is the server's business: compare keys for equality only.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * "sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+   * Hugging Face cache is named by its content hash, which is used instead of reading it).
+   *
+   * @generated from field: string model_digest = 2;
+   */
+  modelDigest: string;
+
+  /**
+   * The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory.
+   *
+   * @generated from field: string model_revision = 3;
+   */
+  modelRevision: string;
+
+  /**
+   * The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype).
+   *
+   * @generated from field: string dtype = 4;
+   */
+  dtype: string;
+
+  /**
+   * The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+   * "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+   * (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+   *
+   * @generated from field: string device_kind = 5;
+   */
+  deviceKind: string;
+
+  /**
+   * The versions of the libraries that compute or encode the output, as "name version", the server's own
+   * ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+   *
+   * @generated from field: repeated string libraries = 6;
+   */
+  libraries: string[];
+
+  /**
+   * Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones.
+   *
+   * The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+   *
+   * @generated from field: bool compiled = 7;
+   */
+  compiled: boolean;
+
+  /**
+   * another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+   * threads).
+   *
+   * @generated from field: uint32 threads = 8;
+   */
+  threads: number;
+};
+
+/**
+ * Describes the message imagewire.animate.v1.Provenance.
+ * Use `create(ProvenanceSchema)` to create a new message.
+ */
+export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
+  messageDesc(file_imagewire_animate_v1_animate, 12);
 
 /**
  * Usage is what a request consumed and its price.
@@ -768,7 +868,7 @@ export type Usage = Message<"imagewire.animate.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 12);
+  messageDesc(file_imagewire_animate_v1_animate, 13);
 
 /**
  * ListModelsRequest asks for the models a server has loaded.
@@ -783,7 +883,7 @@ export type ListModelsRequest = Message<"imagewire.animate.v1.ListModelsRequest"
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 13);
+  messageDesc(file_imagewire_animate_v1_animate, 14);
 
 /**
  * ListModelsResponse lists the loaded models.
@@ -811,7 +911,7 @@ export type ListModelsResponse = Message<"imagewire.animate.v1.ListModelsRespons
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 14);
+  messageDesc(file_imagewire_animate_v1_animate, 15);
 
 /**
  * ModelInfo describes one loaded model, its limits and defaults.
@@ -932,6 +1032,30 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
    * @generated from field: repeated imagewire.animate.v1.FieldInfo fields = 16;
    */
   fields: FieldInfo[];
+
+  /**
+   * The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+   * "denoiser", "vae decoder"; empty when the model runs eagerly.
+   *
+   * @generated from field: repeated string compiled_parts = 20;
+   */
+  compiledParts: string[];
+
+  /**
+   * How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+   * probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+   *
+   * @generated from field: string choice = 21;
+   */
+  choice: string;
+
+  /**
+   * What this model's videos depend on besides the request and the seed; replicas reporting the same key give
+   * the same bytes for the same request and seed.
+   *
+   * @generated from field: imagewire.animate.v1.Provenance provenance = 17;
+   */
+  provenance?: Provenance | undefined;
 };
 
 /**
@@ -939,7 +1063,7 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 15);
+  messageDesc(file_imagewire_animate_v1_animate, 16);
 
 /**
  * FieldInfo describes how one model treats one request field: its default and its bounds. The server
@@ -999,7 +1123,7 @@ export type FieldInfo = Message<"imagewire.animate.v1.FieldInfo"> & {
  * Use `create(FieldInfoSchema)` to create a new message.
  */
 export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_animate_v1_animate, 16);
+  messageDesc(file_imagewire_animate_v1_animate, 17);
 
 /**
  * VideoFormat is the container and codec of the streamed video.
@@ -1195,6 +1319,21 @@ export const AnimateService: GenService<{
    * Retrying UNAVAILABLE and RESOURCE_EXHAUSTED (a full queue) with exponential backoff is safe;
    * INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION and UNAUTHENTICATED fail the same way again. After a
    * download, check the result's total_bytes and sha256 against every byte kept.
+   *
+   * A resuming download (what the project's clients do, and every client should): the stream's connection
+   * dropped when it fails with UNAVAILABLE, or with a stream reset that no server sent: a proxy (Envoy) resets
+   * the caller's stream (HTTP/2 RST_STREAM) when the server behind it dies mid-stream, which gRPC libraries
+   * report as INTERNAL with a transport message (grpc C-core and Python: "Stream removed" or "Received
+   * RST_STREAM with error code 2"; grpc-go: "stream terminated by RST_STREAM with error code: INTERNAL_ERROR";
+   * Connect for Node: "Stream closed with error code NGHTTP2_INTERNAL_ERROR"), and gRPC-Web as a
+   * response body cut short with no grpc-status (Connect: UNKNOWN "terminated", fetch's network error); a
+   * connection reset (ECONNRESET) is a drop too. Then, after a growing pause (0.5 s doubling to
+   * 8 s), it continues with WatchAnimation from the bytes kept, at most 5 times in all and within the first
+   * call's deadline. An INTERNAL status a server sent (in its trailers) is a failure, never resumed. If
+   * WatchAnimation answers NOT_FOUND (the job's server restarted or the call reached another replica), the
+   * download sends Animate again with the same job_id and starts the file over. If a resumed stream's first
+   * event (JobStatus) carries a provenance_key other than the one the kept bytes came with, it starts the file
+   * over too (WatchAnimation from offset 0): that server's bytes may differ.
    *
    * @generated from rpc imagewire.animate.v1.AnimateService.Animate
    */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/caption/v1/caption.proto.
  */
 export const file_imagewire_caption_v1_caption: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMicQoPQ2FwdGlvblJlc3BvbnNlEgwKBHRleHQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkSKgoFdXNhZ2UYAyABKAsyGy5pbWFnZXdpcmUuY2FwdGlvbi52MS5Vc2FnZRISCgpiYXRjaF9zaXplGAQgASgNIk0KBVVzYWdlEhQKDGlucHV0X3BpeGVscxgBIAEoBBIbChN1c2RfcGVyX2lucHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmNhcHRpb24udjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAki1wIKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhgKEG1heF9pbWFnZV9waXhlbHMYBSABKAQSHgoWZGVmYXVsdF9tYXhfbmV3X3Rva2VucxgGIAEoDRIcChRtYXhfbmV3X3Rva2Vuc19saW1pdBgHIAEoDRIZChFkZWZhdWx0X251bV9iZWFtcxgIIAEoDRIXCg9udW1fYmVhbXNfbGltaXQYCSABKA0SFgoObWF4X2JhdGNoX3NpemUYCiABKA0SGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgLIAEoARIOCgZmYW1pbHkYDCABKAkSLwoGZmllbGRzGA0gAygLMh8uaW1hZ2V3aXJlLmNhcHRpb24udjEuRmllbGRJbmZvIqEBCglGaWVsZEluZm8SDAoEbmFtZRgBIAEoCRItCg1kZWZhdWx0X3ZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhQKB21pbmltdW0YAyABKAFIAIgBARIUCgdtYXhpbXVtGAQgASgBSAGIAQESEwoLbXVsdGlwbGVfb2YYBSABKA1CCgoIX21pbmltdW1CCgoIX21heGltdW0yyQEKDkNhcHRpb25TZXJ2aWNlElYKB0NhcHRpb24SJC5pbWFnZXdpcmUuY2FwdGlvbi52MS5DYXB0aW9uUmVxdWVzdBolLmltYWdld2lyZS5jYXB0aW9uLnYxLkNhcHRpb25SZXNwb25zZRJfCgpMaXN0TW9kZWxzEicuaW1hZ2V3aXJlLmNhcHRpb24udjEuTGlzdE1vZGVsc1JlcXVlc3QaKC5pbWFnZXdpcmUuY2FwdGlvbi52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMiiQEKD0NhcHRpb25SZXNwb25zZRIMCgR0ZXh0GAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEioKBXVzYWdlGAMgASgLMhsuaW1hZ2V3aXJlLmNhcHRpb24udjEuVXNhZ2USEgoKYmF0Y2hfc2l6ZRgEIAEoDRIWCg5wcm92ZW5hbmNlX2tleRgFIAEoCSJNCgVVc2FnZRIUCgxpbnB1dF9waXhlbHMYASABKAQSGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIrUDCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYBiABKA0SHAoUbWF4X25ld190b2tlbnNfbGltaXQYByABKA0SGQoRZGVmYXVsdF9udW1fYmVhbXMYCCABKA0SFwoPbnVtX2JlYW1zX2xpbWl0GAkgASgNEhYKDm1heF9iYXRjaF9zaXplGAogASgNEhsKE3VzZF9wZXJfaW5wdXRfcGl4ZWwYCyABKAESDgoGZmFtaWx5GAwgASgJEi8KBmZpZWxkcxgNIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLkZpZWxkSW5mbxIWCg5jb21waWxlZF9wYXJ0cxgUIAMoCRIOCgZjaG9pY2UYFSABKAkSNAoKcHJvdmVuYW5jZRgOIAEoCzIgLmltYWdld2lyZS5jYXB0aW9uLnYxLlByb3ZlbmFuY2UioQEKClByb3ZlbmFuY2USCwoDa2V5GAEgASgJEhQKDG1vZGVsX2RpZ2VzdBgCIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgDIAEoCRINCgVkdHlwZRgEIAEoCRITCgtkZXZpY2Vfa2luZBgFIAEoCRIRCglsaWJyYXJpZXMYBiADKAkSEAoIY29tcGlsZWQYByABKAgSDwoHdGhyZWFkcxgIIAEoDSKhAQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNQgoKCF9taW5pbXVtQgoKCF9tYXhpbXVtMskBCg5DYXB0aW9uU2VydmljZRJWCgdDYXB0aW9uEiQuaW1hZ2V3aXJlLmNhcHRpb24udjEuQ2FwdGlvblJlcXVlc3QaJS5pbWFnZXdpcmUuY2FwdGlvbi52MS5DYXB0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5jYXB0aW9uLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmNhcHRpb24udjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * CaptionRequest asks for a caption of one image.
@@ -101,6 +101,14 @@ export type CaptionResponse = Message<"imagewire.caption.v1.CaptionResponse"> & 
    * @generated from field: uint32 batch_size = 4;
    */
   batchSize: number;
+
+  /**
+   * The model's Provenance.key on the server that answered: servers with the same key compute a caption the
+   * same way (a caption may still depend on the other requests of its batch, which are padded together).
+   *
+   * @generated from field: string provenance_key = 5;
+   */
+  provenanceKey: string;
 };
 
 /**
@@ -286,6 +294,30 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
    * @generated from field: repeated imagewire.caption.v1.FieldInfo fields = 13;
    */
   fields: FieldInfo[];
+
+  /**
+   * The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
+   * "denoiser", "vae decoder"; empty when the model runs eagerly.
+   *
+   * @generated from field: repeated string compiled_parts = 20;
+   */
+  compiledParts: string[];
+
+  /**
+   * How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
+   * probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+   *
+   * @generated from field: string choice = 21;
+   */
+  choice: string;
+
+  /**
+   * What this model's captions depend on besides the request; replicas reporting the same key compute them
+   * the same way.
+   *
+   * @generated from field: imagewire.caption.v1.Provenance provenance = 14;
+   */
+  provenance?: Provenance | undefined;
 };
 
 /**
@@ -294,6 +326,86 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
   messageDesc(file_imagewire_caption_v1_caption, 5);
+
+/**
+ * Provenance is everything a model's output depends on besides the request: servers with the same key compute
+ * the same way; servers with different keys may give other outputs. A server decides it once at start-up, so
+ * every replica started on the same hardware kind with the same model files, settings and libraries reports
+ * the same key.
+ *
+ * @generated from message imagewire.caption.v1.Provenance
+ */
+export type Provenance = Message<"imagewire.caption.v1.Provenance"> & {
+  /**
+   * A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
+   * computed is the server's business: compare keys for equality only.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * "sha256:" and the SHA-256 over the model's files (each file's relative path and content; a file in a
+   * Hugging Face cache is named by its content hash, which is used instead of reading it).
+   *
+   * @generated from field: string model_digest = 2;
+   */
+  modelDigest: string;
+
+  /**
+   * The Hugging Face revision (commit hash) the model was loaded from; empty for a local directory.
+   *
+   * @generated from field: string model_revision = 3;
+   */
+  modelRevision: string;
+
+  /**
+   * The weights' data type the model computes in, such as "float32" or "bfloat16" (ModelInfo.dtype).
+   *
+   * @generated from field: string dtype = 4;
+   */
+  dtype: string;
+
+  /**
+   * The kind of device: for a CPU its model name and the instruction set PyTorch's kernels use (such as
+   * "cpu: Intel(R) Xeon(R) Platinum 8480+, AVX512, AMX-BF16"); for a GPU its name and compute capability
+   * (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
+   *
+   * @generated from field: string device_kind = 5;
+   */
+  deviceKind: string;
+
+  /**
+   * The versions of the libraries that compute the output, as "name version", the server's own
+   * ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
+   *
+   * @generated from field: repeated string libraries = 6;
+   */
+  libraries: string[];
+
+  /**
+   * Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones.
+   *
+   * @generated from field: bool compiled = 7;
+   */
+  compiled: boolean;
+
+  /**
+   * The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+   * another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+   * threads).
+   *
+   * @generated from field: uint32 threads = 8;
+   */
+  threads: number;
+};
+
+/**
+ * Describes the message imagewire.caption.v1.Provenance.
+ * Use `create(ProvenanceSchema)` to create a new message.
+ */
+export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
+  messageDesc(file_imagewire_caption_v1_caption, 6);
 
 /**
  * FieldInfo describes how one model treats one request field: its default and its bounds. The server
@@ -345,7 +457,7 @@ export type FieldInfo = Message<"imagewire.caption.v1.FieldInfo"> & {
  * Use `create(FieldInfoSchema)` to create a new message.
  */
 export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_caption_v1_caption, 6);
+  messageDesc(file_imagewire_caption_v1_caption, 7);
 
 /**
  * CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,

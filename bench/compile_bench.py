@@ -1,0 +1,219 @@
+"""Compiled against eager, side by side in one run: the caption model's vision encoder and whole captions per dtype,
+the video model's denoising step and VAE decode, and the start-up of a server with a cold and a warm compile cache.
+
+    python -m bench.compile_bench [--model-preset large] [--dtypes float32,bfloat16] [--batch-size 8]
+                                  [--video-preset bench] [--skip-video] [--skip-restart] [--repeats 5] [--out F]
+
+- ``caption``: per dtype, the captioner's vision encoder (``imagewire_serving.compiling``: torch.compile, inductor
+  with frozen weights on the CPU) eager and compiled, for one image and a batch, measured alternately; then whole
+  greedy captions (``--max-new-tokens``) with the encoder eager and compiled. ``compile_s`` is the first compiled
+  call (tracing and code generation). The models are ``captioner.tiny`` presets built from configs (``large``:
+  BLIP-large's architecture, ViT-L/16 at 384 px and a BERT-base decoder, random weights).
+- ``video``: the ``animator.tiny`` preset's denoiser per step and VAE decode per video, eager and compiled, in
+  float32, at its default size.
+- ``restart``: the real ``imagewire-captioner`` (``--dtype`` the first of ``--dtypes``) started with ``--compile
+  off``, then ``--compile on`` with an empty compile cache, then again with that cache warm: seconds to ready, and
+  the warm restart over the eager start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import output
+
+SERVER_START_TIMEOUT_S = 1800.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.compile_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-preset", default="small", help="captioner.tiny preset (small, bench, large)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes to compare")
+    parser.add_argument("--batch-size", type=int, default=8, help="the batch measured beside one image")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="caption length of the whole-caption runs")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs per figure (medians)")
+    parser.add_argument("--video-preset", default="bench", help="animator.tiny preset for the video figures")
+    parser.add_argument("--skip-video", action="store_true", help="no video figures")
+    parser.add_argument("--skip-restart", action="store_true", help="no server start-up figures")
+    output.add_out(parser)
+    return parser.parse_args(argv)
+
+
+def alternate(first: Callable[[], Any], second: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, run alternately (a change in the machine's load hits both alike)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for index, run in enumerate((first, second)):
+            started = time.perf_counter()
+            run()
+            times[index].append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def timed(run: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def caption_figures(model_dir: Path, dtype_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from PIL import Image
+
+    from captioner.backend import GenerationOptions
+    from captioner.families import load_captioner
+    from imagewire_serving.device import DTYPES
+
+    backend = load_captioner(str(model_dir), torch.device("cpu"), DTYPES[dtype_name])
+    (part,) = backend.compile_parts()
+    side = int(backend.model.config.vision_config.image_size)
+    image = Image.new("RGB", (side, side), (127, 90, 60))
+    blank = backend.pixels([image])  # the processor's own normalisation, one image
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens, num_beams=1)
+    figures: dict[str, Any] = {}
+    with torch.inference_mode():
+        for size in (1, args.batch_size):
+            pixels = blank.repeat(size, 1, 1, 1).to(backend.dtype)
+
+            def encode(pixels: torch.Tensor = pixels) -> None:
+                part.module(pixel_values=pixels)
+
+            def eager(encode: Callable[[], None] = encode) -> None:
+                part.use(compiled=False)
+                encode()
+
+            def compiled(encode: Callable[[], None] = encode) -> None:
+                part.use(compiled=True)
+                encode()
+
+            part.use(compiled=False)
+            encode()  # eager warm-up
+            part.compile(torch.device("cpu"))
+            first = timed(encode)
+            eager_s, compiled_s = alternate(eager, compiled, args.repeats)
+            figures[f"encoder_batch_{size}"] = {"eager_s": round(eager_s, 4), "compiled_s": round(compiled_s, 4),
+                                                "speed_up": round(eager_s / compiled_s, 2),
+                                                "first_compiled_call_s": round(first, 1)}
+        for size in (1, args.batch_size):
+            images = [image] * size
+
+            def caption(images: list[Any] = images) -> None:
+                backend.generate(images, [""] * len(images), options)
+
+            def eager_caption(caption: Callable[[], None] = caption) -> None:
+                part.use(compiled=False)
+                caption()
+
+            def compiled_caption(caption: Callable[[], None] = caption) -> None:
+                part.use(compiled=True)
+                caption()
+
+            eager_caption()
+            compiled_caption()
+            eager_s, compiled_s = alternate(eager_caption, compiled_caption, max(3, args.repeats // 2))
+            figures[f"caption_batch_{size}"] = {"eager_s": round(eager_s, 4), "compiled_s": round(compiled_s, 4),
+                                                "speed_up": round(eager_s / compiled_s, 2)}
+    return figures
+
+
+def video_figures(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from animator import families, tiny
+    from animator.engine import warm_up_image
+    from animator.limits import EngineLimits
+    from animator.params import warm_up_params
+    from imagewire_serving.compiling import PartClock
+
+    device = torch.device("cpu")
+    backend = families.load(args.video_preset, str(tiny.ensure_model(args.video_preset)), device, torch.float32)
+    params = warm_up_params(backend.accepts, EngineLimits(), default_shape=True)
+    parts = backend.compile_parts()
+
+    def run() -> dict[str, float]:
+        clock = PartClock(parts, device)
+        with clock.attached():
+            latents = backend.denoise(warm_up_image(), params, lambda step: None)
+            for _ in backend.decode(latents, params):
+                pass
+        return dict(clock.seconds)
+
+    with torch.inference_mode():
+        run()
+        eager = [run() for _ in range(args.repeats)]
+        for part in parts:
+            part.compile(device)
+        first = timed(run)
+        compiled = [run() for _ in range(args.repeats)]
+    steps = params.num_inference_steps
+    figures: dict[str, Any] = {"preset": args.video_preset, "steps": steps, "frames": params.num_frames,
+                               "size": [params.width, params.height], "first_compiled_run_s": round(first, 1)}
+    for part in parts:
+        per = steps if part.name == "denoiser" else 1
+        eager_s = statistics.median(run[part.name] for run in eager) / per
+        compiled_s = statistics.median(run[part.name] for run in compiled) / per
+        figures[part.name.replace(" ", "_")] = {
+            "per": "step" if part.name == "denoiser" else "video", "eager_s": round(eager_s, 4),
+            "compiled_s": round(compiled_s, 4), "speed_up": round(eager_s / compiled_s, 2)}
+    return figures
+
+
+def restart_figures(model_dir: Path, dtype_name: str) -> dict[str, Any]:
+    from imagewire_serving.launcher import ServerProcess
+
+    def start(*flags: str) -> float:
+        command = [sys.executable, "-m", "captioner", "--model", str(model_dir), "--device", "cpu",
+                   "--dtype", dtype_name, *flags]
+        started = time.perf_counter()
+        with ServerProcess.start(command, name="imagewire-captioner", start_timeout_s=SERVER_START_TIMEOUT_S) as server:
+            server.wait_ready()
+            return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as cache:
+        eager = start("--compile", "off")
+        cold = start("--compile", "on", "--compile-cache", cache)
+        warm = start("--compile", "on", "--compile-cache", cache)
+    return {"dtype": dtype_name, "eager_start_s": round(eager, 1), "compiled_cold_start_s": round(cold, 1),
+            "compiled_warm_start_s": round(warm, 1), "warm_over_eager": round(warm / eager, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from imagewire_serving.threads import prepare_openmp
+
+    prepare_openmp()  # the servers' OpenMP wait policy, set before torch loads
+    import torch
+
+    from captioner import tiny
+    from imagewire_serving.compiling import configure
+    from imagewire_serving.provenance import device_kind
+    from imagewire_serving.threads import apply_threads
+
+    threads = apply_threads(None)
+    model_dir = tiny.ensure_model(args.model_preset)
+    dtypes = [name for name in args.dtypes.split(",") if name]
+    result: dict[str, Any] = {"hardware": device_kind(torch.device("cpu")), "threads": str(threads),
+                              "torch": torch.__version__, "model_preset": args.model_preset,
+                              "batch_size": args.batch_size, "caption": {}}
+    with tempfile.TemporaryDirectory() as cache:
+        configure(Path(cache), torch.device("cpu"))
+        for dtype_name in dtypes:
+            result["caption"][dtype_name] = caption_figures(model_dir, dtype_name, args)
+            torch._dynamo.reset()
+        if not args.skip_video:
+            result["video"] = video_figures(args)
+    if not args.skip_restart:
+        result["restart"] = restart_figures(model_dir, dtypes[0])
+    return output.emit(result, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Compiled model parts: the modules a family names worth compiling, compiled with ``torch.compile`` before SERVING.
+
+A family lists its heavy modules as :class:`Part` objects (the captioner's vision encoder, the animator's denoiser
+and VAE decoder). Compiling a part replaces its ``forward`` in place, so the model's own code keeps calling it and
+forward hooks (the clock that times it) still run around it. On the CPU, inductor freezes the weights (constants,
+prepacked for oneDNN); on CUDA the mode is ``max-autotune``. A part whose compilation fails goes back to eager with
+one line saying why; it never stops the server.
+
+Shapes: a part with a batch dimension marks it dynamic, so one graph serves every batch size above one (a batch of
+one is always its own, specialised graph); the warm-up runs both before SERVING. Graphs compiled after the warm-up
+(a shape it did not cover) are counted by :func:`compiled_graphs` and exported as a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_LOGGER = logging.getLogger(__name__)
+
+COMPILE_MODES = ("auto", "on", "off")
+
+
+@dataclass(eq=False)
+class Part:
+    """One module of a model that may run compiled: its name in logs and ListModels, and the module itself.
+
+    ``batch_dim``: the inputs' first dimension is the batch (marked dynamic for every size above one).
+    """
+
+    name: str
+    module: torch.nn.Module
+    batch_dim: bool = False
+    compiled: bool = False
+    failed: str | None = None
+    _eager: Callable[..., Any] | None = field(default=None, repr=False)
+    _compiled: Callable[..., Any] | None = field(default=None, repr=False)
+
+    def parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.module.parameters())
+
+    def compile(self, device: torch.device) -> None:
+        """Wrap the module's forward with ``torch.compile`` (compiled lazily, by the first call) and use it."""
+        if self._compiled is None:
+            self._eager = self.module.forward
+            self._compiled = torch.compile(self._eager, **compile_options(device))
+            if self.batch_dim:
+                self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
+        self.use(compiled=True)
+
+    def use(self, *, compiled: bool) -> None:
+        """Run the compiled forward (when compiled and not failed) or the eager one."""
+        compiled = compiled and self._compiled is not None and self.failed is None
+        if compiled:
+            self.module.forward = self._guarded  # an instance attribute, shadowing the method
+        else:
+            self.module.__dict__.pop("forward", None)
+        self.compiled = compiled
+
+    def _guarded(self, *args: Any, **kwargs: Any) -> Any:
+        assert self._compiled is not None and self._eager is not None
+        try:
+            return self._compiled(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # a compiler's failure of any kind: this part runs eagerly
+            if not _is_compile_error(error):
+                raise
+            # A backend's failure comes wrapped (BackendCompilerFailed): its cause is what the operator can act on.
+            self.failed = first_line(getattr(error, "inner_exception", None) or error)
+            _LOGGER.warning("%s: cannot compile (%s): running it eagerly", self.name, self.failed)
+            self.use(compiled=False)
+            return self._eager(*args, **kwargs)
+
+
+def compile_options(device: torch.device) -> dict[str, Any]:
+    """torch.compile's options on ``device``: inductor, autotuned on CUDA (freezing is set by :func:`configure`)."""
+    return {"mode": "max-autotune"} if device.type == "cuda" else {}
+
+
+def _mark_batch_dynamic(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # A batch of one keeps its own specialised graph; every larger batch shares one graph dynamic in the batch.
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(value, 0)
+
+
+def _is_compile_error(error: BaseException) -> bool:
+    """Raised by dynamo or inductor while compiling (not an error of the model's own code run eagerly)."""
+    from torch._dynamo import exc
+
+    return isinstance(error, exc.TorchDynamoException | exc.BackendCompilerFailed) or type(error).__module__.startswith(
+        ("torch._dynamo", "torch._inductor"))
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def configure(cache_dir: Path, device: torch.device) -> None:
+    """Inductor's settings for serving: frozen weights on the CPU, and its persistent caches in ``cache_dir`` (the
+    FX-graph and AOT-autograd caches: a restart with the same model and settings reuses the compiled code)."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Inductor reads the variable each time it looks for its cache, so setting it here (before compiling) works.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir / "inductor")
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    if device.type == "cpu":
+        inductor_config.freezing = True
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (frames compiled successfully)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])
+
+
+class PartClock:
+    """Seconds spent in each part's forward while it is attached (forward hooks; CUDA synchronised)."""
+
+    def __init__(self, parts: Sequence[Part], device: torch.device) -> None:
+        self.seconds: dict[str, float] = {part.name: 0.0 for part in parts}
+        self._parts = parts
+        self._sync = device.type == "cuda"
+        self._started: dict[str, float] = {}
+
+    @contextmanager
+    def attached(self) -> Iterator[PartClock]:
+        handles = []
+        for part in self._parts:
+            handles.append(part.module.register_forward_pre_hook(self._starter(part.name)))
+            handles.append(part.module.register_forward_hook(self._stopper(part.name)))
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _now(self) -> float:
+        if self._sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _starter(self, name: str) -> Callable[..., None]:
+        def start(*_: Any) -> None:
+            self._started[name] = self._now()
+        return start
+
+    def _stopper(self, name: str) -> Callable[..., None]:
+        def stop(*_: Any) -> None:
+            self.seconds[name] += self._now() - self._started.pop(name)
+        return stop

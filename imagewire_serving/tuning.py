@@ -1,0 +1,201 @@
+"""How ``--dtype auto`` and ``--compile auto`` decide, so that every start on the same hardware decides alike.
+
+A model is run as it will serve (its probes: a batch of one and the largest batch the engine forms) in every
+variant, one dtype candidate eager or with its parts compiled, in interleaved rounds (each round runs every variant
+once, in a rotated order, so a change in the machine's other load hits them all alike). Medians decide, with a
+stated margin: a lower precision, or a compiled part, is chosen only when it is at least :data:`MARGIN` times as
+fast as float32, or as the part run eagerly; within the margin the simpler choice stays. The decision is then
+cached (:class:`DecisionCache`), keyed by the model's files, the hardware, the library versions and the settings
+that change it, so the next start on this kind of host (a restart, another replica sharing the cache directory)
+takes it as it is instead of measuring again.
+
+Pure Python over injected measurements: the timed path is tested on every CPU with timings a test supplies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
+
+# A lower precision or a compiled part must be at least this much faster to be chosen: a real gain is larger (2-3x
+# for bfloat16 batches and compiled bfloat16 encoders on CPUs with AMX or AVX512-BF16), the noise of a busy host
+# smaller, so that no start on the same hardware decides otherwise.
+MARGIN = 1.25
+# Interleaved rounds: at least this many, more (up to the maximum) while the measuring budget lasts.
+MIN_ROUNDS = 3
+MAX_ROUNDS = 7
+ROUNDS_BUDGET_S = 30.0
+# --compile auto leaves eager a part with fewer weights than this: compiling it costs seconds to minutes at start-up
+# for a part whose time is per-operation overhead (the tiny test models' parts). A count, not a timing, so that
+# whether a part is even tried does not depend on the machine's load (a ViT-S encoder has 22 million, the
+# tiny SVD's UNet 1.3 million).
+MIN_COMPILED_PART_PARAMETERS = 10_000_000
+# Bumped when the rules above change, so that cached decisions are made again.
+RULES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to serve a model: its dtype, with its compiled parts or eager."""
+
+    dtype: str
+    compiled: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.dtype} {'compiled' if self.compiled else 'eager'}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One probe run of a variant: its whole time and the time of each part in it."""
+
+    seconds: float
+    parts: Mapping[str, float] = field(default_factory=dict)
+
+
+# One round's measurement of a variant: each probe (by label) run once.
+Measure = Callable[[Variant], Mapping[str, Run]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a model serves in: its dtype and compiled parts, with the medians that decided it (seconds)."""
+
+    dtype: str
+    compiled_parts: tuple[str, ...]
+    reason: str
+    # variant label -> probe label -> median seconds (for the log and the bench).
+    medians: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Decision:
+        values = json.loads(text)
+        return cls(dtype=values["dtype"], compiled_parts=tuple(values["compiled_parts"]), reason=values["reason"],
+                   medians=values.get("medians", {}))
+
+
+def measure_rounds(variants: Sequence[Variant], measure: Measure, *, clock: Callable[[], float] = time.perf_counter,
+                   ) -> dict[Variant, list[Mapping[str, Run]]]:
+    """Every variant measured in interleaved rounds: at least MIN_ROUNDS, up to MAX_ROUNDS within the budget."""
+    samples: dict[Variant, list[Mapping[str, Run]]] = {variant: [] for variant in variants}
+    started = clock()
+    for round_index in range(MAX_ROUNDS):
+        if round_index >= MIN_ROUNDS and clock() - started > ROUNDS_BUDGET_S:
+            break
+        shift = round_index % len(variants)
+        for variant in (*variants[shift:], *variants[:shift]):
+            samples[variant].append(measure(variant))
+    return samples
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("inf")
+
+
+def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
+           compile_mode: str) -> Decision:
+    """The decision from interleaved samples. Dtypes come float32 (the reference) first.
+
+    ``compilable``: per dtype, the parts its compiled variant runs compiled (those that compiled).
+    Per dtype, a part is compiled when --compile is on, or (auto) when its compiled median time over the probes is
+    at least MARGIN times faster than eager. Each dtype's time per probe is then its eager time less what its
+    compiled parts save. The dtype chosen is the fastest at the largest probe (throughput under load) among those
+    whose median speed-up over float32, round by round, is at least MARGIN; else float32 (or the one dtype
+    measured)."""
+    dtypes = list(dict.fromkeys(variant.dtype for variant in samples))
+    probes = list(next(iter(samples.values()))[0])
+    medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
+               for variant, runs in samples.items()}
+
+    def part_median(variant: Variant, name: str) -> float:
+        runs = samples.get(variant, ())
+        return _median([sum(run[probe].parts.get(name, 0.0) for probe in probes) for run in runs])
+
+    def probe_part(variant: Variant, probe: str, name: str) -> float:
+        return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
+
+    plans: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {}
+    savings: dict[str, dict[str, float]] = {}
+    for dtype in dtypes:
+        eager, compiled = Variant(dtype, False), Variant(dtype, True)
+        chosen: list[str] = []
+        if compiled in samples:
+            for name in compilable.get(dtype, ()):
+                if compile_mode == "on" or part_median(compiled, name) * MARGIN <= part_median(eager, name):
+                    chosen.append(name)
+        savings[dtype] = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
+                                     for name in chosen) for probe in probes}
+        estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
+        plans[dtype] = (tuple(chosen), estimate)
+
+    def per_round(dtype: str, probe: str) -> list[float]:
+        """Each round's time of the dtype as it would serve (eager, less what its compiled parts save)."""
+        return [run[probe].seconds - savings[dtype][probe] for run in samples[Variant(dtype, False)]]
+
+    def speed_up(dtype: str, over: str, probe: str) -> float:
+        # Rounds pair the variants (measured back to back): the median of the paired ratios cancels the load that
+        # changed between rounds.
+        return statistics.median(a / b for a, b in zip(per_round(over, probe), per_round(dtype, probe), strict=False))
+
+    reference, load_probe = dtypes[0], probes[-1]
+    best = reference
+    for dtype in dtypes[1:]:
+        if speed_up(dtype, reference, load_probe) >= MARGIN and \
+                plans[dtype][1][load_probe] < plans[best][1][load_probe]:
+            best = dtype
+    estimates = "; ".join(f"{dtype}{' (compiled: ' + ', '.join(plans[dtype][0]) + ')' if plans[dtype][0] else ''} "
+                          + ", ".join(f"{probe} {plans[dtype][1][probe]:.4f} s" for probe in probes)
+                          for dtype in dtypes)
+    reason = f"{best} chosen (margin {MARGIN}x, medians of {min(len(r) for r in samples.values())} rounds): {estimates}"
+    return Decision(dtype=best, compiled_parts=plans[best][0], reason=reason, medians=medians)
+
+
+class DecisionCache:
+    """Decisions on disk, one JSON file per key: ``DIR/decisions/KEY.json``. ``None``: nothing is cached."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = None if directory is None else directory / "decisions"
+
+    @staticmethod
+    def key(facts: Mapping[str, Any]) -> str:
+        """A key for everything the decision depends on (the model's files, hardware, versions, settings)."""
+        text = json.dumps({"rules": RULES_VERSION, **facts}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def load(self, key: str) -> Decision | None:
+        if self.directory is None:
+            return None
+        path = self.directory / f"{key}.json"
+        try:
+            return Decision.from_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            _LOGGER.warning("ignoring the unreadable decision %s (%s): measuring again", path, error)
+            return None
+
+    def save(self, key: str, decision: Decision) -> None:
+        if self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary = self.directory / f".{key}.{time.monotonic_ns()}.tmp"
+            temporary.write_text(decision.to_json())
+            # Atomic: replicas starting together never read half a file.
+            temporary.replace(self.directory / f"{key}.json")
+        except OSError as error:
+            _LOGGER.warning("cannot cache the decision in %s (%s): the next start measures again",
+                            self.directory, error)

@@ -1,0 +1,115 @@
+"""--dtype auto and --compile auto: interleaved rounds, the margin, the cached decision (injected timings)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from imagewire_serving import tuning
+from imagewire_serving.tuning import Decision, DecisionCache, Run, Variant, decide, measure_rounds
+
+F32, BF16 = Variant("float32", compiled=False), Variant("bfloat16", compiled=False)
+F32_C, BF16_C = Variant("float32", compiled=True), Variant("bfloat16", compiled=True)
+
+
+def runs(batch1: float, batch16: float, encoder: float = 0.0) -> dict[str, Run]:
+    """One round's probes; the vision encoder takes ``encoder`` of each (scaled by the batch)."""
+    return {"batch 1": Run(batch1, {"vision encoder": encoder}),
+            "batch 16": Run(batch16, {"vision encoder": encoder * 16})}
+
+
+def noisy(seconds: Mapping[Variant, tuple[float, float]], noise: float, rng: random.Random
+          ) -> tuning.Measure:
+    """Measurements around the given (batch 1, batch 16) times, each off by up to ``noise`` either way."""
+    def measure(variant: Variant) -> dict[str, Run]:
+        one, sixteen = seconds[variant]
+        return runs(one * rng.uniform(1 - noise, 1 + noise), sixteen * rng.uniform(1 - noise, 1 + noise))
+    return measure
+
+
+def test_twenty_starts_under_noise_choose_the_same_dtype_where_the_difference_is_within_the_margin() -> None:
+    """bfloat16 3% faster, timings off by up to 8% each: float32 every time, never a coin toss per replica."""
+    times = {F32: (0.100, 1.00), BF16: (0.097, 0.97)}
+    chosen = {decide(measure_rounds([F32, BF16], noisy(times, 0.08, random.Random(seed))), {}, "off").dtype
+              for seed in range(20)}
+    assert chosen == {"float32"}
+
+
+def test_twenty_starts_under_heavy_noise_choose_a_dtype_that_is_clearly_faster() -> None:
+    """bfloat16 2.2x faster in batches (one busy core: timings off by up to 30%): bfloat16 every time."""
+    times = {F32: (0.100, 1.60), BF16: (0.110, 0.72)}
+    chosen = {decide(measure_rounds([F32, BF16], noisy(times, 0.30, random.Random(seed))), {}, "off").dtype
+              for seed in range(20)}
+    assert chosen == {"bfloat16"}
+
+
+def test_the_load_probe_decides_and_the_reason_gives_both_probes() -> None:
+    # Slower alone, 2x faster in a batch of 16: chosen for throughput, the batch-1 figure in the reason.
+    decision = decide({F32: [runs(0.10, 1.6)] * 3, BF16: [runs(0.12, 0.8)] * 3}, {}, "off")
+    assert decision.dtype == "bfloat16"
+    assert "batch 1 0.1200 s" in decision.reason and "batch 16 0.8000 s" in decision.reason
+    assert decision.medians["bfloat16 eager"] == {"batch 1": 0.12, "batch 16": 0.8}
+
+
+def test_compile_auto_keeps_a_part_compiled_only_when_it_measures_the_margin_faster() -> None:
+    eager = [runs(0.10, 1.0, encoder=0.05)] * 3
+    faster = [runs(0.07, 0.52, encoder=0.02)] * 3  # the encoder 2.5x faster compiled
+    barely = [runs(0.092, 0.90, encoder=0.042)] * 3  # 19% faster: within the margin
+    chosen = decide({F32: eager, F32_C: faster}, {"float32": ("vision encoder",)}, "auto")
+    assert chosen.compiled_parts == ("vision encoder",)
+    kept_eager = decide({F32: eager, F32_C: barely}, {"float32": ("vision encoder",)}, "auto")
+    assert kept_eager.compiled_parts == ()
+    # --compile on keeps what compiled, measured faster or not.
+    forced = decide({F32: eager, F32_C: barely}, {"float32": ("vision encoder",)}, "on")
+    assert forced.compiled_parts == ("vision encoder",)
+
+
+def test_a_dtype_is_judged_with_its_parts_compiled_as_they_would_serve() -> None:
+    """Eager, bfloat16 is barely faster; compiled (its encoder 3x faster), it is clearly faster: bfloat16."""
+    samples = {
+        F32: [runs(0.10, 1.0, encoder=0.040)] * 3, F32_C: [runs(0.10, 1.0, encoder=0.039)] * 3,
+        BF16: [runs(0.098, 0.97, encoder=0.045)] * 3, BF16_C: [runs(0.068, 0.49, encoder=0.015)] * 3,
+    }
+    decision = decide(samples, {"float32": ("vision encoder",), "bfloat16": ("vision encoder",)}, "auto")
+    assert (decision.dtype, decision.compiled_parts) == ("bfloat16", ("vision encoder",))
+
+
+def test_rounds_interleave_the_variants_in_a_rotated_order_and_stop_within_the_budget() -> None:
+    order: list[str] = []
+    now = [0.0]
+
+    def measure(variant: Variant) -> dict[str, Run]:
+        order.append(variant.dtype)
+        now[0] += 10.0  # every run takes 10 s of the budget
+        return runs(1.0, 1.0)
+
+    samples = measure_rounds([F32, BF16], measure, clock=lambda: now[0])
+    assert order[:4] == ["float32", "bfloat16", "bfloat16", "float32"]
+    # At least MIN_ROUNDS, and none started once the budget was spent.
+    assert len(samples[F32]) == len(samples[BF16]) == tuning.MIN_ROUNDS
+    quick = measure_rounds([F32, BF16], lambda variant: runs(1.0, 1.0), clock=lambda: 0.0)
+    assert len(quick[F32]) == tuning.MAX_ROUNDS
+
+
+def test_the_cache_keeps_a_decision_by_its_facts_and_ignores_a_broken_file(tmp_path: Path) -> None:
+    cache = DecisionCache(tmp_path)
+    facts = {"model": "abc", "hardware": "EPYC (AVX512-BF16)", "compile": "auto"}
+    key = DecisionCache.key(facts)
+    assert key == DecisionCache.key(dict(reversed(list(facts.items()))))  # order does not matter
+    assert key != DecisionCache.key({**facts, "hardware": "Xeon (AMX-BF16)"})
+    assert cache.load(key) is None
+    decision = Decision("bfloat16", ("vision encoder",), "bfloat16 chosen", {"bfloat16 eager": {"batch 1": 0.1}})
+    cache.save(key, decision)
+    assert cache.load(key) == decision
+    (tmp_path / "decisions" / f"{key}.json").write_text("{not json")
+    assert cache.load(key) is None
+    assert DecisionCache(None).load(key) is None
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_a_part_that_compiled_in_no_dtype_is_never_chosen(mode: str) -> None:
+    decision = decide({F32: [runs(0.1, 1.0, encoder=0.05)] * 3}, {"float32": ()}, mode)
+    assert decision.compiled_parts == ()
