@@ -35,7 +35,8 @@ SIZE = 64
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server() -> AsyncIterator[GrpcServer]:
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu"))  # no --model: the embedded default
+    # No --model: the embedded default. float32 as the figures were measured, whichever dtype this CPU would choose.
+    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", dtype="float32"))
     metrics = Metrics()
     async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
         yield running
