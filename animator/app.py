@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc.aio
 import torch
@@ -19,6 +20,10 @@ from animator.service import SERVICE_NAME, AnimateServicer
 from animator.settings import AnimatorSettings
 from imagewire_serving.app import EngineApp
 
+# The trained embedded model (animator.training), shipped in the package; the tiny random SVD stands in for it in
+# a checkout without it.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "shapes-svd"
+SHIPPED_MODEL_ID = "shapes-svd"
 EMBEDDED_MODEL_ID = "tiny-random-svd"
 
 
@@ -33,7 +38,10 @@ class AnimatorApp(EngineApp[AnimatorSettings, AnimateEngine, VideoBackend]):
         animate_pb2_grpc.add_AnimateServiceServicer_to_server(AnimateServicer(self.engine), server)
 
     def default_model(self) -> tuple[str, str]:
-        """A tiny random SVD built locally on first use (its videos are noise; it runs the real pipeline)."""
+        """The shipped shapes model, else (in a checkout without it) a tiny random SVD built locally on first use
+        (its videos are noise; it runs the real pipeline)."""
+        if (SHIPPED_MODEL / "model_index.json").is_file():
+            return SHIPPED_MODEL_ID, str(SHIPPED_MODEL)
         return EMBEDDED_MODEL_ID, str(tiny.ensure_model("tiny"))
 
     def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> VideoBackend:

@@ -1,7 +1,9 @@
-"""`make demo`: start both servers on their embedded models, caption and animate the sample image, stop both.
+"""`make demo`: start both servers on their embedded models, caption and animate the sample image, stop both,
+and say where the shape in the video went.
 
 The servers run as real processes on free ports, started and always stopped by the same launcher the tests use;
-nothing is downloaded.
+nothing is downloaded. The sample is a scene of the embedded models' world (``animator.training.motion
+.sample_scene``), so the caption and the motion printed can be checked against the picture.
 """
 
 from __future__ import annotations
@@ -37,8 +39,27 @@ def main() -> int:
             caption_target, animate_target = (start(stack, name) for name in SERVERS)
         except ServerStartError as error:
             raise SystemExit(str(error)) from None
-        return subprocess.call([str(BIN / "imagewire"), "demo", "--caption-target", caption_target,
-                                "--animate-target", animate_target, "-o", str(output)])
+        status = subprocess.call([str(BIN / "imagewire"), "demo", "--caption-target", caption_target,
+                                  "--animate-target", animate_target, "-o", str(output)])
+    if status == 0:
+        print(f"motion: {where_it_went(output)}", flush=True)
+    return status
+
+
+def where_it_went(video: Path) -> str:
+    """One line from the tracker: how far and which way the sample's shape moved in ``video``."""
+    import av
+    import numpy as np
+
+    from animator.training.motion import sample_scene
+    from animator.training.tracking import track
+
+    with av.open(str(video)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    scene = sample_scene()
+    shape = scene.shapes[0]
+    line = track(frames, shape.rgb, scene.background_rgb).describe(f"{shape.colour} {shape.shape}")
+    return f"{line} (in the {frames.shape[2]}x{frames.shape[1]} video)"
 
 
 if __name__ == "__main__":

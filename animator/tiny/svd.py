@@ -64,6 +64,14 @@ PRESETS: dict[str, SvdPreset] = {
 
 def build_svd(out: Path, preset: SvdPreset) -> Path:
     """Build a random SVD pipeline with this preset's sizes, seeded, and ``save_pretrained`` it to ``out``."""
+    save(random_pipeline(preset), out, request_defaults(preset),
+         processors={"feature_extractor": "CLIPImageProcessor"})
+    return out
+
+
+def random_pipeline(preset: SvdPreset) -> Any:
+    """A ``StableVideoDiffusionPipeline`` of random components with this preset's sizes, seeded by it (the
+    trained embedded model starts from one too)."""
     import torch
     from diffusers import StableVideoDiffusionPipeline
     from transformers import CLIPImageProcessor
@@ -71,11 +79,15 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
     torch.manual_seed(preset.seed)
     # Built in this order from one seed: the order decides the weights.
     unet, vae, image_encoder = _unet(preset), _vae(preset), _image_encoder(preset)
-    pipeline = StableVideoDiffusionPipeline(
+    return StableVideoDiffusionPipeline(
         vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=_scheduler(),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
-    defaults = {
+
+
+def request_defaults(preset: SvdPreset) -> dict[str, Any]:
+    """The request defaults written with a model of this preset (DEFAULTS_FILE)."""
+    return {
         "width": preset.default_width,
         "height": preset.default_height,
         "num_frames": preset.num_frames,
@@ -83,8 +95,6 @@ def build_svd(out: Path, preset: SvdPreset) -> Path:
         "decode_chunk_size": preset.default_decode_chunk_size,
         "preview_every": preset.default_preview_every,
     }
-    save(pipeline, out, defaults, processors={"feature_extractor": "CLIPImageProcessor"})
-    return out
 
 
 def _unet(preset: SvdPreset) -> Any:

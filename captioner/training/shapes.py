@@ -86,8 +86,13 @@ def _jitter(rng: random.Random, rgb: tuple[int, int, int], amount: int = _JITTER
     return (r, g, b)
 
 
-def random_scene(rng: random.Random, *, max_shapes: int = 2, min_shapes: int = 1) -> Scene:
-    """Draw a scene from ``rng``: ``min_shapes..max_shapes`` distinct shapes on a pale background."""
+def random_scene(rng: random.Random, *, max_shapes: int = 2, min_shapes: int = 1,
+                 lone_extent: tuple[float, float] = (0.3, 0.75)) -> Scene:
+    """Draw a scene from ``rng``: ``min_shapes..max_shapes`` distinct shapes on a pale background.
+
+    ``lone_extent``: the range of a lone shape's side (fractions of the image side); the video model's scenes
+    use smaller shapes, which leave room to move.
+    """
     if not 1 <= min_shapes <= max_shapes <= 2:
         raise ValueError(f"need 1 <= min_shapes <= max_shapes <= 2, got {min_shapes}, {max_shapes}")
     count = rng.randint(min_shapes, max_shapes)
@@ -99,7 +104,7 @@ def random_scene(rng: random.Random, *, max_shapes: int = 2, min_shapes: int = 1
             kinds.append(kind)
 
     # A lone shape may fill most of the picture; two must fit side by side.
-    extents = [rng.uniform(0.3, 0.75)] if count == 1 else [rng.uniform(0.22, 0.44) for _ in range(count)]
+    extents = [rng.uniform(*lone_extent)] if count == 1 else [rng.uniform(0.22, 0.44) for _ in range(count)]
     # Left edges: the slack left after the shapes, the gap and the margins is split at random.
     slack = 1.0 - 2 * _MARGIN - sum(extents) - _GAP * (count - 1)
     cuts = sorted(rng.uniform(0.0, slack) for _ in range(count))
