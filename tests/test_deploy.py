@@ -11,9 +11,9 @@ import yaml
 
 from animator.settings import AnimatorSettings
 from captioner.settings import CaptionerSettings
+from imagewire_serving import settings as settings_module
 from imagewire_serving.frontdoor import KUBERNETES
 from imagewire_serving.frontdoor.config import CONFIG_KEY, CONFIGMAP_NAME
-from imagewire_serving import settings as settings_module
 from imagewire_serving.metrics import Metrics
 
 MANIFESTS = sorted((Path(__file__).resolve().parent.parent / "deploy" / "kubernetes").glob("*.yaml"))
