@@ -85,7 +85,10 @@ class CaptionResponse(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     PROVENANCE_KEY_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The caption text, including the prompt prefix when one was given."""
+    """The caption text, including the prompt prefix when one was given, as the model's tokenizer gives it back:
+    an uncased vocabulary lowercases it ("A Picture Of" comes back "a picture of") and characters outside the
+    vocabulary (emoji) are dropped, so a caller that needs its prefix verbatim keeps its own copy.
+    """
     model_id: _builtins.str
     """The model that produced the caption."""
     batch_size: _builtins.int

@@ -39,7 +39,10 @@ class CaptionResponse(ProtoData):
     PROTO = caption_pb2.CaptionResponse
 
     text: str
-    """The caption text, including the prompt prefix when one was given."""
+    """The caption text, including the prompt prefix when one was given, as the model's tokenizer gives it back:
+    an uncased vocabulary lowercases it ("A Picture Of" comes back "a picture of") and characters outside the
+    vocabulary (emoji) are dropped, so a caller that needs its prefix verbatim keeps its own copy.
+    """
     model_id: str
     """The model that produced the caption."""
     usage: Usage

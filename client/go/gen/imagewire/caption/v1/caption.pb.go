@@ -117,7 +117,9 @@ type CaptionResponse struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The caption text, including the prompt prefix when one was given.
+	// The caption text, including the prompt prefix when one was given, as the model's tokenizer gives it back:
+	// an uncased vocabulary lowercases it ("A Picture Of" comes back "a picture of") and characters outside the
+	// vocabulary (emoji) are dropped, so a caller that needs its prefix verbatim keeps its own copy.
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	// The model that produced the caption.
 	ModelId string `protobuf:"bytes,2,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`

@@ -75,7 +75,9 @@ export const CaptionRequestSchema: GenMessage<CaptionRequest> = /*@__PURE__*/
  */
 export type CaptionResponse = Message<"imagewire.caption.v1.CaptionResponse"> & {
   /**
-   * The caption text, including the prompt prefix when one was given.
+   * The caption text, including the prompt prefix when one was given, as the model's tokenizer gives it back:
+   * an uncased vocabulary lowercases it ("A Picture Of" comes back "a picture of") and characters outside the
+   * vocabulary (emoji) are dropped, so a caller that needs its prefix verbatim keeps its own copy.
    *
    * @generated from field: string text = 1;
    */
