@@ -12,7 +12,7 @@ export * as animate from "./gen/imagewire/animate/v1/animate_pb.js";
 export * as caption from "./gen/imagewire/caption/v1/caption_pb.js";
 export { animateEvents, hex, mediaType, playableFormat, ProvenanceChanged, VideoSink } from "./animate.js";
 export type { AnimateEvent, ByteEraser, ByteWriter } from "./animate.js";
-export { DEFAULT_RESUME, downloadAnimation, dropped, JOB_ID_KEY } from "./resume.js";
+export { DEFAULT_RESUME, downloadAnimation, dropped, isJobId, JOB_ID_KEY, JOB_ID_RULE } from "./resume.js";
 export type { DownloadOptions, Resume } from "./resume.js";
 export { bearer, callFailure, statusName, textFields } from "./calls.js";
 export type { CallFailure } from "./calls.js";

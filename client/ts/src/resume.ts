@@ -13,6 +13,15 @@ import { type AnimateEvent, animateEvents, ProvenanceChanged, type VideoSink } f
 /** The metadata key carrying the job id, on which a front door with several replicas routes a job's calls. */
 export const JOB_ID_KEY = "x-imagewire-job-id";
 
+/** The contract's rule for a job id (it travels in metadata): as the Python client's imagewire.limits. */
+export const JOB_ID_RULE = "1 to 128 characters from A-Z, a-z, 0-9, '-', '_' and '.'";
+const JOB_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** Whether `text` is a job id the contract accepts (JOB_ID_RULE). */
+export function isJobId(text: string): boolean {
+  return JOB_ID.test(text);
+}
+
 /**
  * How a download survives dropped connections: at most `attempts` reconnections in all, the first after
  * `backoffMs`, each later one after twice the pause before it (at most `maxBackoffMs`).
@@ -91,6 +100,11 @@ export async function downloadAnimation(
 ): Promise<AnimateResult> {
   const resume = options.resume ?? DEFAULT_RESUME;
   const deadline = Date.now() + (options.timeoutMs ?? 900_000);
+  if (request.jobId && !isJobId(request.jobId)) {
+    // Refused before anything is sent: metadata cannot carry it, and the server would refuse it anyway.
+    throw new ConnectError(`job_id: must be ${JOB_ID_RULE}, not ${JSON.stringify(request.jobId)}`,
+                           Code.InvalidArgument);
+  }
   const jobId = request.jobId || crypto.randomUUID().replaceAll("-", "");
   const animateRequest = { ...request, jobId };
   const headers = { [JOB_ID_KEY]: jobId };

@@ -5,7 +5,8 @@ import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  animateEvents, type AnimateEvent, animate, callFailure, dropped, fromJson, mediaType, playableFormat,
+  animateEvents, type AnimateEvent, animate, callFailure, downloadAnimation, dropped, fromJson, isJobId, mediaType,
+  playableFormat,
   ProvenanceChanged, statusName, textFields, VideoSink,
 } from "../index.js";
 import {
@@ -145,4 +146,19 @@ test("a dropped connection: UNAVAILABLE, a stream reset over HTTP/2 or gRPC-Web;
   assert.ok(!dropped(new ConnectError("internal error; the server logged the details", Code.Internal)));
   assert.ok(!dropped(new ConnectError("job 'j' is not on this server", Code.NotFound)));
   assert.ok(!dropped(new ConnectError("boom", Code.Unknown)));
+});
+
+test("a job id outside the contract's rule is refused before anything is sent", async () => {
+  assert.ok(isJobId("job-1.a_B") && isJobId("x".repeat(128)));
+  for (const bad of ["", "ünï", "new\nline", "a\u0000b", "x".repeat(129)]) {
+    if (bad) assert.ok(!isJobId(bad), bad);
+  }
+  let called = false;
+  const client = new Proxy({}, { get: () => () => { called = true; throw new Error("sent"); } });
+  const request = create(animate.AnimateRequestSchema, { jobId: "ünï" });
+  await assert.rejects(downloadAnimation(client as never, request, new VideoSink(async () => {})), (error) => {
+    const failure = ConnectError.from(error);
+    return failure.code === Code.InvalidArgument && failure.message.includes("job_id");
+  });
+  assert.equal(called, false);
 });
