@@ -202,6 +202,9 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         loaded: dict[str, BackendT] = {}
         for dtype in choice.candidates:
             backend = self._load_one(model_id, source, device, dtype)
+            if not choice.timed and not self._worth_compiling(backend.compile_parts(), mode):
+                only = dtype_name(dtype)  # nothing to compare: the engine's warm-up does the lazy initialisation
+                return backend, Decision(only, (), f"{only}: {choice.reason}; no part worth compiling")
             try:
                 self._run_probes(backend)  # the first run pays for lazy initialisation
             except Exception as error:
@@ -216,8 +219,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
         variants = [Variant(name, compiled=False) for name in loaded]
         if mode != "off":
             for name, backend in loaded.items():
-                heavy = [part for part in parts[name]
-                         if mode == "on" or part.parameters() >= MIN_COMPILED_PART_PARAMETERS]
+                heavy = [part for part in parts[name] if self._worth_compiling([part], mode)]
                 for part in heavy:
                     part.compile(device)
                 if heavy:
@@ -246,6 +248,12 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
             torch._dynamo.reset()
             self._run_probes(chosen)
         return chosen, decision
+
+    @staticmethod
+    def _worth_compiling(parts: Sequence[Part], mode: str) -> bool:
+        """Whether --compile tries any of ``parts``: every one with on; with auto, those of
+        MIN_COMPILED_PART_PARAMETERS weights or more (a count, not a timing: the machine's load never decides)."""
+        return mode == "on" or (mode == "auto" and any(p.parameters() >= MIN_COMPILED_PART_PARAMETERS for p in parts))
 
     def _run_probes(self, backend: BackendT) -> None:
         for _label, probe in self.probes(backend):
