@@ -185,7 +185,8 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
             for part in parts:
                 if part.name in decision.compiled_parts:
                     part.compile(device)
-            self._run_probes(backend)  # compiles the parts now (from inductor's cache after the first start)
+            if decision.compiled_parts:
+                self._run_probes(backend)  # compiles the parts now, before SERVING (kernels from the cache)
             _LOGGER.info("%s: %s [decided at an earlier start: %s]", model_id, decision.reason, key)
         else:
             backend, decision = self._measure(model_id, source, device, choice, mode)
