@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from imagewire_serving.config import Config, OptionSpec, option, spec_of
+from imagewire_serving.model_cache import cache_root
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -142,7 +143,7 @@ def compile_cache_dir(settings: ServerSettings) -> Path:
     """Where compiled code and the dtype and compile decisions are kept (see ServerSettings.compile_cache)."""
     if settings.compile_cache is not None:
         return Path(settings.compile_cache).expanduser()
-    return Path(os.environ.get("IMAGEWIRE_CACHE", Path.home() / ".cache" / "imagewire")) / "compile"
+    return cache_root() / "compile"
 
 
 @dataclass(frozen=True)
