@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from animator.training.data import LatentSet, pixels, training_clip
@@ -27,15 +25,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # Clips for the VAE come after the UNet's in the training seeds, so the two stages see different scenes.
 _VAE_CLIP_OFFSET = 500_000
-
-
-def seed_everything(seed: int, threads: int) -> None:
-    """Seed every generator and fix the thread count and kernels: what makes two runs give the same weights."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:

@@ -26,8 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from animator.tiny.common import save
 from animator.tiny.svd import random_pipeline, request_defaults
 from animator.training.data import encode_clips
-from animator.training.loop import seed_everything, train_unet, train_vae
+from animator.training.loop import train_unet, train_vae
 from animator.training.settings import PRESET, SERVED_DEFAULTS, TRAINING_RECORD, TrainSettings
+from captioner.training.loop import seed_everything
 
 _LOGGER = logging.getLogger(__name__)
 
