@@ -58,6 +58,19 @@ def alternate(first: Callable[[], Any], second: Callable[[], Any], repeats: int)
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def eager_against_compiled(part: Any, run: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """``run`` with ``part`` eager and compiled, alternately: the medians and the speed-up."""
+    def with_part(compiled: bool) -> Callable[[], Any]:
+        def switched() -> Any:
+            part.use(compiled=compiled)
+            return run()
+        return switched
+
+    eager_s, compiled_s = alternate(with_part(False), with_part(True), repeats)
+    return {"eager_s": round(eager_s, 4), "compiled_s": round(compiled_s, 4),
+            "speed_up": round(eager_s / compiled_s, 2)}
+
+
 def timed(run: Callable[[], Any]) -> float:
     started = time.perf_counter()
     run()
@@ -86,21 +99,11 @@ def caption_figures(model_dir: Path, dtype_name: str, args: argparse.Namespace) 
             def encode(pixels: torch.Tensor = pixels) -> None:
                 part.module(pixel_values=pixels)
 
-            def eager(encode: Callable[[], None] = encode) -> None:
-                part.use(compiled=False)
-                encode()
-
-            def compiled(encode: Callable[[], None] = encode) -> None:
-                part.use(compiled=True)
-                encode()
-
             part.use(compiled=False)
             encode()  # eager warm-up
             part.compile(torch.device("cpu"))
             first = timed(encode)
-            eager_s, compiled_s = alternate(eager, compiled, args.repeats)
-            figures[f"encoder_batch_{size}"] = {"eager_s": round(eager_s, 4), "compiled_s": round(compiled_s, 4),
-                                                "speed_up": round(eager_s / compiled_s, 2),
+            figures[f"encoder_batch_{size}"] = {**eager_against_compiled(part, encode, args.repeats),
                                                 "first_compiled_call_s": round(first, 1)}
         for size in (1, args.batch_size):
             images = [image] * size
@@ -108,19 +111,10 @@ def caption_figures(model_dir: Path, dtype_name: str, args: argparse.Namespace) 
             def caption(images: list[Any] = images) -> None:
                 backend.generate(images, [""] * len(images), options)
 
-            def eager_caption(caption: Callable[[], None] = caption) -> None:
-                part.use(compiled=False)
+            for compiled in (False, True):  # warm both
+                part.use(compiled=compiled)
                 caption()
-
-            def compiled_caption(caption: Callable[[], None] = caption) -> None:
-                part.use(compiled=True)
-                caption()
-
-            eager_caption()
-            compiled_caption()
-            eager_s, compiled_s = alternate(eager_caption, compiled_caption, max(3, args.repeats // 2))
-            figures[f"caption_batch_{size}"] = {"eager_s": round(eager_s, 4), "compiled_s": round(compiled_s, 4),
-                                                "speed_up": round(eager_s / compiled_s, 2)}
+            figures[f"caption_batch_{size}"] = eager_against_compiled(part, caption, max(3, args.repeats // 2))
     return figures
 
 
