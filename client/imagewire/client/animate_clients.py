@@ -123,6 +123,8 @@ class AnimateClient(BlockingShell[AnimateCore]):
                     self._check_interrupted()
                     # Read to the end of the stream, not just to the result: leaving early would cancel the call.
                     for event in self._stream(getattr(self._stub, attempt.method), attempt.call):
+                        # An interrupt() between the check above and the call's start found no call to cancel.
+                        self._check_interrupted()
                         download.saw(event, attempt)
                         sink.feed(event)
                     return sink.finish()
