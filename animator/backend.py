@@ -49,8 +49,11 @@ class VideoBackend(Backend, Protocol):
         limit); empty when it can run them."""
         ...
 
-    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
-        """Encode the image and run the denoising loop; returns the final latents."""
+    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback,
+                noise: torch.Generator | None = None) -> torch.Tensor:
+        """Encode the image and run the denoising loop; returns the final latents. Random draws come from
+        ``noise`` (a video's segments continue one generator), else from a new generator seeded with
+        ``params.seed``."""
         ...
 
     def decode(self, latents: torch.Tensor, params: GenerationParams) -> Generator[np.ndarray, None, None]:

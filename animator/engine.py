@@ -72,6 +72,8 @@ class ModelCard(BaseCard):
     max_num_inference_steps: int
     safety_checker: bool
     usd_per_output_pixel: float
+    max_segments: int
+    max_interpolate: int
 
 
 class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
@@ -317,7 +319,8 @@ class AnimateEngine(DeviceEngine[VideoBackend, ModelCard]):
             default_fps=fields["fps"].default, default_num_inference_steps=fields["num_inference_steps"].default,
             max_pixels_per_frame=limits.max_pixels_per_frame, max_num_frames=limits.max_num_frames,
             max_num_inference_steps=limits.max_num_inference_steps, safety_checker=self.safety_checker is not None,
-            usd_per_output_pixel=limits.usd_per_output_pixel,
+            usd_per_output_pixel=limits.usd_per_output_pixel, max_segments=limits.max_segments,
+            max_interpolate=limits.max_interpolate,
         )
 
 

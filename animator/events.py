@@ -60,15 +60,21 @@ class Preview:
     num_frames: int
     step: int
     total: int
+    # The segment denoised (1 = the first).
+    segment: int = 1
 
 
 @dataclass(frozen=True)
 class Progress:
-    """``step`` of ``total`` units of ``stage`` are done (for QUEUED: the position in the queue)."""
+    """``step`` of ``total`` units of ``stage`` are done (for QUEUED: the position in the queue), in ``segment``
+    of ``segments`` (0 of 0 while queued). DENOISE and DECODE count within the segment, ENCODE_VIDEO the whole
+    video's frames."""
 
     stage: Stage
     step: int
     total: int
+    segment: int = 0
+    segments: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from animator.interpolation import MAX_FACTOR
 from imagewire_serving.config import Config, option
 from imagewire_serving.images import MAX_IMAGE_PIXELS, ImageLimits
 
@@ -20,7 +21,10 @@ class EngineLimits(Config):
     max_pixels_per_frame: int = option(1024 * 1024, "largest width x height", minimum=MIN_SIDE * MIN_SIDE)
     max_num_frames: int = option(50, "largest num_frames (also bounds decode_chunk_size)", minimum=1)
     max_num_inference_steps: int = option(100, "largest num_inference_steps", minimum=1)
-    max_fps: int = option(60, "largest fps", minimum=1)
+    max_fps: int = option(60, "largest fps (also of the video file: fps x interpolate)", minimum=1)
+    max_segments: int = option(8, "largest segments: how many num_frames clips one video may chain", minimum=1)
+    max_interpolate: int = option(MAX_FACTOR, "largest interpolate factor (1 turns interpolation off)", minimum=1,
+                                  maximum=MAX_FACTOR)
     max_queue: int = option(8, "requests that may wait for the device before RESOURCE_EXHAUSTED", minimum=1)
     usd_per_output_pixel: float = option(1.3563368e-08, "price of one output pixel (width x height x frames)",
                                          minimum=0)

@@ -12,6 +12,7 @@ from typing import Any
 
 from imagewire.limits import JOB_ID_RULE, MAX_JOB_ID_CHARS, is_job_id
 
+from animator.interpolation import output_frames
 from animator.limits import MIN_SIDE, EngineLimits
 from animator.video import CONTRACT_PREFIX, VideoFormat
 from imagewire_serving import errors
@@ -48,6 +49,8 @@ class AnimateInput:
     prompt: str | None = None
     negative_prompt: str | None = None
     guidance_scale: float | None = None
+    segments: int | None = None
+    interpolate: int | None = None
     # What decoding the request already found wrong (an enum value this server does not know), reported together
     # with the rest of the request's violations.
     violations: tuple[FieldViolation, ...] = ()
@@ -134,6 +137,8 @@ def request_fields(model: ModelFields, limits: EngineLimits) -> dict[str, Reques
         RequestField("preview_every", min(defaults["preview_every"], limits.max_num_inference_steps), 0,
                      limits.max_num_inference_steps),
         RequestField("detach_grace_seconds", limits.detach_grace, 0.0, limits.max_detach_grace),
+        RequestField("segments", 1, 1, limits.max_segments),
+        RequestField("interpolate", 1, 1, limits.max_interpolate),
         *model.own,
     )
     return {field.name: field for field in fields}
@@ -200,6 +205,25 @@ class JobSpec:
     detach_grace_seconds: float
     # False when the server chose the seed: a retry without one is then the same request.
     seed_given: bool
+    # Clips of params.num_frames chained into one video, and the frame interpolation factor (1: none).
+    segments: int = 1
+    interpolate: int = 1
+
+    @property
+    def generated_frames(self) -> int:
+        """The frames the model makes for the video: each segment after the first leaves out its first frame,
+        which would repeat the previous segment's last."""
+        return self.segments * (self.params.num_frames - 1) + 1
+
+    @property
+    def output_frames(self) -> int:
+        """The frames of the video file, interpolated ones included."""
+        return output_frames(self.generated_frames, self.interpolate)
+
+    @property
+    def output_fps(self) -> int:
+        """The frame rate of the video file."""
+        return self.params.fps * self.interpolate
 
     def differences(self, other: JobSpec) -> list[str]:
         """The request fields on which two specs disagree, by name; empty when they are the same job."""
@@ -226,7 +250,13 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
     values = {name: fields[name].default if getattr(request, name) is None else getattr(request, name)
               for name in taken}
     grace = limits.detach_grace if request.detach_grace_seconds is None else request.detach_grace_seconds
-    violations = check_fields(fields, [*values.items(), ("seed", request.seed), ("detach_grace_seconds", grace)])
+    segments, interpolate = request.segments or 1, request.interpolate or 1
+    violations = check_fields(fields, [*values.items(), ("seed", request.seed), ("detach_grace_seconds", grace),
+                                       ("segments", request.segments), ("interpolate", request.interpolate)])
+    if values["fps"] * interpolate > limits.max_fps and not violations:
+        violations.append(FieldViolation("interpolate", (
+            f"fps x interpolate = {values['fps'] * interpolate} frames a second in the video; the limit is "
+            f"{limits.max_fps}")))
     if values["width"] * values["height"] > limits.max_pixels_per_frame and not violations:
         too_many = (f"width x height = {values['width'] * values['height']} pixels; the limit is "
                     f"{limits.max_pixels_per_frame}")
@@ -242,7 +272,7 @@ def resolve(request: AnimateInput, model_id: str, model: ModelFields, limits: En
         model_id=model_id, image_sha256=hashlib.sha256(request.image).hexdigest(),
         params=GenerationParams(seed=seed, **values), format=request.format or VideoFormat.MP4_H264,
         safety_check=request.safety_check, preview_every=preview_every, detach_grace_seconds=grace,
-        seed_given=request.seed is not None,
+        seed_given=request.seed is not None, segments=segments, interpolate=interpolate,
     )
 
 

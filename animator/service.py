@@ -65,7 +65,8 @@ def to_response(event: Event, response_type: Any = animate_pb2.AnimateResponse) 
     """One engine event as one stream response (an AnimateResponse or a WatchAnimationResponse)."""
     if isinstance(event, Progress):
         stage = animate_pb2.Stage.Value(f"STAGE_{event.stage.name}")
-        return response_type(progress=animate_pb2.Progress(stage=stage, step=event.step, total=event.total))
+        return response_type(progress=animate_pb2.Progress(stage=stage, step=event.step, total=event.total,
+                                                           segment=event.segment, segments=event.segments))
     if isinstance(event, JobStatus):
         return response_type(job=to_status(event))
     member, message = _MEMBERS[type(event)]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from fractions import Fraction
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -48,3 +52,24 @@ def noise_png(seed: int, size: tuple[int, int] = (120, 80)) -> bytes:
     """A random RGB picture, the same for the same seed."""
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return png(Image.fromarray(pixels))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A video file decoded: its frames (n, h, w, 3) uint8 RGB, their presentation times in seconds, and the frame
+    rate its stream declares."""
+
+    frames: np.ndarray
+    times: tuple[Fraction, ...]
+    fps: Fraction
+
+
+def decoded(data: bytes) -> Decoded:
+    """Decode a whole MP4 or WebM file the server streamed."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert stream.time_base is not None and stream.average_rate is not None
+        times = tuple(Fraction(frame.pts) * stream.time_base for frame in frames if frame.pts is not None)
+        return Decoded(np.stack([frame.to_ndarray(format="rgb24") for frame in frames]), times,
+                       Fraction(stream.average_rate))

@@ -64,6 +64,19 @@ async def caption_server(tiny_caption_model: str) -> AsyncIterator[GrpcServer]:
         yield server
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def shapes_animator() -> AsyncIterator[GrpcServer]:
+    """An animator on its embedded default, the trained shape model (animator/models/shapes-svd), in float32 as its
+    card's figures were measured, whichever dtype this CPU would choose."""
+    from animator.app import AnimatorApp
+    from animator.settings import AnimatorSettings
+
+    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", dtype="float32"))
+    metrics = Metrics()
+    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def typescript_client() -> Path:
     """The TypeScript client package (client/ts), built from its current sources for the Node and browser tests."""

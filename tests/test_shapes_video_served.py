@@ -6,40 +6,30 @@ Scenes come from TEST_SEEDS, used neither in training nor in the model's own eva
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import AsyncIterator
 
-import av
 import numpy as np
 import pytest
-import pytest_asyncio
 from imagewire.client import AsyncAnimateClient, VideoChunk
 
-from animator.app import SHIPPED_MODEL, SHIPPED_MODEL_ID, AnimatorApp
-from animator.settings import AnimatorSettings
+from animator.app import SHIPPED_MODEL, SHIPPED_MODEL_ID
 from animator.training.evaluation import psnr
 from animator.training.motion import DIRECTIONS, FULL_SPEED_BUCKET, SERVED_FPS, SERVED_FRAMES, Motion, seed_scene
 from animator.training.settings import TEST_SEEDS
 from animator.training.tracking import Track, track
 from captioner.training.shapes import Scene, draw
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
-from imagewire_serving.settings import ServerSettings
-from tests.support import png, serving
+from tests.animator_support import decoded
+from tests.support import png
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SIZE = 64
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def server() -> AsyncIterator[GrpcServer]:
-    # No --model: the embedded default. float32 as the figures were measured, whichever dtype this CPU would choose.
-    settings = AnimatorSettings(server=ServerSettings(port=0, device="cpu", dtype="float32"))
-    metrics = Metrics()
-    async with serving(AnimatorApp(settings, metrics), metrics, settings.server) as running:
-        yield running
+@pytest.fixture
+def server(shapes_animator: GrpcServer) -> GrpcServer:
+    return shapes_animator
 
 
 def scenes_of(kind: str, count: int) -> list[Scene]:
@@ -54,8 +44,7 @@ async def video(server: GrpcServer, scene: Scene, **params: object) -> np.ndarra
     async with AsyncAnimateClient(server.address, timeout=120) as client:
         data = b"".join([event.data async for event in client.animate(png(draw(scene, SIZE)), seed=0, **params)
                          if isinstance(event, VideoChunk)])
-    with av.open(io.BytesIO(data)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    return decoded(data).frames
 
 
 async def follow(server: GrpcServer, scene: Scene, **params: object) -> Track:

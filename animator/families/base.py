@@ -146,7 +146,8 @@ class PipelineBackend:
 
     # What every family does alike -------------------------------------------------------------------------------
 
-    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback) -> torch.Tensor:
+    def denoise(self, image: Image.Image, params: GenerationParams, on_step: StepCallback,
+                noise: torch.Generator | None = None) -> torch.Tensor:
         total = params.num_inference_steps
         scheduler = self.pipeline.scheduler
         scheduler_step = scheduler.step
@@ -162,7 +163,7 @@ class PipelineBackend:
             on_step(Step(index + 1, total, estimate[0]))
             return {}
 
-        noise = generator(params.seed)
+        noise = generator(params.seed) if noise is None else noise
         scheduler.step = step  # for this call only: an instance attribute shadowing the method
         try:
             latents = self.pipeline(

@@ -101,7 +101,7 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     STAGE_DECODE: _Stage.ValueType  # 4
     """Decoding latents to frames; step counts decoded frames."""
     STAGE_ENCODE_VIDEO: _Stage.ValueType  # 5
-    """Encoding frames into the video container; step counts encoded frames."""
+    """Encoding frames into the video container (interpolated frames included); step counts encoded frames."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """Stage is a phase of a generation."""
@@ -117,7 +117,7 @@ STAGE_DENOISE: Stage.ValueType  # 3
 STAGE_DECODE: Stage.ValueType  # 4
 """Decoding latents to frames; step counts decoded frames."""
 STAGE_ENCODE_VIDEO: Stage.ValueType  # 5
-"""Encoding frames into the video container; step counts encoded frames."""
+"""Encoding frames into the video container (interpolated frames included); step counts encoded frames."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 @_typing.final
@@ -151,6 +151,8 @@ class AnimateRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
     GUIDANCE_SCALE_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    INTERPOLATE_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The encoded conditioning image: PNG, JPEG, WebP, GIF, BMP or TIFF, at most 50 MiB. It is resized
     to width x height.
@@ -228,6 +230,21 @@ class AnimateRequest(_message.Message):
     step (default: the model's pipeline default, 3 for LTX-Video, 5 for Wan). SVD uses
     min_guidance_scale and max_guidance_scale instead; setting it for SVD is INVALID_ARGUMENT.
     """
+    segments: _builtins.int
+    """The number of segments to chain into one video, 1 to ModelInfo.max_segments (default 1). Each segment after
+    the first is generated from the previous segment's last frame (as the conditioning image; for models that take
+    a prompt, with the same prompt), num_frames at a time, continuing the seed's random stream, so the whole video
+    is reproducible from the seed. The segments stream as one video with one header: the first frame of each later
+    segment would repeat the previous segment's last frame and is left out, so the video has
+    segments x (num_frames - 1) + 1 generated frames. Progress events and previews say the segment.
+    """
+    interpolate: _builtins.int
+    """The frame interpolation factor, 1 to ModelInfo.max_interpolate (default 1: none). With a factor f, f - 1
+    motion-compensated frames (dense optical flow, then both neighbours warped to the in-between time and
+    blended) are put between each pair of generated frames, and the video's frame rate is fps x f: a video of n
+    generated frames holds (n - 1) x f + 1 frames, as its header says. fps x f must not exceed the server's
+    largest fps. Interpolated frames are streamed as soon as the second frame of their pair exists.
+    """
     def __init__(
         self,
         *,
@@ -252,10 +269,12 @@ class AnimateRequest(_message.Message):
         prompt: _builtins.str | None = ...,
         negative_prompt: _builtins.str | None = ...,
         guidance_scale: _builtins.float | None = ...,
+        segments: _builtins.int | None = ...,
+        interpolate: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_decode_chunk_size", b"_decode_chunk_size", "_detach_grace_seconds", b"_detach_grace_seconds", "_fps", b"_fps", "_guidance_scale", b"_guidance_scale", "_height", b"_height", "_max_guidance_scale", b"_max_guidance_scale", "_min_guidance_scale", b"_min_guidance_scale", "_motion_bucket_id", b"_motion_bucket_id", "_negative_prompt", b"_negative_prompt", "_noise_aug_strength", b"_noise_aug_strength", "_num_frames", b"_num_frames", "_num_inference_steps", b"_num_inference_steps", "_preview_every", b"_preview_every", "_prompt", b"_prompt", "_seed", b"_seed", "_width", b"_width", "decode_chunk_size", b"decode_chunk_size", "detach_grace_seconds", b"detach_grace_seconds", "fps", b"fps", "guidance_scale", b"guidance_scale", "height", b"height", "max_guidance_scale", b"max_guidance_scale", "min_guidance_scale", b"min_guidance_scale", "motion_bucket_id", b"motion_bucket_id", "negative_prompt", b"negative_prompt", "noise_aug_strength", b"noise_aug_strength", "num_frames", b"num_frames", "num_inference_steps", b"num_inference_steps", "preview_every", b"preview_every", "prompt", b"prompt", "seed", b"seed", "width", b"width"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_decode_chunk_size", b"_decode_chunk_size", "_detach_grace_seconds", b"_detach_grace_seconds", "_fps", b"_fps", "_guidance_scale", b"_guidance_scale", "_height", b"_height", "_interpolate", b"_interpolate", "_max_guidance_scale", b"_max_guidance_scale", "_min_guidance_scale", b"_min_guidance_scale", "_motion_bucket_id", b"_motion_bucket_id", "_negative_prompt", b"_negative_prompt", "_noise_aug_strength", b"_noise_aug_strength", "_num_frames", b"_num_frames", "_num_inference_steps", b"_num_inference_steps", "_preview_every", b"_preview_every", "_prompt", b"_prompt", "_seed", b"_seed", "_segments", b"_segments", "_width", b"_width", "decode_chunk_size", b"decode_chunk_size", "detach_grace_seconds", b"detach_grace_seconds", "fps", b"fps", "guidance_scale", b"guidance_scale", "height", b"height", "interpolate", b"interpolate", "max_guidance_scale", b"max_guidance_scale", "min_guidance_scale", b"min_guidance_scale", "motion_bucket_id", b"motion_bucket_id", "negative_prompt", b"negative_prompt", "noise_aug_strength", b"noise_aug_strength", "num_frames", b"num_frames", "num_inference_steps", b"num_inference_steps", "preview_every", b"preview_every", "prompt", b"prompt", "seed", b"seed", "segments", b"segments", "width", b"width"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_decode_chunk_size", b"_decode_chunk_size", "_detach_grace_seconds", b"_detach_grace_seconds", "_fps", b"_fps", "_guidance_scale", b"_guidance_scale", "_height", b"_height", "_max_guidance_scale", b"_max_guidance_scale", "_min_guidance_scale", b"_min_guidance_scale", "_motion_bucket_id", b"_motion_bucket_id", "_negative_prompt", b"_negative_prompt", "_noise_aug_strength", b"_noise_aug_strength", "_num_frames", b"_num_frames", "_num_inference_steps", b"_num_inference_steps", "_preview_every", b"_preview_every", "_prompt", b"_prompt", "_seed", b"_seed", "_width", b"_width", "decode_chunk_size", b"decode_chunk_size", "detach_grace_seconds", b"detach_grace_seconds", "format", b"format", "fps", b"fps", "guidance_scale", b"guidance_scale", "height", b"height", "image", b"image", "job_id", b"job_id", "max_guidance_scale", b"max_guidance_scale", "min_guidance_scale", b"min_guidance_scale", "model_id", b"model_id", "motion_bucket_id", b"motion_bucket_id", "negative_prompt", b"negative_prompt", "noise_aug_strength", b"noise_aug_strength", "num_frames", b"num_frames", "num_inference_steps", b"num_inference_steps", "preview_every", b"preview_every", "prompt", b"prompt", "safety_check", b"safety_check", "seed", b"seed", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_decode_chunk_size", b"_decode_chunk_size", "_detach_grace_seconds", b"_detach_grace_seconds", "_fps", b"_fps", "_guidance_scale", b"_guidance_scale", "_height", b"_height", "_interpolate", b"_interpolate", "_max_guidance_scale", b"_max_guidance_scale", "_min_guidance_scale", b"_min_guidance_scale", "_motion_bucket_id", b"_motion_bucket_id", "_negative_prompt", b"_negative_prompt", "_noise_aug_strength", b"_noise_aug_strength", "_num_frames", b"_num_frames", "_num_inference_steps", b"_num_inference_steps", "_preview_every", b"_preview_every", "_prompt", b"_prompt", "_seed", b"_seed", "_segments", b"_segments", "_width", b"_width", "decode_chunk_size", b"decode_chunk_size", "detach_grace_seconds", b"detach_grace_seconds", "format", b"format", "fps", b"fps", "guidance_scale", b"guidance_scale", "height", b"height", "image", b"image", "interpolate", b"interpolate", "job_id", b"job_id", "max_guidance_scale", b"max_guidance_scale", "min_guidance_scale", b"min_guidance_scale", "model_id", b"model_id", "motion_bucket_id", b"motion_bucket_id", "negative_prompt", b"negative_prompt", "noise_aug_strength", b"noise_aug_strength", "num_frames", b"num_frames", "num_inference_steps", b"num_inference_steps", "preview_every", b"preview_every", "prompt", b"prompt", "safety_check", b"safety_check", "seed", b"seed", "segments", b"segments", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__decode_chunk_size: _TypeAlias = _typing.Literal["decode_chunk_size"]  # noqa: Y015
     _WhichOneofArgType__decode_chunk_size: _TypeAlias = _typing.Literal["_decode_chunk_size", b"_decode_chunk_size"]  # noqa: Y015
@@ -267,6 +286,8 @@ class AnimateRequest(_message.Message):
     _WhichOneofArgType__guidance_scale: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale"]  # noqa: Y015
     _WhichOneofReturnType__height: _TypeAlias = _typing.Literal["height"]  # noqa: Y015
     _WhichOneofArgType__height: _TypeAlias = _typing.Literal["_height", b"_height"]  # noqa: Y015
+    _WhichOneofReturnType__interpolate: _TypeAlias = _typing.Literal["interpolate"]  # noqa: Y015
+    _WhichOneofArgType__interpolate: _TypeAlias = _typing.Literal["_interpolate", b"_interpolate"]  # noqa: Y015
     _WhichOneofReturnType__max_guidance_scale: _TypeAlias = _typing.Literal["max_guidance_scale"]  # noqa: Y015
     _WhichOneofArgType__max_guidance_scale: _TypeAlias = _typing.Literal["_max_guidance_scale", b"_max_guidance_scale"]  # noqa: Y015
     _WhichOneofReturnType__min_guidance_scale: _TypeAlias = _typing.Literal["min_guidance_scale"]  # noqa: Y015
@@ -287,6 +308,8 @@ class AnimateRequest(_message.Message):
     _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__segments: _TypeAlias = _typing.Literal["segments"]  # noqa: Y015
+    _WhichOneofArgType__segments: _TypeAlias = _typing.Literal["_segments", b"_segments"]  # noqa: Y015
     _WhichOneofReturnType__width: _TypeAlias = _typing.Literal["width"]  # noqa: Y015
     _WhichOneofArgType__width: _TypeAlias = _typing.Literal["_width", b"_width"]  # noqa: Y015
     @_typing.overload
@@ -299,6 +322,8 @@ class AnimateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__guidance_scale) -> _WhichOneofReturnType__guidance_scale | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__height) -> _WhichOneofReturnType__height | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__interpolate) -> _WhichOneofReturnType__interpolate | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_guidance_scale) -> _WhichOneofReturnType__max_guidance_scale | None: ...
     @_typing.overload
@@ -319,6 +344,8 @@ class AnimateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__segments) -> _WhichOneofReturnType__segments | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__width) -> _WhichOneofReturnType__width | None: ...
 
@@ -575,6 +602,7 @@ class Preview(_message.Message):
     NUM_FRAMES_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The encoded image: an animated WebP of num_frames frames."""
     mime_type: _builtins.str
@@ -589,6 +617,8 @@ class Preview(_message.Message):
     """The denoising steps done when it was made."""
     total: _builtins.int
     """The denoising steps in all."""
+    segment: _builtins.int
+    """The segment being denoised, 1 to AnimateRequest.segments: each segment has its own previews."""
     def __init__(
         self,
         *,
@@ -599,10 +629,11 @@ class Preview(_message.Message):
         num_frames: _builtins.int = ...,
         step: _builtins.int = ...,
         total: _builtins.int = ...,
+        segment: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "image", b"image", "mime_type", b"mime_type", "num_frames", b"num_frames", "step", b"step", "total", b"total", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "image", b"image", "mime_type", b"mime_type", "num_frames", b"num_frames", "segment", b"segment", "step", b"step", "total", b"total", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,22 +648,33 @@ class Progress(_message.Message):
     STAGE_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
     stage: Global___Stage.ValueType
     """The current phase."""
     step: _builtins.int
     """Units of the phase done so far."""
     total: _builtins.int
     """Units of the phase in all (0 when unknown)."""
+    segment: _builtins.int
+    """The segment being worked on, 1 to segments (AnimateRequest.segments); 0 while the job is queued. DENOISE and
+    DECODE count the steps and frames of this segment; ENCODE_VIDEO counts the video's frames encoded so far
+    (every segment's, interpolated frames included) of the header's num_frames.
+    """
+    segments: _builtins.int
+    """The number of segments of the video; 0 while the job is queued."""
     def __init__(
         self,
         *,
         stage: Global___Stage.ValueType = ...,
         step: _builtins.int = ...,
         total: _builtins.int = ...,
+        segment: _builtins.int = ...,
+        segments: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stage", b"stage", "step", b"step", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment", "segments", b"segments", "stage", b"stage", "step", b"step", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -665,9 +707,11 @@ class VideoHeader(_message.Message):
     height: _builtins.int
     """The frame height in pixels."""
     fps: _builtins.int
-    """Frames per second."""
+    """Frames per second of the file: the request's fps times its interpolate factor."""
     num_frames: _builtins.int
-    """The number of frames."""
+    """The number of frames the file holds: segments x (num_frames - 1) + 1 generated frames, and with an
+    interpolate factor f, (generated - 1) x f + 1 in all.
+    """
     seed: _builtins.int
     """The seed used."""
     model_id: _builtins.str
@@ -861,7 +905,9 @@ class Usage(_message.Message):
     USD_PER_OUTPUT_PIXEL_FIELD_NUMBER: _builtins.int
     PRICE_USD_FIELD_NUMBER: _builtins.int
     output_pixels: _builtins.int
-    """width times height times frames of the output video."""
+    """width times height times frames of the output video: every frame of every segment, interpolated frames
+    included.
+    """
     usd_per_output_pixel: _builtins.float
     """The operator-set price of one output pixel, in US dollars."""
     price_usd: _builtins.float
@@ -951,6 +997,8 @@ class ModelInfo(_message.Message):
     COMPILED_PARTS_FIELD_NUMBER: _builtins.int
     CHOICE_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    MAX_SEGMENTS_FIELD_NUMBER: _builtins.int
+    MAX_INTERPOLATE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as AnimateRequest.model_id."""
     device: _builtins.str
@@ -987,6 +1035,10 @@ class ModelInfo(_message.Message):
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
     probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
     """
+    max_segments: _builtins.int
+    """The largest accepted AnimateRequest.segments."""
+    max_interpolate: _builtins.int
+    """The largest accepted AnimateRequest.interpolate factor."""
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
         """Every request field this model accepts, with its default and bounds. A field not listed here is not
@@ -1027,10 +1079,12 @@ class ModelInfo(_message.Message):
         compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
         choice: _builtins.str = ...,
         provenance: Global___Provenance | None = ...,
+        max_segments: _builtins.int = ...,
+        max_interpolate: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "model_id", b"model_id", "provenance", b"provenance", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_fps", b"default_fps", "default_height", b"default_height", "default_num_frames", b"default_num_frames", "default_num_inference_steps", b"default_num_inference_steps", "default_width", b"default_width", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_image_bytes", b"max_image_bytes", "max_interpolate", b"max_interpolate", "max_num_frames", b"max_num_frames", "max_num_inference_steps", b"max_num_inference_steps", "max_pixels_per_frame", b"max_pixels_per_frame", "max_segments", b"max_segments", "model_id", b"model_id", "provenance", b"provenance", "safety_checker", b"safety_checker", "usd_per_output_pixel", b"usd_per_output_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

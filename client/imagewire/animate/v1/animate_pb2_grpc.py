@@ -97,7 +97,9 @@ class AnimateServiceServicer:
         ENCODE_IMAGE, then DENOISE after every denoising step, with a preview every preview_every steps; exactly
         one header when the denoising is done; then, per decode chunk, progress DECODE, the chunk's video bytes
         as chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one
-        result, and the stream ends with OK. Every chunk comes after the header and before the result, in file
+        result, and the stream ends with OK. A video of several segments repeats ENCODE_IMAGE, DENOISE (with its
+        previews) and the decode chunks once per segment, each progress event naming its segment; the header
+        comes once, after the first segment's denoising. Every chunk comes after the header and before the result, in file
         order.
 
         Status codes, before any event: INVALID_ARGUMENT when the image is empty, not a decodable image, over

@@ -118,6 +118,21 @@ class AnimateRequestFields(TypedDict, total=False):
     step (default: the model's pipeline default, 3 for LTX-Video, 5 for Wan). SVD uses
     min_guidance_scale and max_guidance_scale instead; setting it for SVD is INVALID_ARGUMENT.
     """
+    segments: int | None
+    """The number of segments to chain into one video, 1 to ModelInfo.max_segments (default 1). Each segment after
+    the first is generated from the previous segment's last frame (as the conditioning image; for models that take
+    a prompt, with the same prompt), num_frames at a time, continuing the seed's random stream, so the whole video
+    is reproducible from the seed. The segments stream as one video with one header: the first frame of each later
+    segment would repeat the previous segment's last frame and is left out, so the video has
+    segments x (num_frames - 1) + 1 generated frames. Progress events and previews say the segment.
+    """
+    interpolate: int | None
+    """The frame interpolation factor, 1 to ModelInfo.max_interpolate (default 1: none). With a factor f, f - 1
+    motion-compensated frames (dense optical flow, then both neighbours warped to the in-between time and
+    blended) are put between each pair of generated frames, and the video's frame rate is fps x f: a video of n
+    generated frames holds (n - 1) x f + 1 frames, as its header says. fps x f must not exceed the server's
+    largest fps. Interpolated frames are streamed as soon as the second frame of their pair exists.
+    """
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,8 @@ class Preview(ProtoData):
     """The denoising steps done when it was made."""
     total: int
     """The denoising steps in all."""
+    segment: int
+    """The segment being denoised, 1 to AnimateRequest.segments: each segment has its own previews."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +209,13 @@ class Progress(ProtoData):
     """Units of the phase done so far."""
     total: int
     """Units of the phase in all (0 when unknown)."""
+    segment: int
+    """The segment being worked on, 1 to segments (AnimateRequest.segments); 0 while the job is queued. DENOISE and
+    DECODE count the steps and frames of this segment; ENCODE_VIDEO counts the video's frames encoded so far
+    (every segment's, interpolated frames included) of the header's num_frames.
+    """
+    segments: int
+    """The number of segments of the video; 0 while the job is queued."""
 
 
 @dataclass(frozen=True)
@@ -211,9 +235,11 @@ class VideoHeader(ProtoData):
     height: int
     """The frame height in pixels."""
     fps: int
-    """Frames per second."""
+    """Frames per second of the file: the request's fps times its interpolate factor."""
     num_frames: int
-    """The number of frames."""
+    """The number of frames the file holds: segments x (num_frames - 1) + 1 generated frames, and with an
+    interpolate factor f, (generated - 1) x f + 1 in all.
+    """
     seed: int
     """The seed used."""
     model_id: str
@@ -312,7 +338,9 @@ class Usage(ProtoData):
     PROTO = animate_pb2.Usage
 
     output_pixels: int
-    """width times height times frames of the output video."""
+    """width times height times frames of the output video: every frame of every segment, interpolated frames
+    included.
+    """
     usd_per_output_pixel: float
     """The operator-set price of one output pixel, in US dollars."""
     price_usd: float
@@ -385,6 +413,10 @@ class ModelInfo(ProtoData):
     """What this model's videos depend on besides the request and the seed; replicas reporting the same key give
     the same bytes for the same request and seed.
     """
+    max_segments: int
+    """The largest accepted AnimateRequest.segments."""
+    max_interpolate: int
+    """The largest accepted AnimateRequest.interpolate factor."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +470,8 @@ REQUEST_FIELD_DOCS: dict[str, str] = {
     "imagewire.animate.v1.AnimateRequest.prompt": "What the video should show, in words, for models that take a text prompt (LTX-Video, Wan; see ModelInfo.fields). At most the number of characters ListModels reports, and at most the model's token limit once tokenized (128 tokens for LTX-Video, 512 for Wan); a longer prompt is INVALID_ARGUMENT, never cut short (default: the empty prompt). Setting it for a model that takes no prompt (SVD) is INVALID_ARGUMENT naming the field and the model.",
     "imagewire.animate.v1.AnimateRequest.negative_prompt": "What the video should not show, for models that take a prompt; used only when guidance_scale is above 1, under the same bounds as prompt (default: the empty prompt).",
     "imagewire.animate.v1.AnimateRequest.guidance_scale": "The classifier-free guidance scale for models that take a prompt, 0 to 20: how strongly the video follows the prompt against the negative prompt; 1 or less turns guidance off and halves the work per step (default: the model's pipeline default, 3 for LTX-Video, 5 for Wan). SVD uses min_guidance_scale and max_guidance_scale instead; setting it for SVD is INVALID_ARGUMENT.",
+    "imagewire.animate.v1.AnimateRequest.segments": "The number of segments to chain into one video, 1 to ModelInfo.max_segments (default 1). Each segment after the first is generated from the previous segment's last frame (as the conditioning image; for models that take a prompt, with the same prompt), num_frames at a time, continuing the seed's random stream, so the whole video is reproducible from the seed. The segments stream as one video with one header: the first frame of each later segment would repeat the previous segment's last frame and is left out, so the video has segments x (num_frames - 1) + 1 generated frames. Progress events and previews say the segment.",
+    "imagewire.animate.v1.AnimateRequest.interpolate": "The frame interpolation factor, 1 to ModelInfo.max_interpolate (default 1: none). With a factor f, f - 1 motion-compensated frames (dense optical flow, then both neighbours warped to the in-between time and blended) are put between each pair of generated frames, and the video's frame rate is fps x f: a video of n generated frames holds (n - 1) x f + 1 frames, as its header says. fps x f must not exceed the server's largest fps. Interpolated frames are streamed as soon as the second frame of their pair exists.",
     "imagewire.animate.v1.WatchAnimationRequest.job_id": "The job's id, as in AnimateRequest.job_id or the first event of its Animate stream.",
     "imagewire.animate.v1.WatchAnimationRequest.offset": "The first byte of the video to send: the number of bytes the caller already has (0 for all of it). An offset past the bytes produced so far is OUT_OF_RANGE.",
     "imagewire.animate.v1.CancelAnimationRequest.job_id": "The job's id.",

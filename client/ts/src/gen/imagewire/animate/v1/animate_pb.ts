@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/animate/v1/animate.proto.
  */
 export const file_imagewire_animate_v1_animate: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSLeBgoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBEhMKBnByb21wdBgTIAEoCUgNiAEBEhwKD25lZ2F0aXZlX3Byb21wdBgUIAEoCUgOiAEBEhsKDmd1aWRhbmNlX3NjYWxlGBUgASgCSA+IAQFCCAoGX3dpZHRoQgkKB19oZWlnaHRCDQoLX251bV9mcmFtZXNCBgoEX2Zwc0ITChFfbW90aW9uX2J1Y2tldF9pZEIVChNfbm9pc2VfYXVnX3N0cmVuZ3RoQhYKFF9udW1faW5mZXJlbmNlX3N0ZXBzQgcKBV9zZWVkQhQKEl9kZWNvZGVfY2h1bmtfc2l6ZUIVChNfbWluX2d1aWRhbmNlX3NjYWxlQhUKE19tYXhfZ3VpZGFuY2Vfc2NhbGVCEAoOX3ByZXZpZXdfZXZlcnlCFwoVX2RldGFjaF9ncmFjZV9zZWNvbmRzQgkKB19wcm9tcHRCEgoQX25lZ2F0aXZlX3Byb21wdEIRCg9fZ3VpZGFuY2Vfc2NhbGUiNwoVV2F0Y2hBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQi1gIKFldhdGNoQW5pbWF0aW9uUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQiKAoWQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRwoXQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USLAoDam9iGAEgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzIs8CCg9BbmltYXRlUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQipAEKCUpvYlN0YXR1cxIOCgZqb2JfaWQYASABKAkSLQoFc3RhdGUYAiABKA4yHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0ZRIWCg5xdWV1ZV9wb3NpdGlvbhgDIAEoDRIPCgdjcmVhdGVkGAQgASgIEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBBIWCg5wcm92ZW5hbmNlX2tleRgGIAEoCSJ7CgdQcmV2aWV3Eg0KBWltYWdlGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKbnVtX2ZyYW1lcxgFIAEoDRIMCgRzdGVwGAYgASgNEg0KBXRvdGFsGAcgASgNIlMKCFByb2dyZXNzEioKBXN0YWdlGAEgASgOMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuU3RhZ2USDAoEc3RlcBgCIAEoDRINCgV0b3RhbBgDIAEoDSKyAQoLVmlkZW9IZWFkZXISEQoJbWltZV90eXBlGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRINCgVjb2RlYxgDIAEoCRINCgV3aWR0aBgEIAEoDRIOCgZoZWlnaHQYBSABKA0SCwoDZnBzGAYgASgNEhIKCm51bV9mcmFtZXMYByABKA0SDAoEc2VlZBgIIAEoBBIQCghtb2RlbF9pZBgJIAEoCRIOCgZjb2RlY3MYCiABKAkiKgoKVmlkZW9DaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCLKAQoNQW5pbWF0ZVJlc3VsdBITCgt0b3RhbF9ieXRlcxgBIAEoBBIOCgZzaGEyNTYYAiABKAwSDAoEc2VlZBgDIAEoBBIWCg5zYWZldHlfY2hlY2tlZBgEIAEoCBIMCgRuc2Z3GAUgASgIEioKBXVzYWdlGAYgASgLMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVXNhZ2USNAoKcHJvdmVuYW5jZRgHIAEoCzIgLmltYWdld2lyZS5hbmltYXRlLnYxLlByb3ZlbmFuY2UioQEKClByb3ZlbmFuY2USCwoDa2V5GAEgASgJEhQKDG1vZGVsX2RpZ2VzdBgCIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgDIAEoCRINCgVkdHlwZRgEIAEoCRITCgtkZXZpY2Vfa2luZBgFIAEoCRIRCglsaWJyYXJpZXMYBiADKAkSEAoIY29tcGlsZWQYByABKAgSDwoHdGhyZWFkcxgIIAEoDSJPCgVVc2FnZRIVCg1vdXRwdXRfcGl4ZWxzGAEgASgEEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGAIgASgBEhEKCXByaWNlX3VzZBgDIAEoASITChFMaXN0TW9kZWxzUmVxdWVzdCJfChJMaXN0TW9kZWxzUmVzcG9uc2USLwoGbW9kZWxzGAEgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuTW9kZWxJbmZvEhgKEGRlZmF1bHRfbW9kZWxfaWQYAiABKAkihgQKCU1vZGVsSW5mbxIQCghtb2RlbF9pZBgBIAEoCRIOCgZkZXZpY2UYAiABKAkSDQoFZHR5cGUYAyABKAkSFwoPbWF4X2ltYWdlX2J5dGVzGAQgASgEEhUKDWRlZmF1bHRfd2lkdGgYBSABKA0SFgoOZGVmYXVsdF9oZWlnaHQYBiABKA0SGgoSZGVmYXVsdF9udW1fZnJhbWVzGAcgASgNEhMKC2RlZmF1bHRfZnBzGAggASgNEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgJIAEoDRIcChRtYXhfcGl4ZWxzX3Blcl9mcmFtZRgKIAEoBBIWCg5tYXhfbnVtX2ZyYW1lcxgLIAEoDRIfChdtYXhfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoDRIWCg5zYWZldHlfY2hlY2tlchgNIAEoCBIcChR1c2RfcGVyX291dHB1dF9waXhlbBgOIAEoARIOCgZmYW1pbHkYDyABKAkSLwoGZmllbGRzGBAgAygLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuRmllbGRJbmZvEhYKDmNvbXBpbGVkX3BhcnRzGBQgAygJEg4KBmNob2ljZRgVIAEoCRI0Cgpwcm92ZW5hbmNlGBEgASgLMiAuaW1hZ2V3aXJlLmFuaW1hdGUudjEuUHJvdmVuYW5jZSK0AQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNEhEKCXJlbWFpbmRlchgGIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bSphCgtWaWRlb0Zvcm1hdBIcChhWSURFT19GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVWSURFT19GT1JNQVRfTVA0X0gyNjQQARIZChVWSURFT19GT1JNQVRfV0VCTV9WUDkQAiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqhQEKBVN0YWdlEhUKEVNUQUdFX1VOU1BFQ0lGSUVEEAASEAoMU1RBR0VfUVVFVUVEEAESFgoSU1RBR0VfRU5DT0RFX0lNQUdFEAISEQoNU1RBR0VfREVOT0lTRRADEhAKDFNUQUdFX0RFQ09ERRAEEhYKElNUQUdFX0VOQ09ERV9WSURFTxAFMqoDCg5BbmltYXRlU2VydmljZRJYCgdBbmltYXRlEiQuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlcXVlc3QaJS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5BbmltYXRlUmVzcG9uc2UwARJtCg5XYXRjaEFuaW1hdGlvbhIrLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVxdWVzdBosLmltYWdld2lyZS5hbmltYXRlLnYxLldhdGNoQW5pbWF0aW9uUmVzcG9uc2UwARJuCg9DYW5jZWxBbmltYXRpb24SLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5DYW5jZWxBbmltYXRpb25SZXF1ZXN0Gi0uaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmFuaW1hdGUudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvYW5pbWF0ZS92MS9hbmltYXRlLnByb3RvEhRpbWFnZXdpcmUuYW5pbWF0ZS52MSKsBwoOQW5pbWF0ZVJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSEgoFd2lkdGgYAyABKA1IAIgBARITCgZoZWlnaHQYBCABKA1IAYgBARIXCgpudW1fZnJhbWVzGAUgASgNSAKIAQESEAoDZnBzGAYgASgNSAOIAQESHQoQbW90aW9uX2J1Y2tldF9pZBgHIAEoDUgEiAEBEh8KEm5vaXNlX2F1Z19zdHJlbmd0aBgIIAEoAkgFiAEBEiAKE251bV9pbmZlcmVuY2Vfc3RlcHMYCSABKA1IBogBARIRCgRzZWVkGAogASgESAeIAQESHgoRZGVjb2RlX2NodW5rX3NpemUYCyABKA1ICIgBARIUCgxzYWZldHlfY2hlY2sYDCABKAgSMQoGZm9ybWF0GA0gASgOMiEuaW1hZ2V3aXJlLmFuaW1hdGUudjEuVmlkZW9Gb3JtYXQSHwoSbWluX2d1aWRhbmNlX3NjYWxlGA4gASgCSAmIAQESHwoSbWF4X2d1aWRhbmNlX3NjYWxlGA8gASgCSAqIAQESDgoGam9iX2lkGBAgASgJEhoKDXByZXZpZXdfZXZlcnkYESABKA1IC4gBARIhChRkZXRhY2hfZ3JhY2Vfc2Vjb25kcxgSIAEoAkgMiAEBEhMKBnByb21wdBgTIAEoCUgNiAEBEhwKD25lZ2F0aXZlX3Byb21wdBgUIAEoCUgOiAEBEhsKDmd1aWRhbmNlX3NjYWxlGBUgASgCSA+IAQESFQoIc2VnbWVudHMYFiABKA1IEIgBARIYCgtpbnRlcnBvbGF0ZRgXIAEoDUgRiAEBQggKBl93aWR0aEIJCgdfaGVpZ2h0Qg0KC19udW1fZnJhbWVzQgYKBF9mcHNCEwoRX21vdGlvbl9idWNrZXRfaWRCFQoTX25vaXNlX2F1Z19zdHJlbmd0aEIWChRfbnVtX2luZmVyZW5jZV9zdGVwc0IHCgVfc2VlZEIUChJfZGVjb2RlX2NodW5rX3NpemVCFQoTX21pbl9ndWlkYW5jZV9zY2FsZUIVChNfbWF4X2d1aWRhbmNlX3NjYWxlQhAKDl9wcmV2aWV3X2V2ZXJ5QhcKFV9kZXRhY2hfZ3JhY2Vfc2Vjb25kc0IJCgdfcHJvbXB0QhIKEF9uZWdhdGl2ZV9wcm9tcHRCEQoPX2d1aWRhbmNlX3NjYWxlQgsKCV9zZWdtZW50c0IOCgxfaW50ZXJwb2xhdGUiNwoVV2F0Y2hBbmltYXRpb25SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQi1gIKFldhdGNoQW5pbWF0aW9uUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQiKAoWQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRwoXQ2FuY2VsQW5pbWF0aW9uUmVzcG9uc2USLAoDam9iGAEgASgLMh8uaW1hZ2V3aXJlLmFuaW1hdGUudjEuSm9iU3RhdHVzIs8CCg9BbmltYXRlUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm9ncmVzc0gAEjMKBmhlYWRlchgCIAEoCzIhLmltYWdld2lyZS5hbmltYXRlLnYxLlZpZGVvSGVhZGVySAASMQoFY2h1bmsYAyABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5WaWRlb0NodW5rSAASNQoGcmVzdWx0GAQgASgLMiMuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3VsdEgAEi4KA2pvYhgFIAEoCzIfLmltYWdld2lyZS5hbmltYXRlLnYxLkpvYlN0YXR1c0gAEjAKB3ByZXZpZXcYBiABKAsyHS5pbWFnZXdpcmUuYW5pbWF0ZS52MS5QcmV2aWV3SABCBwoFZXZlbnQipAEKCUpvYlN0YXR1cxIOCgZqb2JfaWQYASABKAkSLQoFc3RhdGUYAiABKA4yHi5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Kb2JTdGF0ZRIWCg5xdWV1ZV9wb3NpdGlvbhgDIAEoDRIPCgdjcmVhdGVkGAQgASgIEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBBIWCg5wcm92ZW5hbmNlX2tleRgGIAEoCSKMAQoHUHJldmlldxINCgVpbWFnZRgBIAEoDBIRCgltaW1lX3R5cGUYAiABKAkSDQoFd2lkdGgYAyABKA0SDgoGaGVpZ2h0GAQgASgNEhIKCm51bV9mcmFtZXMYBSABKA0SDAoEc3RlcBgGIAEoDRINCgV0b3RhbBgHIAEoDRIPCgdzZWdtZW50GAggASgNInYKCFByb2dyZXNzEioKBXN0YWdlGAEgASgOMhsuaW1hZ2V3aXJlLmFuaW1hdGUudjEuU3RhZ2USDAoEc3RlcBgCIAEoDRINCgV0b3RhbBgDIAEoDRIPCgdzZWdtZW50GAQgASgNEhAKCHNlZ21lbnRzGAUgASgNIrIBCgtWaWRlb0hlYWRlchIRCgltaW1lX3R5cGUYASABKAkSEQoJY29udGFpbmVyGAIgASgJEg0KBWNvZGVjGAMgASgJEg0KBXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRILCgNmcHMYBiABKA0SEgoKbnVtX2ZyYW1lcxgHIAEoDRIMCgRzZWVkGAggASgEEhAKCG1vZGVsX2lkGAkgASgJEg4KBmNvZGVjcxgKIAEoCSIqCgpWaWRlb0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEIsoBCg1BbmltYXRlUmVzdWx0EhMKC3RvdGFsX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoDBIMCgRzZWVkGAMgASgEEhYKDnNhZmV0eV9jaGVja2VkGAQgASgIEgwKBG5zZncYBSABKAgSKgoFdXNhZ2UYBiABKAsyGy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Vc2FnZRI0Cgpwcm92ZW5hbmNlGAcgASgLMiAuaW1hZ2V3aXJlLmFuaW1hdGUudjEuUHJvdmVuYW5jZSKhAQoKUHJvdmVuYW5jZRILCgNrZXkYASABKAkSFAoMbW9kZWxfZGlnZXN0GAIgASgJEhYKDm1vZGVsX3JldmlzaW9uGAMgASgJEg0KBWR0eXBlGAQgASgJEhMKC2RldmljZV9raW5kGAUgASgJEhEKCWxpYnJhcmllcxgGIAMoCRIQCghjb21waWxlZBgHIAEoCBIPCgd0aHJlYWRzGAggASgNIk8KBVVzYWdlEhUKDW91dHB1dF9waXhlbHMYASABKAQSHAoUdXNkX3Blcl9vdXRwdXRfcGl4ZWwYAiABKAESEQoJcHJpY2VfdXNkGAMgASgBIhMKEUxpc3RNb2RlbHNSZXF1ZXN0Il8KEkxpc3RNb2RlbHNSZXNwb25zZRIvCgZtb2RlbHMYASADKAsyHy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Nb2RlbEluZm8SGAoQZGVmYXVsdF9tb2RlbF9pZBgCIAEoCSK1BAoJTW9kZWxJbmZvEhAKCG1vZGVsX2lkGAEgASgJEg4KBmRldmljZRgCIAEoCRINCgVkdHlwZRgDIAEoCRIXCg9tYXhfaW1hZ2VfYnl0ZXMYBCABKAQSFQoNZGVmYXVsdF93aWR0aBgFIAEoDRIWCg5kZWZhdWx0X2hlaWdodBgGIAEoDRIaChJkZWZhdWx0X251bV9mcmFtZXMYByABKA0SEwoLZGVmYXVsdF9mcHMYCCABKA0SIwobZGVmYXVsdF9udW1faW5mZXJlbmNlX3N0ZXBzGAkgASgNEhwKFG1heF9waXhlbHNfcGVyX2ZyYW1lGAogASgEEhYKDm1heF9udW1fZnJhbWVzGAsgASgNEh8KF21heF9udW1faW5mZXJlbmNlX3N0ZXBzGAwgASgNEhYKDnNhZmV0eV9jaGVja2VyGA0gASgIEhwKFHVzZF9wZXJfb3V0cHV0X3BpeGVsGA4gASgBEg4KBmZhbWlseRgPIAEoCRIvCgZmaWVsZHMYECADKAsyHy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5GaWVsZEluZm8SFgoOY29tcGlsZWRfcGFydHMYFCADKAkSDgoGY2hvaWNlGBUgASgJEjQKCnByb3ZlbmFuY2UYESABKAsyIC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5Qcm92ZW5hbmNlEhQKDG1heF9zZWdtZW50cxgWIAEoDRIXCg9tYXhfaW50ZXJwb2xhdGUYFyABKA0itAEKCUZpZWxkSW5mbxIMCgRuYW1lGAEgASgJEi0KDWRlZmF1bHRfdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSFAoHbWluaW11bRgDIAEoAUgAiAEBEhQKB21heGltdW0YBCABKAFIAYgBARITCgttdWx0aXBsZV9vZhgFIAEoDRIRCglyZW1haW5kZXIYBiABKA1CCgoIX21pbmltdW1CCgoIX21heGltdW0qYQoLVmlkZW9Gb3JtYXQSHAoYVklERU9fRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVVklERU9fRk9STUFUX01QNF9IMjY0EAESGQoVVklERU9fRk9STUFUX1dFQk1fVlA5EAIqmgEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFKoUBCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1FVRVVFRBABEhYKElNUQUdFX0VOQ09ERV9JTUFHRRACEhEKDVNUQUdFX0RFTk9JU0UQAxIQCgxTVEFHRV9ERUNPREUQBBIWChJTVEFHRV9FTkNPREVfVklERU8QBTKqAwoOQW5pbWF0ZVNlcnZpY2USWAoHQW5pbWF0ZRIkLmltYWdld2lyZS5hbmltYXRlLnYxLkFuaW1hdGVSZXF1ZXN0GiUuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQW5pbWF0ZVJlc3BvbnNlMAESbQoOV2F0Y2hBbmltYXRpb24SKy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlcXVlc3QaLC5pbWFnZXdpcmUuYW5pbWF0ZS52MS5XYXRjaEFuaW1hdGlvblJlc3BvbnNlMAESbgoPQ2FuY2VsQW5pbWF0aW9uEiwuaW1hZ2V3aXJlLmFuaW1hdGUudjEuQ2FuY2VsQW5pbWF0aW9uUmVxdWVzdBotLmltYWdld2lyZS5hbmltYXRlLnYxLkNhbmNlbEFuaW1hdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuYW5pbWF0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5hbmltYXRlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * AnimateRequest asks for a video generated from one image. Absent optional fields take the model's
@@ -193,6 +193,29 @@ export type AnimateRequest = Message<"imagewire.animate.v1.AnimateRequest"> & {
    * @generated from field: optional float guidance_scale = 21;
    */
   guidanceScale?: number | undefined;
+
+  /**
+   * The number of segments to chain into one video, 1 to ModelInfo.max_segments (default 1). Each segment after
+   * the first is generated from the previous segment's last frame (as the conditioning image; for models that take
+   * a prompt, with the same prompt), num_frames at a time, continuing the seed's random stream, so the whole video
+   * is reproducible from the seed. The segments stream as one video with one header: the first frame of each later
+   * segment would repeat the previous segment's last frame and is left out, so the video has
+   * segments x (num_frames - 1) + 1 generated frames. Progress events and previews say the segment.
+   *
+   * @generated from field: optional uint32 segments = 22;
+   */
+  segments?: number | undefined;
+
+  /**
+   * The frame interpolation factor, 1 to ModelInfo.max_interpolate (default 1: none). With a factor f, f - 1
+   * motion-compensated frames (dense optical flow, then both neighbours warped to the in-between time and
+   * blended) are put between each pair of generated frames, and the video's frame rate is fps x f: a video of n
+   * generated frames holds (n - 1) x f + 1 frames, as its header says. fps x f must not exceed the server's
+   * largest fps. Interpolated frames are streamed as soon as the second frame of their pair exists.
+   *
+   * @generated from field: optional uint32 interpolate = 23;
+   */
+  interpolate?: number | undefined;
 };
 
 /**
@@ -528,6 +551,13 @@ export type Preview = Message<"imagewire.animate.v1.Preview"> & {
    * @generated from field: uint32 total = 7;
    */
   total: number;
+
+  /**
+   * The segment being denoised, 1 to AnimateRequest.segments: each segment has its own previews.
+   *
+   * @generated from field: uint32 segment = 8;
+   */
+  segment: number;
 };
 
 /**
@@ -563,6 +593,22 @@ export type Progress = Message<"imagewire.animate.v1.Progress"> & {
    * @generated from field: uint32 total = 3;
    */
   total: number;
+
+  /**
+   * The segment being worked on, 1 to segments (AnimateRequest.segments); 0 while the job is queued. DENOISE and
+   * DECODE count the steps and frames of this segment; ENCODE_VIDEO counts the video's frames encoded so far
+   * (every segment's, interpolated frames included) of the header's num_frames.
+   *
+   * @generated from field: uint32 segment = 4;
+   */
+  segment: number;
+
+  /**
+   * The number of segments of the video; 0 while the job is queued.
+   *
+   * @generated from field: uint32 segments = 5;
+   */
+  segments: number;
 };
 
 /**
@@ -614,14 +660,15 @@ export type VideoHeader = Message<"imagewire.animate.v1.VideoHeader"> & {
   height: number;
 
   /**
-   * Frames per second.
+   * Frames per second of the file: the request's fps times its interpolate factor.
    *
    * @generated from field: uint32 fps = 6;
    */
   fps: number;
 
   /**
-   * The number of frames.
+   * The number of frames the file holds: segments x (num_frames - 1) + 1 generated frames, and with an
+   * interpolate factor f, (generated - 1) x f + 1 in all.
    *
    * @generated from field: uint32 num_frames = 7;
    */
@@ -842,7 +889,8 @@ export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
  */
 export type Usage = Message<"imagewire.animate.v1.Usage"> & {
   /**
-   * width times height times frames of the output video.
+   * width times height times frames of the output video: every frame of every segment, interpolated frames
+   * included.
    *
    * @generated from field: uint64 output_pixels = 1;
    */
@@ -1056,6 +1104,20 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
    * @generated from field: imagewire.animate.v1.Provenance provenance = 17;
    */
   provenance?: Provenance | undefined;
+
+  /**
+   * The largest accepted AnimateRequest.segments.
+   *
+   * @generated from field: uint32 max_segments = 22;
+   */
+  maxSegments: number;
+
+  /**
+   * The largest accepted AnimateRequest.interpolate factor.
+   *
+   * @generated from field: uint32 max_interpolate = 23;
+   */
+  maxInterpolate: number;
 };
 
 /**
@@ -1257,7 +1319,7 @@ export enum Stage {
   DECODE = 4,
 
   /**
-   * Encoding frames into the video container; step counts encoded frames.
+   * Encoding frames into the video container (interpolated frames included); step counts encoded frames.
    *
    * @generated from enum value: STAGE_ENCODE_VIDEO = 5;
    */
@@ -1298,7 +1360,9 @@ export const AnimateService: GenService<{
    * ENCODE_IMAGE, then DENOISE after every denoising step, with a preview every preview_every steps; exactly
    * one header when the denoising is done; then, per decode chunk, progress DECODE, the chunk's video bytes
    * as chunk events, progress ENCODE_VIDEO; then the last chunks (the end of the file); last, exactly one
-   * result, and the stream ends with OK. Every chunk comes after the header and before the result, in file
+   * result, and the stream ends with OK. A video of several segments repeats ENCODE_IMAGE, DENOISE (with its
+   * previews) and the decode chunks once per segment, each progress event naming its segment; the header
+   * comes once, after the first segment's denoising. Every chunk comes after the header and before the result, in file
    * order.
    *
    * Status codes, before any event: INVALID_ARGUMENT when the image is empty, not a decodable image, over
