@@ -198,7 +198,7 @@ async def test_previews_arrive_while_denoising_in_the_videos_aspect_ratio(engine
         assert len(set(picture.convert("RGB").getdata())) > 1  # a picture, not a blank
         # Each follows the progress of its step.
         index = events.index(preview)
-        assert events[index - 1] == Progress(Stage.DENOISE, preview.step, 2)
+        assert events[index - 1] == Progress(Stage.DENOISE, preview.step, 2, segment=1, segments=1)
     none = [event async for event in engine.animate(request(seed=4, preview_every=0, **SMALL))]
     assert not any(isinstance(event, Preview) for event in none)
     assert video(none) == video(events)  # previews change nothing in the video

@@ -30,7 +30,7 @@ from imagewire.limits import MAX_IMAGE_BYTES
 
 from animator.limits import EngineLimits
 from imagewire_serving.server import GrpcServer
-from tests.animator_support import animator_server
+from tests.animator_support import animator_server, decoded
 from tests.support import script, solid
 
 IMAGEWIRE = script("imagewire")
@@ -85,6 +85,23 @@ async def test_the_format_follows_the_output_extension(animator: GrpcServer, ima
     unknown = await run("animate", image, "-o", tmp_path / "out.avi", "--target", animator.address)
     assert unknown.returncode == 2 and ".mp4 or .webm" in unknown.stderr and "webm_vp9" in unknown.stderr
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.avi").exists()
+
+
+async def test_segments_and_interpolation_from_the_command_line(animator: GrpcServer, image: Path,
+                                                                 tmp_path: Path) -> None:
+    out, previews = tmp_path / "long.mp4", tmp_path / "previews"
+    done = await run("animate", image, "-o", out, "--target", animator.address, "--segments", "2", "--interpolate",
+                     "2", "--preview-every", "1", "--preview-dir", previews, *SMALL)
+    assert done.returncode == 0, done.stderr
+    # 2 x (8 - 1) + 1 generated frames, 14 x 2 + 1 in the file.
+    assert len(decoded(out.read_bytes()).frames) == 29
+    # Off a terminal: each segment's stages begin once each, named with their segment.
+    stages = [line for line in done.stderr.splitlines() if line.endswith("...")][2:]
+    assert stages == ["1/2 encode image...", "1/2 denoise...", "1/2 decode...", "1/2 encode video...",
+                      "2/2 encode image...", "2/2 denoise...", "2/2 decode...", "2/2 encode video..."], done.stderr
+    # Each segment's previews are kept, the later segment's under names of their own.
+    assert sorted(path.name for path in previews.iterdir()) == ["preview-0001.webp", "preview-0002.webp",
+                                                                 "preview-2-0001.webp", "preview-2-0002.webp"]
 
 
 async def test_models_finds_the_service_by_reflection_or_names_the_right_one(animator: GrpcServer,

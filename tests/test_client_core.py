@@ -115,7 +115,7 @@ def test_from_proto_converts_nested_repeated_and_enum_fields() -> None:
 
 def test_stream_events_decode_to_their_dataclasses() -> None:
     progress = decode_event(animate_pb2.AnimateResponse(progress=animate_pb2.Progress(stage=3, step=2, total=5)))
-    assert progress == Progress(Stage.DENOISE, 2, 5) and progress.stage is Stage.DENOISE
+    assert progress == Progress(Stage.DENOISE, 2, 5, 0, 0) and progress.stage is Stage.DENOISE
     header = decode_event(animate_pb2.AnimateResponse(header=animate_pb2.VideoHeader(mime_type="video/mp4", seed=9)))
     assert isinstance(header, VideoHeader) and (header.mime_type, header.seed) == ("video/mp4", 9)
     chunk = decode_event(animate_pb2.AnimateResponse(chunk=animate_pb2.VideoChunk(data=b"abc", offset=4)))
@@ -322,9 +322,9 @@ def test_cli_refuses_a_zero_timeout_instead_of_using_the_default(capsys: pytest.
 def test_progress_names_each_stage_once_off_a_terminal() -> None:
     out = io.StringIO()
     display = progress_display(out)  # a StringIO is no terminal
-    for event in (Progress(Stage.QUEUED, 1, 0), Progress(Stage.ENCODE_IMAGE, 0, 1), Progress(Stage.DENOISE, 1, 2),
-                  Progress(Stage.DENOISE, 2, 2), Progress(Stage.DECODE, 2, 4), Progress(Stage.ENCODE_VIDEO, 2, 4),
-                  VideoChunk(b"x", 0), Progress(Stage.DECODE, 4, 4), Progress(Stage.ENCODE_VIDEO, 4, 4),
+    for event in (Progress(Stage.QUEUED, 1, 0, 0, 0), Progress(Stage.ENCODE_IMAGE, 0, 1, 1, 1), Progress(Stage.DENOISE, 1, 2, 1, 1),
+                  Progress(Stage.DENOISE, 2, 2, 1, 1), Progress(Stage.DECODE, 2, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 2, 4, 1, 1),
+                  VideoChunk(b"x", 0), Progress(Stage.DECODE, 4, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 4, 4, 1, 1),
                   result_of(b"x")):
         display(event)
     assert out.getvalue() == "queued...\nencode image...\ndenoise...\ndecode...\nencode video...\n"
@@ -335,7 +335,7 @@ def test_a_stream_counts_what_it_delivered_and_its_failure_says_so() -> None:
 
     call = AnimateCore().animate(b"png", seed=1)
     received = Received()
-    for event in (Progress(Stage.QUEUED, 1, 1), VideoChunk(b"abc", 0), VideoChunk(b"de", 3)):
+    for event in (Progress(Stage.QUEUED, 1, 1, 0, 0), VideoChunk(b"abc", 0), VideoChunk(b"de", 3)):
         call.count(received, event)
     assert (received.responses, received.bytes) == (3, 5)
     error = ImagewireError(grpc.StatusCode.UNAVAILABLE, "gone", responses_received=3, bytes_received=5)

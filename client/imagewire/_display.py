@@ -23,12 +23,19 @@ def stage_name(stage: Stage) -> str:
     return stage.name.lower().replace("_", " ")
 
 
+def progress_label(event: Progress) -> str:
+    """The stage's name, after its segment in a video of several (``2/3 denoise``)."""
+    name = stage_name(event.stage)
+    return f"{event.segment}/{event.segments} {name}" if event.segments > 1 and event.segment else name
+
+
 class ProgressDisplay:
     """The display's bookkeeping: the job line, the stage, the video bytes received. Subclasses draw it."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._stage: Stage | None = None
+        # The stage shown and its segment: a video of several segments goes through the stages once per segment.
+        self._stage: tuple[Stage, int] | None = None
         self.received = 0
         # A job that had ended when the stream began (a watch of a finished job): its replayed last progress
         # event is history, not a stage beginning now.
@@ -41,8 +48,8 @@ class ProgressDisplay:
             self.line(f"job {event.job_id} ({event.state.name.lower()}{queued})")
             self._ended = event.state.name in ("SUCCEEDED", "FAILED", "CANCELLED")
         elif isinstance(event, Progress) and not self._ended:
-            self.progress(event, changed=event.stage != self._stage)
-            self._stage = event.stage
+            self.progress(event, changed=(event.stage, event.segment) != self._stage)
+            self._stage = (event.stage, event.segment)
         elif isinstance(event, VideoChunk):
             self.received += len(event.data)
             self.bytes_received()
@@ -70,12 +77,12 @@ class PlainLines(ProgressDisplay):
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._seen: set[Stage] = set()
+        self._seen: set[tuple[Stage, int]] = set()
 
     def progress(self, event: Progress, *, changed: bool) -> None:
-        if event.stage not in self._seen:
-            self._seen.add(event.stage)
-            self.line(f"{stage_name(event.stage)}...")
+        if (event.stage, event.segment) not in self._seen:
+            self._seen.add((event.stage, event.segment))
+            self.line(f"{progress_label(event)}...")
 
 
 class TerminalLine(ProgressDisplay):
@@ -99,7 +106,7 @@ class TerminalLine(ProgressDisplay):
         event = self._drawn
         done = int(self._width * event.step / event.total) if event.total else 0
         bar = "#" * done + "." * (self._width - done)
-        self._stream.write(f"\r{stage_name(event.stage):>12} [{bar}] {event.step}/{event.total}  "
+        self._stream.write(f"\r{progress_label(event):>12} [{bar}] {event.step}/{event.total}  "
                            f"{self.received / 1024:.0f} KiB received ")
         self._stream.flush()
 
@@ -134,7 +141,7 @@ class RichBar(ProgressDisplay):
         self._bar.console.print(text, highlight=False, markup=False)
 
     def progress(self, event: Progress, *, changed: bool) -> None:
-        name = stage_name(event.stage)
+        name = progress_label(event)
         # While queued, step is the place in the queue, not work done: no bar to fill.
         total = None if event.stage is Stage.QUEUED or not event.total else event.total
         if self._task is None:
@@ -182,7 +189,8 @@ def showing(quiet: bool, preview_dir: Path | None) -> Iterator[EventCallback | N
 
 
 class PreviewSaver:
-    """Writes each preview as ``preview-STEP.webp`` into a directory, and passes every event on."""
+    """Writes each preview as ``preview-STEP.webp`` (``preview-SEGMENT-STEP.webp`` after the first segment) into a
+    directory, and passes every event on."""
 
     def __init__(self, directory: Path, then: EventCallback | None) -> None:
         self._directory = directory
@@ -192,6 +200,7 @@ class PreviewSaver:
     def __call__(self, event: AnimateEvent) -> None:
         if isinstance(event, Preview):
             suffix = event.mime_type.rsplit("/", 1)[-1]
-            (self._directory / f"preview-{event.step:04d}.{suffix}").write_bytes(event.image)
+            segment = f"{event.segment}-" if event.segment > 1 else ""
+            (self._directory / f"preview-{segment}{event.step:04d}.{suffix}").write_bytes(event.image)
         if self._then is not None:
             self._then(event)

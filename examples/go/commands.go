@@ -152,9 +152,14 @@ func report(w io.Writer, event *animatev1.AnimateResponse) {
 	case *animatev1.AnimateResponse_Job:
 		fmt.Fprintf(w, "job %s %s\n", e.Job.GetJobId(), e.Job.GetState())
 	case *animatev1.AnimateResponse_Progress:
-		fmt.Fprintf(w, "%s %d/%d\n", e.Progress.GetStage(), e.Progress.GetStep(), e.Progress.GetTotal())
+		p := e.Progress
+		if p.GetSegments() > 1 {
+			fmt.Fprintf(w, "segment %d/%d ", p.GetSegment(), p.GetSegments())
+		}
+		fmt.Fprintf(w, "%s %d/%d\n", p.GetStage(), p.GetStep(), p.GetTotal())
 	case *animatev1.AnimateResponse_Preview:
-		fmt.Fprintf(w, "preview at step %d/%d\n", e.Preview.GetStep(), e.Preview.GetTotal())
+		fmt.Fprintf(w, "preview at step %d/%d of segment %d\n", e.Preview.GetStep(), e.Preview.GetTotal(),
+			e.Preview.GetSegment())
 	case *animatev1.AnimateResponse_Header:
 		h := e.Header
 		fmt.Fprintf(w, "video %s %dx%d, %d frames at %d fps, seed %d\n", h.GetMimeType(), h.GetWidth(),

@@ -1,7 +1,8 @@
 // The page: pick an image and see its caption; press Animate and watch the video play while it is generated.
 // It talks gRPC-Web to the base URL in the "API" field (from ?api=..., else this page's own origin, for a page
 // served by the proxy itself). Other query parameters named after AnimateRequest fields (num_frames=8, seed=7)
-// are sent with every animation.
+// are sent with every animation; the page's Segments and Smoother motion fields set segments and interpolate (a
+// query parameter of the same name fills the field).
 import {
   animate, animateEvents, callFailure, clients, fromJson, mediaType, playableFormat, textFields, VideoSink,
 } from "@imagewire/client";
@@ -23,6 +24,8 @@ const ui = {
   image: element<HTMLInputElement>("image"),
   preview: element<HTMLImageElement>("preview"),
   caption: element<HTMLElement>("caption"),
+  segments: element<HTMLInputElement>("segments"),
+  interpolate: element<HTMLSelectElement>("interpolate"),
   animate: element<HTMLButtonElement>("animate"),
   progress: element<HTMLProgressElement>("progress"),
   status: element<HTMLElement>("status"),
@@ -35,6 +38,13 @@ const requestFields = textFields([...query].filter(([name]) => name !== "api"));
 let image: Uint8Array | undefined;
 
 ui.api.value = query.get("api") ?? location.origin;
+ui.segments.value = query.get("segments") ?? ui.segments.value;
+ui.interpolate.value = query.get("interpolate") ?? ui.interpolate.value;
+
+/** The request fields the page's own inputs set. */
+function formFields(): { segments: number; interpolate: number } {
+  return { segments: Number(ui.segments.value) || 1, interpolate: Number(ui.interpolate.value) || 1 };
+}
 
 /** What a person should read about a failed call. */
 function explain(error: unknown): string {
@@ -113,7 +123,9 @@ async function animateImage(): Promise<void> {
   document.body.dataset.animation = "running";
   const sink = new VideoSink((bytes) => player.append(bytes));
   try {
-    const request = { ...fromJson(animate.AnimateRequestSchema, requestFields), image, format: format ?? 0 };
+    const request = {
+      ...fromJson(animate.AnimateRequestSchema, requestFields), ...formFields(), image, format: format ?? 0,
+    };
     const stream = api().animate.animate(request, { timeoutMs: ANIMATE_TIMEOUT_MS });
     for await (const event of animateEvents(stream)) {
       if (event.case === "header") await player.open(mediaType(event.value));
@@ -128,7 +140,8 @@ async function animateImage(): Promise<void> {
     await player.end(sink.header?.mimeType ?? "");
     ui.progress.value = 1;
     const header = sink.header;
-    ui.status.textContent = `Done: ${header?.numFrames} frames of ${header && mediaType(header)}, ` +
+    ui.status.textContent = `Done: ${header?.numFrames} frames of ${header && mediaType(header)} ` +
+      `at ${header?.fps} fps, ` +
       `${result.totalBytes} bytes, seed ${result.seed}` +
       (player.progressive ? "" : " (this browser plays it only once complete)");
     document.body.dataset.animation = "done";

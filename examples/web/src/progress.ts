@@ -18,12 +18,15 @@ const WORDS: Partial<Record<animate.Stage, string>> = {
   [Stage.ENCODE_VIDEO]: "Encoding frames",
 };
 
-/** The fraction of the whole generation done (0 to 1) when `progress` arrives. */
+/** The fraction of the whole generation done (0 to 1) when `progress` arrives: a video of several segments goes
+ * through the stages once per segment, each segment an equal share. */
 export function fraction(progress: animate.Progress): number {
   const span = ENDS[progress.stage];
   if (span === undefined || progress.total === 0) return 0;
   const [start, end] = span;
-  return start + (end - start) * Math.min(1, progress.step / progress.total);
+  const within = start + (end - start) * Math.min(1, progress.step / progress.total);
+  const segments = Math.max(1, progress.segments);
+  return (Math.max(1, progress.segment) - 1 + within) / segments;
 }
 
 /** A line saying where the generation is. */
@@ -32,5 +35,6 @@ export function describe(progress: animate.Progress): string {
     return progress.step === 1 ? "Next in line" : `Waiting: ${progress.step} of ${progress.total} in line`;
   }
   const words = WORDS[progress.stage] ?? "Working";
-  return progress.total ? `${words} ${progress.step}/${progress.total}` : words;
+  const segment = progress.segments > 1 ? `Segment ${progress.segment} of ${progress.segments}: ` : "";
+  return segment + (progress.total ? `${words} ${progress.step}/${progress.total}` : words);
 }
