@@ -24,8 +24,8 @@ import numpy as np
 MAX_FACTOR = 4
 # Farneback's parameters: a three-level pyramid halving each time, 15-pixel windows, 3 iterations per level,
 # 5-pixel polynomial neighbourhoods (OpenCV's documented example values).
-_FARNEBACK: dict[str, Any] = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
-              "flags": 0}
+_FARNEBACK: dict[str, Any] = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5,
+                              "poly_sigma": 1.2, "flags": 0}
 
 
 def output_frames(generated: int, factor: int) -> int:

@@ -322,10 +322,10 @@ def test_cli_refuses_a_zero_timeout_instead_of_using_the_default(capsys: pytest.
 def test_progress_names_each_stage_once_off_a_terminal() -> None:
     out = io.StringIO()
     display = progress_display(out)  # a StringIO is no terminal
-    for event in (Progress(Stage.QUEUED, 1, 0, 0, 0), Progress(Stage.ENCODE_IMAGE, 0, 1, 1, 1), Progress(Stage.DENOISE, 1, 2, 1, 1),
-                  Progress(Stage.DENOISE, 2, 2, 1, 1), Progress(Stage.DECODE, 2, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 2, 4, 1, 1),
-                  VideoChunk(b"x", 0), Progress(Stage.DECODE, 4, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 4, 4, 1, 1),
-                  result_of(b"x")):
+    for event in (Progress(Stage.QUEUED, 1, 0, 0, 0), Progress(Stage.ENCODE_IMAGE, 0, 1, 1, 1),
+                  Progress(Stage.DENOISE, 1, 2, 1, 1), Progress(Stage.DENOISE, 2, 2, 1, 1),
+                  Progress(Stage.DECODE, 2, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 2, 4, 1, 1), VideoChunk(b"x", 0),
+                  Progress(Stage.DECODE, 4, 4, 1, 1), Progress(Stage.ENCODE_VIDEO, 4, 4, 1, 1), result_of(b"x")):
         display(event)
     assert out.getvalue() == "queued...\nencode image...\ndenoise...\ndecode...\nencode video...\n"
 
