@@ -9,11 +9,13 @@ and whole captions of the BLIP-large architecture, a video step and decode, rest
 ``bench.dtype_accuracy`` (the shapes captioner's held-out accuracy per dtype),
 ``bench.animate_bench`` (streaming against the plain pipeline, and the frames' PSNR in bfloat16 against float32),
 ``bench.thread_bench`` (OpenMP wait policies alone and with the CPUs shared), ``bench.preview_bench`` (what a
-preview costs a denoising step), ``bench.decode_bench`` (chunked decoding per video family) and
-``bench.jobs_memory_bench`` (retained jobs' memory under the budget), ``bench.fleet_bench`` (Envoy's cost
-against direct calls, and the calls lost when a replica dies) and ``bench.chaos_bench`` (both services' replicas
-killed at random under mixed load: captions and videos lost or differing). Each writes its JSON to ``--out-dir``; the
-summary printed last (and written as ``summary.json``) puts the targeted figures side by side.
+preview costs a denoising step), ``bench.segments_bench`` (frame interpolation's cost per frame against a
+denoising step, and a 3-segment job's first byte against a 1-segment one's), ``bench.decode_bench`` (chunked
+decoding per video family) and ``bench.jobs_memory_bench`` (retained jobs' memory under the budget),
+``bench.fleet_bench`` (Envoy's cost against direct calls, and the calls lost when a replica dies) and
+``bench.chaos_bench`` (both services' replicas killed at random under mixed load: captions and videos lost or
+differing). Each writes its JSON to ``--out-dir``; the summary printed last (and written as ``summary.json``) puts
+the targeted figures side by side.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("caption", "compile", "starts", "accuracy", "animate", "threads", "previews", "decode", "jobs_memory",
-           "fleet", "chaos")
+BENCHES = ("caption", "compile", "starts", "accuracy", "animate", "threads", "previews", "segments", "decode",
+           "jobs_memory", "fleet", "chaos")
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
@@ -46,6 +48,8 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         "threads": threads,
         "previews": [*python, "bench.preview_bench", "--device", args.device, "--repeats", "1" if args.quick else "3",
                      "--out", str(out / "previews.json")],
+        "segments": [*python, "bench.segments_bench", "--repeats", "2" if args.quick else "4",
+                     "--out", str(out / "segments.json")],
         "decode": [*python, "bench.decode_bench", "--out", str(out / "decode.json")],
         "jobs_memory": [*python, "bench.jobs_memory_bench", "--out", str(out / "jobs_memory.json")],
         "fleet": [*python, "bench.fleet_bench", *(["--quick"] if args.quick else []), "--out", str(out / "fleet.json")],
@@ -72,6 +76,12 @@ def summary(out: Path) -> dict[str, Any]:
         animate = json.loads((out / "animate.json").read_text())
         found["animate"] = {key: animate.get(key) for key in (
             "dtype", "ratio_total_over_plain", "ratio_first_byte_over_plain", "dtype_comparison")}
+    if (out / "segments.json").is_file():
+        segments = json.loads((out / "segments.json").read_text())
+        found["segments"] = {
+            "ratio_first_byte": segments["first_byte"]["ratio_first_byte"],
+            **{f"interpolation_{name}_per_frame_over_step": figures["ratio_per_frame_over_step"]
+               for name, figures in segments["interpolation"].items() if name.startswith("factor_")}}
     if (out / "threads.json").is_file():
         threads = json.loads((out / "threads.json").read_text())
         found["threads"] = {key: value for key, value in threads.items() if key.endswith("_vs_passive")} | {

@@ -33,7 +33,8 @@ from animator.settings import AnimatorSettings
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.server import GrpcServer
 from imagewire_serving.settings import ServerSettings
-from tests.animator_support import noise_png
+from tests.animator_support import decoded, engine_of, noise_png
+from tests.gates import gate
 from tests.support import serving
 from tests.test_startup import failed_start
 
@@ -138,6 +139,30 @@ async def test_a_prompted_video_streams_while_it_decodes(server: GrpcServer, fam
     header = next(event.header for event in events if event.HasField("header"))
     assert (header.num_frames, header.model_id) == (FRAMES[family], model_id)
     assert events[-1].result.sha256 != other[-1].result.sha256  # the prompt reaches the model
+
+
+@pytest.mark.parametrize("family", sorted(PRESETS))
+async def test_prompted_segments_chain_into_one_video_from_each_last_frame(server: GrpcServer, family: str) -> None:
+    """Each later segment is conditioned on the previous one's last frame, with the same prompt; the file holds
+    segments x (num_frames - 1) + 1 frames, interpolated to (n - 1) x 2 + 1."""
+    engine = engine_of(server)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = animate_pb2_grpc.AnimateServiceStub(channel)
+        model_id = (await model_ids(stub))[family]
+        backend = engine.model(model_id)
+        with gate(backend, "denoise", closed=False) as denoised:
+            events = await stream(stub, model_id=model_id, seed=4, num_frames=FRAMES[family], num_inference_steps=1,
+                                  prompt="a kite climbs", segments=2, interpolate=2, fps=8)
+    generated = 2 * (FRAMES[family] - 1) + 1
+    header = next(event.header for event in events if event.HasField("header"))
+    frames = decoded(b"".join(event.chunk.data for event in events if event.HasField("chunk"))).frames
+    assert header.num_frames == len(frames) == 2 * (generated - 1) + 1 and header.fps == 16
+    (_, first_params, *_), (second, second_params, *_) = denoised.calls
+    assert first_params.prompt == second_params.prompt == "a kite climbs"
+    # The second segment's picture is the first segment's last frame (as the file holds it, after H.264).
+    conditioning = np.asarray(second, np.float32)
+    error = {index: np.abs(conditioning - frames[index]).mean() for index in (0, 2 * (FRAMES[family] - 1))}
+    assert error[2 * (FRAMES[family] - 1)] < min(4.0, error[0]), error
 
 
 @pytest.mark.parametrize("family", sorted(PRESETS))
