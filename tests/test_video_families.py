@@ -151,7 +151,7 @@ async def test_prompted_segments_chain_into_one_video_from_each_last_frame(serve
         model_id = (await model_ids(stub))[family]
         backend = engine.model(model_id)
         with gate(backend, "denoise", closed=False) as denoised:
-            events = await stream(stub, model_id=model_id, seed=4, num_frames=FRAMES[family], num_inference_steps=1,
+            events = await stream(stub, model_id=model_id, seed=4, num_frames=FRAMES[family], num_inference_steps=2,
                                   prompt="a kite climbs", segments=2, interpolate=2, fps=8)
     generated = 2 * (FRAMES[family] - 1) + 1
     header = next(event.header for event in events if event.HasField("header"))
@@ -159,10 +159,11 @@ async def test_prompted_segments_chain_into_one_video_from_each_last_frame(serve
     assert header.num_frames == len(frames) == 2 * (generated - 1) + 1 and header.fps == 16
     (_, first_params, *_), (second, second_params, *_) = denoised.calls
     assert first_params.prompt == second_params.prompt == "a kite climbs"
-    # The second segment's picture is the first segment's last frame (as the file holds it, after H.264).
+    # The second segment's picture is the first segment's last frame: of the file's generated frames (lossy after
+    # H.264 on a random model's noisy pictures), the nearest to it.
     conditioning = np.asarray(second, np.float32)
-    error = {index: np.abs(conditioning - frames[index]).mean() for index in (0, 2 * (FRAMES[family] - 1))}
-    assert error[2 * (FRAMES[family] - 1)] < min(4.0, error[0]), error
+    error = {index: np.abs(conditioning - frames[index]).mean() for index in range(0, len(frames), 2)}
+    assert min(error, key=error.__getitem__) == 2 * (FRAMES[family] - 1), error
 
 
 @pytest.mark.parametrize("family", sorted(PRESETS))
