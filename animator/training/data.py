@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from animator.training.motion import MAX_FPS, MIN_FPS, Motion, clip, moving_scene
+from animator.training.motion import DIRECTIONS, MAX_FPS, MIN_FPS, Motion, clip, moving_scene
 from animator.training.settings import PRESET, SERVED_DEFAULTS, TRAIN_SEED_BASE, TrainSettings
 
 
@@ -29,9 +29,16 @@ def noise_aug_strength(rng: random.Random, settings: TrainSettings) -> float:
 
 def training_clip(index: int) -> tuple[list[Image.Image], Motion]:
     """Training clip ``index``: its own seed, so any subset can be drawn again alone."""
+    frames, motion, _ = training_clip_and_direction(index)
+    return frames, motion
+
+
+def training_clip_and_direction(index: int) -> tuple[list[Image.Image], Motion, tuple[float, float]]:
+    """Training clip ``index`` and its shape kind's direction (the unit vector of ``motion.DIRECTIONS``)."""
     rng = random.Random(TRAIN_SEED_BASE + index)
     motion = random_motion(rng, PRESET.num_frames)
-    return clip(moving_scene(rng, motion), motion, PRESET.default_width), motion
+    scene = moving_scene(rng, motion)
+    return clip(scene, motion, PRESET.default_width), motion, DIRECTIONS[scene.shapes[0].shape]
 
 
 def pixels(pipeline: Any, frames: list[Image.Image]) -> torch.Tensor:
@@ -51,6 +58,7 @@ class LatentSet:
     conditions: torch.Tensor  # (clips, channels, h, w)
     first_frames: list[Image.Image]
     time_ids: torch.Tensor  # (clips, 3): fps, motion_bucket_id, noise_aug_strength (_get_add_time_ids' order)
+    directions: torch.Tensor  # (clips, 2): the shape kind's direction, the auxiliary target of the image encoder
 
 
 @torch.no_grad()
@@ -60,9 +68,11 @@ def encode_clips(pipeline: Any, settings: TrainSettings, chunk: int = 32) -> Lat
     vae = pipeline.vae
     rng = random.Random(settings.seed)
     noise = torch.Generator().manual_seed(settings.seed)
-    latents, conditions, first_frames, time_ids = [], [], [], []
+    latents, conditions, first_frames, time_ids, directions = [], [], [], [], []
     for start in range(0, settings.clips, chunk):
-        clips = [training_clip(index) for index in range(start, min(settings.clips, start + chunk))]
+        drawn = [training_clip_and_direction(index) for index in range(start, min(settings.clips, start + chunk))]
+        clips = [(video, motion) for video, motion, _ in drawn]
+        directions += [direction for _, _, direction in drawn]
         frames = pixels(pipeline, [frame for video, _ in clips for frame in video])
         encoded = vae.encode(frames).latent_dist.mode() * vae.config.scaling_factor
         latents.append(encoded.unflatten(0, (len(clips), -1)))
@@ -72,4 +82,5 @@ def encode_clips(pipeline: Any, settings: TrainSettings, chunk: int = 32) -> Lat
         conditions.append(vae.encode(augmented).latent_dist.mode())
         first_frames += [video[0] for video, _ in clips]
         time_ids += [[m.fps, m.motion_bucket_id, s] for (_, m), s in zip(clips, strengths, strict=True)]
-    return LatentSet(torch.cat(latents), torch.cat(conditions), first_frames, torch.tensor(time_ids))
+    return LatentSet(torch.cat(latents), torch.cat(conditions), first_frames, torch.tensor(time_ids),
+                     torch.tensor(directions))

@@ -87,7 +87,10 @@ def train_unet(pipeline: Any, data: LatentSet, settings: TrainSettings,
                checkpoint: Callable[[int], None]) -> float:
     """Stage 2: the UNet and the image encoder together. Returns the final smoothed loss."""
     unet, encoder = pipeline.unet.train(), pipeline.image_encoder.train()
-    trained = [*unet.parameters(), *encoder.parameters()]
+    # The auxiliary probe: a linear map from the image embedding to the shape kind's direction, trained with the
+    # rest and then discarded. Without it the encoder learns the kind only through the denoising loss, slowly.
+    probe = torch.nn.Linear(encoder.config.projection_dim, 2)
+    trained = [*unet.parameters(), *encoder.parameters(), *probe.parameters()]
     optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=0.01)
     served = schedule_sigmas(pipeline, PRESET.default_steps)
     rng = torch.Generator().manual_seed(settings.seed + 1)
@@ -111,6 +114,9 @@ def train_unet(pipeline: Any, data: LatentSet, settings: TrainSettings,
         output = unet(model_input, 0.25 * sigma.flatten().log(), encoder_hidden_states=embeddings,
                       added_time_ids=data.time_ids[index]).sample
         loss = torch.nn.functional.mse_loss(output, (noise - sigma * x0) / scale)
+        if settings.direction_weight:
+            guess = probe(embeddings[:, 0])
+            loss = loss + settings.direction_weight * torch.nn.functional.mse_loss(guess, data.directions[index])
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(trained, 1.0)

@@ -54,15 +54,17 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     # Stage 1, the VAE: reconstruction of whole clips (the temporal decoder mixes neighbouring frames).
-    vae_steps: int = 500
+    vae_steps: int = 1_000
     vae_clips: int = 1
-    vae_learning_rate: float = 1e-3
+    vae_learning_rate: float = 2e-3
     # Stage 2, the UNet and the image encoder, on latents of ``clips`` clips encoded once by the trained VAE.
     clips: int = 2_000
-    unet_steps: int = 1_200
+    unet_steps: int = 2_400
     batch_size: int = 8
     learning_rate: float = 1e-3
     warmup_steps: int = 50
+    # Weight of the auxiliary loss: a linear probe on the image embedding predicts the kind's direction.
+    direction_weight: float = 0.1
     # Noise augmentation strengths drawn in training: the served default half the time, else uniform up to this.
     max_noise_aug: float = 0.1
     # Share of UNet steps at the served schedule's noise levels (the rest log-uniform between the two below).

@@ -35,7 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 # The settings that are flags (--vae-steps for ``vae_steps``...); the rest keep their defaults.
 _FLAGS: tuple[str, ...] = (
     "out", "seed", "threads", "vae_steps", "vae_clips", "vae_learning_rate", "clips", "unet_steps", "batch_size",
-    "learning_rate", "checkpoint_every",
+    "learning_rate", "direction_weight", "checkpoint_every",
 )
 
 
