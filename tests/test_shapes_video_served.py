@@ -63,12 +63,11 @@ async def test_the_default_model_is_the_shipped_one(server: GrpcServer) -> None:
     assert sum(path.stat().st_size for path in SHIPPED_MODEL.rglob("*.safetensors")) <= 20 * 1024 * 1024
 
 
-@pytest.mark.parametrize("kind", ["triangle", "cross"])
+@pytest.mark.parametrize("kind", ["circle", "square", "triangle", "star", "cross"])
 async def test_shapes_move_in_their_kinds_direction(server: GrpcServer, kind: str) -> None:
     """At bucket 255, six scenes of the kind: their shapes' displacements add up to the kind's direction, at
-    least a third of them one by one, each moving at least 3 px and at most 1.5 widths. The two kinds the model
-    learned best (held out: triangles 84%, crosses 80%); circles (31%) and squares (45%) do not yet move their
-    way reliably enough to test (the card; issue 21 stays open for them)."""
+    least a third of them one by one, each moving at least 3 px and at most 1.5 widths (held out, the model
+    moves 67% (stars) to 100% (triangles) of shapes within 30 degrees of their kind's direction: the card)."""
     scenes = scenes_of(kind, 6)
     tracks = [await follow(server, scene, motion_bucket_id=FULL_SPEED_BUCKET) for scene in scenes]
     found = [(t, scene) for t, scene in zip(tracks, scenes, strict=True) if not math.isnan(t.distance)]
@@ -80,20 +79,24 @@ async def test_shapes_move_in_their_kinds_direction(server: GrpcServer, kind: st
 
 
 async def test_a_larger_motion_bucket_moves_a_shape_further(server: GrpcServer) -> None:
-    for kind in ("triangle", "star"):
-        (scene,) = scenes_of(kind, 1)
-        still, slow, fast = [await follow(server, scene, motion_bucket_id=bucket) for bucket in (0, 96, 255)]
-        assert still.farthest <= 1.5, still
-        assert still.distance + 2 <= slow.distance and slow.distance + 0.2 * width(scene) <= fast.distance, (
-            still, slow, fast)
+    """Over four scenes of the two kinds the model moves most reliably (the card): at bucket 0 the shapes stay
+    put, and the mean distance grows with the bucket."""
+    scenes = [*scenes_of("triangle", 2), *scenes_of("square", 2)]
+    tracks = {bucket: [await follow(server, scene, motion_bucket_id=bucket) for scene in scenes]
+              for bucket in (0, 96, 255)}
+    still, slow, fast = (float(np.mean([t.distance for t in tracks[bucket]])) for bucket in (0, 96, 255))
+    assert float(np.median([t.farthest for t in tracks[0]])) <= 1.5, tracks[0]
+    mean_width = float(np.mean([width(scene) for scene in scenes]))
+    assert still + 2 <= slow and slow + 0.2 * mean_width <= fast, (still, slow, fast)
 
 
 async def test_twice_the_fps_moves_a_shape_about_half_as_far(server: GrpcServer) -> None:
-    """The card: frame k shows the scene k / fps seconds in, so doubling fps halves the distance over the clip."""
-    for scene in scenes_of("circle", 2):
-        served, doubled = [await follow(server, scene, motion_bucket_id=FULL_SPEED_BUCKET, fps=fps)
-                           for fps in (SERVED_FPS, 2 * SERVED_FPS)]
-        assert 0.3 <= doubled.distance / served.distance <= 0.75, (served, doubled)
+    """The card: frame k shows the scene k / fps seconds in, so doubling fps halves the distance over the clip
+    (summed over four scenes)."""
+    scenes = [*scenes_of("triangle", 2), *scenes_of("square", 2)]
+    served, doubled = [sum([(await follow(server, scene, motion_bucket_id=FULL_SPEED_BUCKET, fps=fps)).distance
+                            for scene in scenes]) for fps in (SERVED_FPS, 2 * SERVED_FPS)]
+    assert 0.3 <= doubled / served <= 0.75, (served, doubled)
 
 
 async def test_noise_augmentation_reaches_the_model_and_barely_changes_the_first_frame(server: GrpcServer) -> None:

@@ -54,7 +54,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     # Stage 1, the VAE: reconstruction of whole clips (the temporal decoder mixes neighbouring frames).
-    vae_steps: int = 1_000
+    vae_steps: int = 2_000
     vae_clips: int = 1
     vae_learning_rate: float = 2e-3
     # Stage 2, the UNet and the image encoder, on latents of ``clips`` clips encoded once by the trained VAE.
