@@ -25,6 +25,7 @@ from imagewire.caption.v1 import caption_pb2, caption_pb2_grpc
 
 from animator import tiny as tiny_videos
 from animator.app import AnimatorApp
+from animator.interpolation import output_frames
 from animator.limits import EngineLimits as AnimateLimits
 from animator.settings import AnimatorSettings
 from captioner.app import CaptionerApp
@@ -158,7 +159,9 @@ def check_video(request: animate_pb2.AnimateRequest, events: list[Any], models: 
     header = next(event.header for event in events if event.HasField("header"))
     model = next(m for m in models if m.model_id == header.model_id)
     size = (asked(request, model, "width"), asked(request, model, "height"))
-    frames = asked(request, model, "num_frames")
+    # Chained segments share their boundary frames; interpolation puts factor - 1 frames between each pair.
+    generated = asked(request, model, "segments") * (asked(request, model, "num_frames") - 1) + 1
+    frames = output_frames(generated, asked(request, model, "interpolate"))
     assert (header.width, header.height, header.num_frames) == (*size, frames)
     data = b"".join(event.chunk.data for event in events if event.HasField("chunk"))
     assert len(data) == events[-1].result.total_bytes
