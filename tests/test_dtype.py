@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dt
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from imagewire_serving.tuning import Run
+from tests.gates import gate, wait_until
 from tests.support import captioner_app, serving, solid
 
 CPU = torch.device("cpu")
@@ -88,23 +90,27 @@ async def test_the_captioner_serves_in_the_dtype_asked_and_lists_it(tiny_caption
 
 class ScriptedTimes(CaptionerApp):
     """A captioner whose probes all run for real, in every dtype and variant, but whose timings are scripted per
-    dtype (seconds of the batch-1 probe; the batch probe takes 8x), off by up to ``noise`` either way."""
+    dtype (seconds of the batch-1 probe, the batch probe taking 8x; or seconds of each probe), off by up to
+    ``noise`` either way. ``free_memory``: the device's free bytes (default: plenty)."""
 
-    def __init__(self, settings: CaptionerSettings, seconds: dict[str, float], noise: float = 0.0,
-                 seed: int = 0) -> None:
-        super().__init__(settings, Metrics(), capabilities=Capabilities(avx512_bf16=True))
+    def __init__(self, settings: CaptionerSettings, seconds: Mapping[str, float | tuple[float, float]],
+                 noise: float = 0.0, seed: int = 0, free_memory: Callable[[torch.device], int] = lambda _: 2**40,
+                 ) -> None:
+        super().__init__(settings, Metrics(), capabilities=Capabilities(avx512_bf16=True), free_memory=free_memory)
         self.seconds, self.noise, self.rng = seconds, noise, random.Random(seed)
         self.measured = 0
 
     def _time_probes(self, backend: CaptionBackend, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
         runs = super()._time_probes(backend, parts, device)
         self.measured += 1
-        base = self.seconds[dtype_name(backend.dtype)]
-        return {label: Run(base * 8**index * self.rng.uniform(1 - self.noise, 1 + self.noise))
-                for index, label in enumerate(runs)}
+        script = self.seconds[dtype_name(backend.dtype)]
+        times = script if isinstance(script, tuple) else [script * 8**index for index in range(len(runs))]
+        return {label: Run(seconds * self.rng.uniform(1 - self.noise, 1 + self.noise))
+                for label, seconds in zip(runs, times, strict=True)}
 
 
-def scripted(model: str, cache: Path, seconds: dict[str, float], **kwargs: Any) -> ScriptedTimes:
+def scripted(model: str, cache: Path, seconds: Mapping[str, float | tuple[float, float]], **kwargs: Any
+             ) -> ScriptedTimes:
     settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(model,), compile_cache=cache),
                                  limits=EngineLimits(default_max_new_tokens=4, max_batch_size=4))
     return ScriptedTimes(settings, seconds, **kwargs)
@@ -172,3 +178,130 @@ def test_a_dtype_that_cannot_run_an_operation_is_skipped_with_a_warning(
         backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
     assert backend.dtype == torch.float32
     assert "does not run in bfloat16" in caplog.text and "not implemented for 'BFloat16'" in caplog.text
+
+
+# float32 2x faster alone, bfloat16 4x faster in a full batch (of 4): the case for two copies.
+SPLIT = {"float32": (0.010, 0.200), "bfloat16": (0.020, 0.050)}
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+
+
+async def caption_alone_then_a_full_batch(app: ScriptedTimes, client: AsyncCaptionClient) -> list[Any]:
+    """One caption alone, then a burst that forms a full batch behind a held one; every response, in order."""
+    batcher = app.engine().batcher("")
+    lone = await client.caption(solid())
+    with gate(batcher.copy_for(1)) as held:
+        blocker = asyncio.create_task(client.caption(solid((9, 9, 9))))
+        await held.wait_entered()
+        burst = [asyncio.create_task(client.caption(solid(colour))) for colour in COLOURS]
+        await wait_until(lambda: batcher.queue_depth == len(COLOURS))
+        held.release()
+        full = await asyncio.gather(*burst)
+        return [lone, await blocker, *full]
+
+
+def batches_run(app: ScriptedTimes, dtype: str) -> float:
+    model = app.engine().backends[0].model_id
+    return app.metrics.registry.get_sample_value("imagewire_caption_batches_total",
+                                                 {"model": model, "dtype": dtype}) or 0.0
+
+
+async def test_a_lone_request_runs_on_the_float32_copy_and_a_full_batch_on_the_bfloat16_one(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = scripted(tiny_caption_model, tmp_path, SPLIT)
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+        async with serving(app, app.metrics, app.settings.server) as server, \
+                AsyncCaptionClient(server.address, timeout=60) as client:
+            info = (await client.list_models()).models[0]
+            lone, blocker, *full = await caption_alone_then_a_full_batch(app, client)
+    ranges = [(r.first_batch_size, r.last_batch_size, r.dtype) for r in info.batch_ranges]
+    assert ranges == [(2, 4, "bfloat16"), (1, 1, "float32")]
+    assert info.dtype == "bfloat16" and info.provenance.key == info.batch_ranges[0].provenance_key
+    assert info.choice.startswith("bfloat16 for batches 2-4, float32 for batch 1 (both copies fit: ")
+    assert "bfloat16 for batches 2-4, float32 for batch 1 (both copies fit" in caplog.text
+    # Which copy ran each batch: the response's provenance key names it, and the metric counts it.
+    keys = {r.dtype: r.provenance_key for r in info.batch_ranges}
+    assert keys["float32"] != keys["bfloat16"]
+    assert (lone.batch_size, lone.provenance_key) == (blocker.batch_size, blocker.provenance_key) \
+        == (1, keys["float32"])
+    assert {(r.batch_size, r.provenance_key) for r in full} == {(4, keys["bfloat16"])}
+    assert all(r.text for r in (lone, *full))
+    assert (batches_run(app, "float32"), batches_run(app, "bfloat16")) == (2, 1)
+
+
+async def test_two_copies_that_do_not_fit_leave_one_dtype_chosen_for_throughput(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same timings, but no memory free beside one copy: bfloat16 for every batch, and the log says why."""
+    app = scripted(tiny_caption_model, tmp_path, SPLIT, free_memory=lambda _: 0)
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+        async with serving(app, app.metrics, app.settings.server) as server, \
+                AsyncCaptionClient(server.address, timeout=60) as client:
+            info = (await client.list_models()).models[0]
+            responses = await caption_alone_then_a_full_batch(app, client)
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype) for r in info.batch_ranges] == [(1, 4, "bfloat16")]
+    why = "bfloat16 for every batch, chosen for throughput: a second copy (float32 for batch 1) does not fit"
+    assert info.choice.startswith(why) and why in caplog.text
+    assert {r.provenance_key for r in responses} == {info.provenance.key}
+    assert app.small_copies == {} and batches_run(app, "float32") == 0
+
+
+@pytest.mark.parametrize("failing", ["float32", "bfloat16"])
+@pytest.mark.parametrize("error", ["operation", "memory"])
+def test_a_dtype_that_fails_leaves_the_other_serving_every_batch(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, failing: str, error: str
+) -> None:
+    """The two-copy timings, but one dtype cannot run an operation, or runs out of memory: the other serves."""
+
+    class Failing(ScriptedTimes):
+        def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
+            backend = super().load_backend(model_id, source, device, dtype)
+            if dtype_name(dtype) == failing:
+                def refuse(*_: object) -> None:
+                    if error == "memory":
+                        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (the test)")
+                    raise RuntimeError(f"\"addmm_impl_cpu_\" not implemented for '{failing}'")
+                backend.model.vision_model.register_forward_pre_hook(refuse)
+            return backend
+
+    app = Failing(scripted(tiny_caption_model, tmp_path, {}).settings, SPLIT)
+    choice = DtypeChoice((torch.float32, torch.bfloat16), "both, for the test")
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+        backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
+    other = ({"float32", "bfloat16"} - {failing}).pop()
+    assert dtype_name(backend.dtype) == other and app.small_copies == {}
+    assert app.decisions["tiny"].small is None and app.decisions["tiny"].dtype == other
+    why = "does not fit in memory" if error == "memory" else "does not run"
+    assert f"{why} in {failing}" in caplog.text
+
+
+async def test_a_restart_takes_the_cached_two_range_decision_and_a_second_copy_that_no_longer_loads_is_dropped(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = scripted(tiny_caption_model, tmp_path, SPLIT)
+    await first.load()
+    ranges = first.engine().batch_ranges(first.engine().default_model_id)
+    await first.close()
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype) for r in ranges] == [(2, 4, "bfloat16"), (1, 1, "float32")]
+
+    # Timings that now say otherwise: nothing is measured, and both copies are loaded as decided.
+    second = scripted(tiny_caption_model, tmp_path, {"float32": 0.004, "bfloat16": 0.010})
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+        await second.load()
+    await second.close()
+    assert second.measured == 0 and "decided at an earlier start" in caplog.text
+    assert second.engine().batch_ranges(second.engine().default_model_id) == ranges
+
+    # A start where the float32 copy runs out of memory while loading serves bfloat16 alone, saying why.
+    class NoRoom(ScriptedTimes):
+        def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
+            if dtype == torch.float32:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (the test)")
+            return super().load_backend(model_id, source, device, dtype)
+
+    third = NoRoom(second.settings, SPLIT)
+    await third.load()
+    await third.close()
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype)
+            for r in third.engine().batch_ranges(third.engine().default_model_id)] == [(1, 4, "bfloat16")]
+    assert "loading it ran out of memory" in third.decisions[third.engine().default_model_id].reason
