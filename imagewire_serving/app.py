@@ -315,8 +315,7 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
             return self._time_probes(backend, parts[variant.dtype], device)
 
         split = self.split_batches()
-        decision = decide(measure_rounds(variants, measure), compilable, mode, 
-                          split_at=split[0] if split else None)
+        decision = decide(measure_rounds(variants, measure), compilable, mode, split_at=split[0] if split else None)
         kept = {decision.dtype: decision.compiled_parts}
         if decision.small is not None:
             kept[decision.small.dtype] = decision.small.compiled_parts
