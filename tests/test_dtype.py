@@ -15,17 +15,18 @@ from imagewire.client import AsyncCaptionClient
 
 from animator.__main__ import main as animator_main
 from captioner.__main__ import main as captioner_main
-from captioner.app import CaptionerApp
+from captioner.app import SHIPPED_MODEL, CaptionerApp
 from captioner.backend import CaptionBackend
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
+from captioner.training.shapes import make_example
 from imagewire_serving.compiling import Part
 from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dtype_name
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
 from imagewire_serving.tuning import Run
 from tests.gates import gate, wait_until
-from tests.support import captioner_app, serving, solid
+from tests.support import captioner_app, png, serving, solid
 
 CPU = torch.device("cpu")
 GPU = torch.device("cuda", 0)
@@ -305,3 +306,26 @@ async def test_a_restart_takes_the_cached_two_range_decision_and_a_second_copy_t
     assert [(r.first_batch_size, r.last_batch_size, r.dtype)
             for r in third.engine().batch_ranges(third.engine().default_model_id)] == [(1, 4, "bfloat16")]
     assert "loading it ran out of memory" in third.decisions[third.engine().default_model_id].reason
+
+
+async def test_each_copy_of_the_shapes_model_names_fresh_scenes_and_they_agree(tmp_path: Path) -> None:
+    """The trained shapes model with two copies: captions of lone requests (float32) and of batches (bfloat16)
+    both name fresh scenes right, and agree with each other within the dtype accuracy bound (docs/hardware.md)."""
+    settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(str(SHIPPED_MODEL),),
+                                                       compile_cache=tmp_path),
+                                 limits=EngineLimits(max_batch_size=4, max_batch_delay_ms=50))
+    app = ScriptedTimes(settings, SPLIT)
+    examples = [make_example(seed, max_shapes=1) for seed in range(30_000, 30_040)]
+    async with serving(app, app.metrics, app.settings.server) as server, \
+            AsyncCaptionClient(server.address, timeout=120) as client:
+        keys = {r.dtype: r.provenance_key for r in (await client.list_models()).models[0].batch_ranges}
+        alone = [await client.caption(png(image)) for image, _ in examples]
+        together = await asyncio.gather(*(client.caption(png(image)) for image, _ in examples))
+    assert {r.provenance_key for r in alone} == {keys["float32"]}
+    batched = [(lone, other, scene) for lone, other, (_, scene) in zip(alone, together, examples, strict=True)
+               if other.provenance_key == keys["bfloat16"]]
+    assert len(batched) >= len(examples) // 2
+    for run in ([(lone, scene) for lone, _, scene in batched], [(other, scene) for _, other, scene in batched]):
+        named = sum(all(f"{s.colour} {s.shape}" in result.text for s in scene.shapes) for result, scene in run)
+        assert named >= 0.95 * len(run)
+    assert sum(lone.text == other.text for lone, other, _ in batched) >= 0.95 * len(batched)
