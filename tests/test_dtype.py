@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +13,13 @@ from imagewire.client import AsyncCaptionClient
 
 from animator.__main__ import main as animator_main
 from captioner.__main__ import main as captioner_main
-from captioner.app import SHIPPED_MODEL, CaptionerApp
-from captioner.backend import CaptionBackend
+from captioner.app import SHIPPED_MODEL
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
 from captioner.training.shapes import make_example
-from imagewire_serving.compiling import Part
 from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dtype_name
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
-from imagewire_serving.tuning import Run
-from tests.gates import gate, wait_until
+from tests.scripted import SPLIT, ScriptedTimes, batches_run, caption_alone_then_a_full_batch, scripted
 from tests.support import captioner_app, png, serving, solid
 
 CPU = torch.device("cpu")
@@ -87,34 +81,6 @@ async def test_the_captioner_serves_in_the_dtype_asked_and_lists_it(tiny_caption
         expected = choose_dtype(spec, CPU)
         if not expected.timed:
             assert listed == dtype_name(expected.candidates[0])
-
-
-class ScriptedTimes(CaptionerApp):
-    """A captioner whose probes all run for real, in every dtype and variant, but whose timings are scripted per
-    dtype (seconds of the batch-1 probe, the batch probe taking 8x; or seconds of each probe), off by up to
-    ``noise`` either way. ``free_memory``: the device's free bytes (default: plenty)."""
-
-    def __init__(self, settings: CaptionerSettings, seconds: Mapping[str, float | tuple[float, float]],
-                 noise: float = 0.0, seed: int = 0, free_memory: Callable[[torch.device], int] = lambda _: 2**40,
-                 ) -> None:
-        super().__init__(settings, Metrics(), capabilities=Capabilities(avx512_bf16=True), free_memory=free_memory)
-        self.seconds, self.noise, self.rng = seconds, noise, random.Random(seed)
-        self.measured = 0
-
-    def _time_probes(self, backend: CaptionBackend, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
-        runs = super()._time_probes(backend, parts, device)
-        self.measured += 1
-        script = self.seconds[dtype_name(backend.dtype)]
-        times = script if isinstance(script, tuple) else [script * 8**index for index in range(len(runs))]
-        return {label: Run(seconds * self.rng.uniform(1 - self.noise, 1 + self.noise))
-                for label, seconds in zip(runs, times, strict=True)}
-
-
-def scripted(model: str, cache: Path, seconds: Mapping[str, float | tuple[float, float]], **kwargs: Any
-             ) -> ScriptedTimes:
-    settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(model,), compile_cache=cache),
-                                 limits=EngineLimits(default_max_new_tokens=4, max_batch_size=4))
-    return ScriptedTimes(settings, seconds, **kwargs)
 
 
 async def test_auto_serves_the_dtype_measured_clearly_faster_and_the_next_start_takes_the_decision(
@@ -179,31 +145,6 @@ def test_a_dtype_that_cannot_run_an_operation_is_skipped_with_a_warning(
         backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
     assert backend.dtype == torch.float32
     assert "does not run in bfloat16" in caplog.text and "not implemented for 'BFloat16'" in caplog.text
-
-
-# float32 2x faster alone, bfloat16 4x faster in a full batch (of 4): the case for two copies.
-SPLIT = {"float32": (0.010, 0.200), "bfloat16": (0.020, 0.050)}
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
-
-
-async def caption_alone_then_a_full_batch(app: ScriptedTimes, client: AsyncCaptionClient) -> list[Any]:
-    """One caption alone, then a burst that forms a full batch behind a held one; every response, in order."""
-    batcher = app.engine().batcher("")
-    lone = await client.caption(solid())
-    with gate(batcher.copy_for(1)) as held:
-        blocker = asyncio.create_task(client.caption(solid((9, 9, 9))))
-        await held.wait_entered()
-        burst = [asyncio.create_task(client.caption(solid(colour))) for colour in COLOURS]
-        await wait_until(lambda: batcher.queue_depth == len(COLOURS))
-        held.release()
-        full = await asyncio.gather(*burst)
-        return [lone, await blocker, *full]
-
-
-def batches_run(app: ScriptedTimes, dtype: str) -> float:
-    model = app.engine().backends[0].model_id
-    return app.metrics.registry.get_sample_value("imagewire_caption_batches_total",
-                                                 {"model": model, "dtype": dtype}) or 0.0
 
 
 async def test_a_lone_request_runs_on_the_float32_copy_and_a_full_batch_on_the_bfloat16_one(
