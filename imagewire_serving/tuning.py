@@ -147,6 +147,39 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("inf")
 
 
+# Per dtype: the parts it runs compiled, and its estimated time per probe as it would serve.
+Plan = tuple[tuple[str, ...], dict[str, float]]
+
+
+def _plans(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
+           compile_mode: str, medians: Mapping[str, Mapping[str, float]],
+           ) -> tuple[dict[str, Plan], dict[str, dict[str, float]]]:
+    """Per dtype, its plan, and the seconds per probe its compiled parts save (decide's first step)."""
+    probes = list(next(iter(samples.values()))[0])
+
+    def part_median(variant: Variant, name: str) -> float:
+        runs = samples.get(variant, ())
+        return _median([sum(run[probe].parts.get(name, 0.0) for probe in probes) for run in runs])
+
+    def probe_part(variant: Variant, probe: str, name: str) -> float:
+        return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
+
+    plans: dict[str, Plan] = {}
+    savings: dict[str, dict[str, float]] = {}
+    for dtype in dict.fromkeys(variant.dtype for variant in samples):
+        eager, compiled = Variant(dtype, False), Variant(dtype, True)
+        chosen: list[str] = []
+        if compiled in samples:
+            for name in compilable.get(dtype, ()):
+                if compile_mode == "on" or part_median(compiled, name) * MARGIN <= part_median(eager, name):
+                    chosen.append(name)
+        savings[dtype] = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
+                                     for name in chosen) for probe in probes}
+        estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
+        plans[dtype] = (tuple(chosen), estimate)
+    return plans, savings
+
+
 def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
            compile_mode: str, *, split_at: int | None = None) -> Decision:
     """The decision from interleaved samples. Dtypes come float32 (the reference) first.
@@ -167,26 +200,7 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
     medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
                for variant, runs in samples.items()}
 
-    def part_median(variant: Variant, name: str) -> float:
-        runs = samples.get(variant, ())
-        return _median([sum(run[probe].parts.get(name, 0.0) for probe in probes) for run in runs])
-
-    def probe_part(variant: Variant, probe: str, name: str) -> float:
-        return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
-
-    plans: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {}
-    savings: dict[str, dict[str, float]] = {}
-    for dtype in dtypes:
-        eager, compiled = Variant(dtype, False), Variant(dtype, True)
-        chosen: list[str] = []
-        if compiled in samples:
-            for name in compilable.get(dtype, ()):
-                if compile_mode == "on" or part_median(compiled, name) * MARGIN <= part_median(eager, name):
-                    chosen.append(name)
-        savings[dtype] = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
-                                     for name in chosen) for probe in probes}
-        estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
-        plans[dtype] = (tuple(chosen), estimate)
+    plans, savings = _plans(samples, compilable, compile_mode, medians)
 
     def per_round(dtype: str, probe: str) -> list[float]:
         """Each round's time of the dtype as it would serve (eager, less what its compiled parts save)."""
