@@ -51,7 +51,7 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     assert list(info.compiled_parts) == ["vision encoder"]
     assert "float32 compiled" not in info.choice and "(compiled: vision encoder)" in info.choice
     assert compiled == eager
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                          compile="on", compile_cache=tmp_path))
     assert "decided at an earlier start" in caplog.text

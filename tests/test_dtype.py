@@ -100,7 +100,7 @@ async def test_auto_serves_the_dtype_measured_clearly_faster_and_the_next_start_
     # A restart (or another replica sharing the cache directory) measures nothing and decides alike, even where
     # its own timings would now say otherwise.
     second = scripted(tiny_caption_model, tmp_path, {"float32": 0.004, "bfloat16": 0.010})
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         await second.load()
     await second.close()
     assert second.measured == 0
@@ -141,7 +141,7 @@ def test_a_dtype_that_cannot_run_an_operation_is_skipped_with_a_warning(
 
     app = NoBfloat16(scripted(tiny_caption_model, tmp_path, {}).settings, {"float32": 0.01, "bfloat16": 0.001})
     choice = DtypeChoice((torch.float32, torch.bfloat16), "both, for the test")
-    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
         backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
     assert backend.dtype == torch.float32
     assert "does not run in bfloat16" in caplog.text and "not implemented for 'BFloat16'" in caplog.text
@@ -151,7 +151,7 @@ async def test_a_lone_request_runs_on_the_float32_copy_and_a_full_batch_on_the_b
     tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = scripted(tiny_caption_model, tmp_path, SPLIT)
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         async with serving(app, app.metrics, app.settings.server) as server, \
                 AsyncCaptionClient(server.address, timeout=60) as client:
             info = (await client.list_models()).models[0]
@@ -176,7 +176,7 @@ async def test_two_copies_that_do_not_fit_leave_one_dtype_chosen_for_throughput(
 ) -> None:
     """The same timings, but no memory free beside one copy: bfloat16 for every batch, and the log says why."""
     app = scripted(tiny_caption_model, tmp_path, SPLIT, free_memory=lambda _: 0)
-    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
         async with serving(app, app.metrics, app.settings.server) as server, \
                 AsyncCaptionClient(server.address, timeout=60) as client:
             info = (await client.list_models()).models[0]
@@ -208,7 +208,7 @@ def test_a_dtype_that_fails_leaves_the_other_serving_every_batch(
 
     app = Failing(scripted(tiny_caption_model, tmp_path, {}).settings, SPLIT)
     choice = DtypeChoice((torch.float32, torch.bfloat16), "both, for the test")
-    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
         backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
     other = ({"float32", "bfloat16"} - {failing}).pop()
     assert dtype_name(backend.dtype) == other and app.small_copies == {}
@@ -228,7 +228,7 @@ async def test_a_restart_takes_the_cached_two_range_decision_and_a_second_copy_t
 
     # Timings that now say otherwise: nothing is measured, and both copies are loaded as decided.
     second = scripted(tiny_caption_model, tmp_path, {"float32": 0.004, "bfloat16": 0.010})
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         await second.load()
     await second.close()
     assert second.measured == 0 and "decided at an earlier start" in caplog.text
