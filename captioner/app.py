@@ -12,6 +12,7 @@ from imagewire.caption.v1 import caption_pb2_grpc
 
 from captioner import tiny
 from captioner.backend import CaptionBackend
+from captioner.batcher import SmallCopy
 from captioner.engine import CaptionEngine, default_options, default_request, request_fields
 from captioner.families import load_captioner
 from captioner.service import SERVICE_NAME, CaptionServicer
@@ -48,5 +49,16 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
     def _default_batch(self, backend: CaptionBackend, size: int) -> None:
         default_request(backend, default_options(request_fields(self.settings.limits, backend)), size)
 
+    def split_batches(self) -> tuple[int, int] | None:
+        """A lone request (a batch of one, the smallest probe) may run on its own copy of the weights, in the dtype
+        measured fastest for it; every batch of two or more (concurrent callers: throughput) on the other."""
+        largest = self.settings.limits.max_batch_size
+        return (1, largest) if largest > 1 else None
+
+    def weight_bytes(self, backend: CaptionBackend) -> int:
+        return backend.weight_bytes()
+
     async def build_engine(self, backends: Sequence[CaptionBackend], device: torch.device) -> CaptionEngine:
-        return CaptionEngine(backends, self.settings.limits, self.metrics)
+        small = {model_id: SmallCopy(copy, decision.small.largest) for model_id, copy in self.small_copies.items()
+                 if (decision := self.decisions[model_id]).small is not None}
+        return CaptionEngine(backends, self.settings.limits, self.metrics, small)

@@ -56,6 +56,10 @@ class CaptionBackend(Backend, Protocol):
         """The CaptionRequest fields the model uses (besides model_id): setting any other is INVALID_ARGUMENT."""
         ...
 
+    def weight_bytes(self) -> int:
+        """The bytes of the model's weights and buffers on its device (one copy)."""
+        ...
+
     def token_budget(self, prompt: str) -> int:
         """How many new tokens fit after ``prompt`` (and whatever else the model's input holds) in its text
         length."""

@@ -15,6 +15,7 @@ from PIL import Image
 from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.limits import EngineLimits
 from imagewire_serving import errors
+from imagewire_serving.device import dtype_name
 from imagewire_serving.engine import EngineStats
 from imagewire_serving.memory import releasing_memory
 from imagewire_serving.metrics import Metrics
@@ -37,13 +38,23 @@ class RunOnDevice(Protocol):
 
 
 @dataclass(frozen=True)
+class SmallCopy:
+    """A second copy of a model's weights, in another dtype, that runs the batches of up to ``largest`` requests
+    (where the warm-up measured that dtype clearly faster for them: imagewire_serving.tuning)."""
+
+    backend: CaptionBackend
+    largest: int
+
+
+@dataclass(frozen=True)
 class Captioned:
-    """One request's caption and how it was made."""
+    """One request's caption and how it was made (``dtype``: that of the copy of the weights that ran it)."""
 
     text: str
     batch_size: int
     queue_s: float
     compute_s: float
+    dtype: str
 
 
 @dataclass
@@ -69,11 +80,14 @@ class Batcher:
     5 ms window, and a batch closed without them splits the load into two batches that alternate from then on
     (5 and 11 at 16 callers), each paying the whole per-batch cost. Requests whose caller left or whose deadline
     passed are dropped before they reach the model.
+
+    A batch of up to ``small.largest`` requests runs on the ``small`` copy of the weights, when there is one.
     """
 
     def __init__(self, backend: CaptionBackend, run_on_device: RunOnDevice, limits: EngineLimits, metrics: Metrics,
-                 stats: EngineStats) -> None:
+                 stats: EngineStats, small: SmallCopy | None = None) -> None:
         self.backend = backend
+        self.small = small
         self._run_on_device = run_on_device
         self._limits = limits
         self._metrics = metrics
@@ -202,13 +216,23 @@ class Batcher:
             self._expected = min(self._limits.max_batch_size, len(batch) + len(self._pending))
         self._finish(batch, captions, started)
 
-    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[str]:
-        """The batch's captions; a batch that runs out of device memory is retried in two halves, one after the
-        other, down to single requests (whose OutOfMemory then reaches their callers)."""
-        generate = releasing_memory(self.backend.generate, self.backend.device, MEMORY_HINT)
+    def copy_for(self, batch_size: int) -> CaptionBackend:
+        """The copy of the weights that runs a batch of ``batch_size``."""
+        small = self.small
+        return small.backend if small is not None and batch_size <= small.largest else self.backend
+
+    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[tuple[str, str]]:
+        """The batch's captions, each with the dtype of the copy that ran it; a batch that runs out of device
+        memory is retried in two halves, one after the other, down to single requests (whose OutOfMemory then
+        reaches their callers)."""
+        backend = self.copy_for(len(batch))
+        dtype = dtype_name(backend.dtype)
+        self._metrics.caption_batches.labels(backend.model_id, dtype).inc()
+        generate = releasing_memory(backend.generate, backend.device, MEMORY_HINT)
         try:
-            return await self._run_on_device(generate, [item.image for item in batch],
-                                             [item.prompt for item in batch], batch[0].options, should_stop)
+            captions = await self._run_on_device(generate, [item.image for item in batch],
+                                                 [item.prompt for item in batch], batch[0].options, should_stop)
+            return [(caption, dtype) for caption in captions]
         except errors.OutOfMemory:
             if len(batch) == 1:
                 raise
@@ -217,14 +241,14 @@ class Batcher:
                         len(batch) - half)
         return await self._generate(batch[:half], should_stop) + await self._generate(batch[half:], should_stop)
 
-    def _finish(self, batch: list[_Pending], captions: list[str], started: float) -> None:
+    def _finish(self, batch: list[_Pending], captions: list[tuple[str, str]], started: float) -> None:
         compute = time.monotonic() - started
         self._metrics.compute_duration.labels(self.backend.model_id).observe(compute)
         if all(item.future.done() for item in batch):
             self._stats.runs_stopped += 1  # every caller left; generation stopped at the next step
             return
         self._stats.runs_completed += 1
-        for item, caption in zip(batch, captions):
+        for item, (caption, dtype) in zip(batch, captions):
             if not item.future.done():
                 self._stats.requests_completed += 1
-                item.future.set_result(Captioned(caption, len(batch), started - item.enqueued, compute))
+                item.future.set_result(Captioned(caption, len(batch), started - item.enqueued, compute, dtype))

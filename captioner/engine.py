@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
 from captioner.backend import CaptionBackend, GenerationOptions
-from captioner.batcher import Batcher
+from captioner.batcher import Batcher, SmallCopy
 from captioner.limits import MAX_PROMPT_CHARS, EngineLimits
 from imagewire_serving import errors, tracing
+from imagewire_serving.device import dtype_name
 from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
 from imagewire_serving.errors import FieldViolation
 from imagewire_serving.fields import RequestField, check_fields, unused_field
 from imagewire_serving.images import SOURCE_SIZE, decode_image
 from imagewire_serving.metrics import Metrics
+from imagewire_serving.provenance import Provenance
+from imagewire_serving.tuning import batch_ranges
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,17 @@ class CaptionResult:
 
 
 @dataclass(frozen=True)
+class BatchRange:
+    """Batch sizes ``first_batch_size``..``last_batch_size``, the dtype of the copy of the weights that runs them
+    and that copy's provenance key (the contract's BatchRange)."""
+
+    first_batch_size: int
+    last_batch_size: int
+    dtype: str
+    provenance_key: str
+
+
+@dataclass(frozen=True)
 class ModelCard(BaseCard):
     """What ListModels says of one loaded caption model (the names of the contract's ModelInfo fields)."""
 
@@ -64,21 +78,29 @@ class ModelCard(BaseCard):
     num_beams_limit: int
     max_batch_size: int
     usd_per_input_pixel: float
+    batch_ranges: tuple[BatchRange, ...]
 
 
 class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
     """Captions images with one or more loaded models sharing one device worker thread.
 
     ``caption`` validates, decodes the image off the event loop, queues the request on its model's batcher and
-    returns its own caption.
+    returns its own caption. ``small``: per model, a second copy of its weights that runs its small batches.
     """
 
     libraries = ("imagewire", "torch", "transformers", "tokenizers", "pillow")
 
-    def __init__(self, backends: Sequence[CaptionBackend], limits: EngineLimits, metrics: Metrics) -> None:
+    def __init__(self, backends: Sequence[CaptionBackend], limits: EngineLimits, metrics: Metrics,
+                 small: Mapping[str, SmallCopy] | None = None) -> None:
         super().__init__(backends, device_thread="caption-device")
         self.limits = limits
-        self._batchers = {b.model_id: Batcher(b, self.run_on_device, limits, metrics, self.stats) for b in backends}
+        small = small or {}
+        self._batchers = {b.model_id: Batcher(b, self.run_on_device, limits, metrics, self.stats,
+                                              small.get(b.model_id)) for b in backends}
+        # Each copy's provenance, by model and dtype: a caption names the one of the copy that computed it.
+        self._copies = {(b.model_id, dtype_name(b.dtype)): self.provenance[b.model_id] for b in backends}
+        self._copies.update({(model_id, dtype_name(copy.backend.dtype)): Provenance.of(copy.backend, self.libraries)
+                             for model_id, copy in small.items()})
         # Each model's fields: the max_new_tokens bound is the operator's limit lowered to what the model's text
         # length leaves after an empty prompt, the defaults the operator's or the model's generation config's.
         # Computed once; requests, defaults and ListModels all use them.
@@ -123,7 +145,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             text=done.text, model_id=backend.model_id, input_pixels=pixels,
             usd_per_input_pixel=self.limits.usd_per_input_pixel, price_usd=pixels * self.limits.usd_per_input_pixel,
             batch_size=done.batch_size, queue_s=done.queue_s, compute_s=done.compute_s,
-            provenance_key=self.provenance[backend.model_id].key,
+            provenance_key=self._copies[backend.model_id, done.dtype].key,
         )
 
     def _prepare(
@@ -157,8 +179,20 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
     def _warm_up_model(self, backend: CaptionBackend) -> None:
         # On a GPU, the largest batch of the default request, so that a card too small for it fails at start-up
         # rather than on the first callers; on the CPU one default caption pays for the lazy initialisation.
+        # A second copy for small batches runs the largest of them too (its compiled parts are compiled by now).
         size = self.limits.max_batch_size if backend.device.type == "cuda" else 1
-        default_request(backend, default_options(self._fields[backend.model_id]), size)
+        options = default_options(self._fields[backend.model_id])
+        default_request(backend, options, size)
+        small = self._batchers[backend.model_id].small
+        if small is not None:
+            default_request(small.backend, options, min(size, small.largest))
+
+    def batch_ranges(self, model_id: str) -> tuple[BatchRange, ...]:
+        """The batch sizes the model runs, by the copy (dtype) that runs them, the largest batches first."""
+        batcher = self._batchers[model_id]
+        small = None if batcher.small is None else (dtype_name(batcher.small.backend.dtype), batcher.small.largest)
+        return tuple(BatchRange(batches.first, batches.last, batches.dtype, self._copies[model_id, batches.dtype].key)
+                     for batches in batch_ranges(dtype_name(batcher.backend.dtype), small, self.limits.max_batch_size))
 
     def _card(self, backend: CaptionBackend) -> ModelCard:
         limits, fields = self.limits, self._fields[backend.model_id]
@@ -168,6 +202,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             max_new_tokens_limit=int(fields["max_new_tokens"].maximum or 0),
             default_num_beams=default_options(fields).num_beams, num_beams_limit=limits.num_beams_limit,
             max_batch_size=limits.max_batch_size, usd_per_input_pixel=limits.usd_per_input_pixel,
+            batch_ranges=self.batch_ranges(backend.model_id),
         )
 
 

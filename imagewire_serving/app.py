@@ -3,30 +3,29 @@ engine once loaded (Unavailable before), and closing.
 
 A service's App (see imagewire_serving.server.App) subclasses :class:`EngineApp` and supplies the hooks: its
 embedded default model, how one backend loads, how the engine is built from the loaded backends, and how its
-servicer is registered.
+servicer is registered. How each model is loaded as decided (dtype, compiled parts, a second copy for small
+batches) is :mod:`imagewire_serving.deciding`, the half of the App it inherits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import grpc.aio
 import torch
 
 from imagewire_serving import errors
-from imagewire_serving.compiling import Part, PartClock, compiled_graphs, configure, first_line
+from imagewire_serving.compiling import compiled_graphs, configure
+from imagewire_serving.deciding import DecidedLoading
 from imagewire_serving.device import (
-    DTYPES,
     Capabilities,
     DtypeChoice,
     choose_dtype,
@@ -36,19 +35,10 @@ from imagewire_serving.device import (
 )
 from imagewire_serving.engine import Backend
 from imagewire_serving.logs import quiet_model_loaders
+from imagewire_serving.memory import free_bytes
 from imagewire_serving.metrics import Metrics
-from imagewire_serving.provenance import device_kind, library_versions, model_files
-from imagewire_serving.settings import ServiceSettings, compile_cache_dir, looks_like_a_path
+from imagewire_serving.settings import ServiceSettings, compile_cache_dir
 from imagewire_serving.threads import apply_threads
-from imagewire_serving.tuning import (
-    MIN_COMPILED_PART_PARAMETERS,
-    Decision,
-    DecisionCache,
-    Run,
-    Variant,
-    decide,
-    measure_rounds,
-)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +64,7 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 T = TypeVar("T")
 
 
-class EngineApp(Generic[SettingsT, EngineT, BackendT]):
+class EngineApp(DecidedLoading[BackendT], Generic[SettingsT, EngineT, BackendT]):
     """Base of a service App: owns the settings, the metrics and, once loaded, the engine."""
 
     # The console-script name, printed in the lines supervisors read ("NAME listening on ...").
@@ -85,14 +75,15 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
     # The libraries whose loaders print progress bars (transformers, diffusers): silenced before loading.
     model_libraries: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, settings: SettingsT, metrics: Metrics, *, capabilities: Capabilities | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: SettingsT, metrics: Metrics, *, capabilities: Capabilities | None = None,
+                 free_memory: Callable[[torch.device], int] = free_bytes) -> None:
+        self.settings: SettingsT = settings
         self.metrics = metrics
-        # The hardware's low-precision arithmetic (None: detected): tests inject it to take every CPU's path.
         self.capabilities = capabilities
+        self.free_memory = free_memory
         self._engine: EngineT | None = None
-        # What each model serves in (dtype, compiled parts) and why: the log and ListModels say it.
-        self.decisions: dict[str, Decision] = {}
+        self.decisions = {}
+        self.small_copies = {}
 
     def engine(self) -> EngineT:
         """The loaded engine; servicers call this per request, so calls before loading get UNAVAILABLE."""
@@ -106,19 +97,6 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
 
     def default_model(self) -> tuple[str, str]:
         """(model id, source) of the embedded model served when no --model is given; may build it (blocking)."""
-        raise NotImplementedError
-
-    def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
-        """Load one model through from_pretrained (blocking; runs off the event loop)."""
-        raise NotImplementedError
-
-    def probes(self, backend: BackendT) -> list[tuple[str, Callable[[], None]]]:
-        """The runs that decide the dtype and the compiled parts, as the engine will serve (labelled, smallest
-        first; the last is the load the server is sized for): each runs the default request once (blocking)."""
-        return [(label, functools.partial(run, backend)) for label, run in self.probe_shapes()]
-
-    def probe_shapes(self) -> list[tuple[str, Callable[[BackendT], None]]]:
-        """The probes as (label, run(backend))."""
         raise NotImplementedError
 
     async def build_engine(self, backends: Sequence[BackendT], device: torch.device) -> EngineT:
@@ -168,126 +146,6 @@ class EngineApp(Generic[SettingsT, EngineT, BackendT]):
             backends.append(await in_daemon_thread(self._load_decided, model_id, source, device, choice))
             self.metrics.model_load.labels(model_id).set(time.perf_counter() - started)
         return backends
-
-    def _load_decided(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice) -> BackendT:
-        """The model in the one dtype allowed, eager; else as a cached decision says, or as measuring decides."""
-        mode = self.settings.server.compile
-        if not choice.timed and mode == "off":
-            only = dtype_name(choice.candidates[0])
-            self.decisions[model_id] = Decision(only, (), f"{only}: {choice.reason}; --compile off")
-            return self._load_one(model_id, source, device, choice.candidates[0])
-        cache = DecisionCache(compile_cache_dir(self.settings.server))
-        key = DecisionCache.key(self._decision_facts(source, device, choice))
-        decision = cache.load(key)
-        if decision is not None:
-            backend = self._load_one(model_id, source, device, DTYPES[decision.dtype])
-            parts = backend.compile_parts()
-            for part in parts:
-                if part.name in decision.compiled_parts:
-                    part.compile(device)
-            if decision.compiled_parts:
-                self._run_probes(backend)  # compiles the parts now, before SERVING (kernels from the cache)
-            _LOGGER.info("%s: %s [decided at an earlier start: %s]", model_id, decision.reason, key)
-        else:
-            backend, decision = self._measure(model_id, source, device, choice, mode)
-            cache.save(key, decision)
-            _LOGGER.info("%s: %s", model_id, decision.reason)
-        self.decisions[model_id] = dataclasses.replace(
-            decision, compiled_parts=tuple(part.name for part in backend.compile_parts() if part.compiled))
-        return backend
-
-    def _measure(self, model_id: str, source: str, device: torch.device, choice: DtypeChoice, mode: str
-                 ) -> tuple[BackendT, Decision]:
-        """Every dtype candidate loaded, warmed, its heavy parts compiled (--compile on or auto), all measured in
-        interleaved rounds (imagewire_serving.tuning), and the decided one kept."""
-        loaded: dict[str, BackendT] = {}
-        for dtype in choice.candidates:
-            backend = self._load_one(model_id, source, device, dtype)
-            if not choice.timed and not self._worth_compiling(backend.compile_parts(), mode):
-                only = dtype_name(dtype)  # nothing to compare: the engine's warm-up does the lazy initialisation
-                return backend, Decision(only, (), f"{only}: {choice.reason}; no part worth compiling")
-            try:
-                self._run_probes(backend)  # the first run pays for lazy initialisation
-            except Exception as error:
-                if not (choice.timed and runs_out_of_dtype(error)):
-                    raise  # out of memory, or a model that cannot run at all: the start-up error says which
-                _LOGGER.warning("%s does not run in %s: %s", model_id, dtype_name(dtype), first_line(error))
-                continue
-            loaded[dtype_name(dtype)] = backend
-        if not loaded:
-            raise ValueError(f"--dtype auto: {model_id} ran in none of the dtypes tried")
-        parts = {name: backend.compile_parts() for name, backend in loaded.items()}
-        variants = [Variant(name, compiled=False) for name in loaded]
-        if mode != "off":
-            for name, backend in loaded.items():
-                heavy = [part for part in parts[name] if self._worth_compiling([part], mode)]
-                for part in heavy:
-                    part.compile(device)
-                if heavy:
-                    self._run_probes(backend)  # compiles them (a part that cannot falls back to eager)
-                if any(part.compiled for part in parts[name]):
-                    variants.append(Variant(name, compiled=True))
-        compilable = {name: tuple(part.name for part in parts[name] if part.compiled) for name in loaded}
-        if len(variants) == 1:  # nothing to compare: one dtype, no part compiled
-            only = variants[0].dtype
-            return loaded[only], Decision(only, (), f"{only}: {choice.reason}; no part worth compiling")
-
-        def measure(variant: Variant) -> dict[str, Run]:
-            backend = loaded[variant.dtype]
-            for part in parts[variant.dtype]:
-                part.use(compiled=variant.compiled and part.name in compilable[variant.dtype])
-            return self._time_probes(backend, parts[variant.dtype], device)
-
-        decision = decide(measure_rounds(variants, measure), compilable, mode)
-        chosen = loaded[decision.dtype]
-        for part in parts[decision.dtype]:
-            part.use(compiled=part.name in decision.compiled_parts)
-        loaded.clear()  # the candidates that lost are released
-        if sum(bool(names) for names in compilable.values()) > 1:
-            # Their compiled graphs (with frozen copies of their weights) too; the kept ones compile again, from
-            # inductor's cache.
-            torch._dynamo.reset()
-            self._run_probes(chosen)
-        return chosen, decision
-
-    @staticmethod
-    def _worth_compiling(parts: Sequence[Part], mode: str) -> bool:
-        """Whether --compile tries any of ``parts``: every one with on; with auto, those of
-        MIN_COMPILED_PART_PARAMETERS weights or more (a count, not a timing: the machine's load never decides)."""
-        return mode == "on" or (mode == "auto" and any(p.parameters() >= MIN_COMPILED_PART_PARAMETERS for p in parts))
-
-    def _run_probes(self, backend: BackendT) -> None:
-        for _label, probe in self.probes(backend):
-            probe()
-
-    def _time_probes(self, backend: BackendT, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
-        runs: dict[str, Run] = {}
-        for label, probe in self.probes(backend):
-            clock = PartClock(parts, device)
-            with clock.attached():
-                started = time.perf_counter()
-                probe()
-                seconds = time.perf_counter() - started
-            runs[label] = Run(seconds, dict(clock.seconds))
-        return runs
-
-    def _decision_facts(self, source: str, device: torch.device, choice: DtypeChoice) -> dict[str, object]:
-        """What a decision depends on: the model's files, the hardware, the libraries, the settings."""
-        server = self.settings.server
-        return {"model": model_files(source).digest or source, "hardware": device_kind(device),
-                "capabilities": self.capabilities, "versions": library_versions(("torch", *self.model_libraries)),
-                "candidates": [dtype_name(dtype) for dtype in choice.candidates], "compile": server.compile,
-                "threads": torch.get_num_threads(), "probes": [label for label, _ in self.probe_shapes()]}
-
-    def _load_one(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> BackendT:
-        """One backend, or a ValueError naming the --model that failed and why, in one line."""
-        if looks_like_a_path(source) and not Path(source).expanduser().is_dir():
-            raise ValueError(f"--model {source}: no such directory")
-        try:
-            return self.load_backend(model_id, source, device, dtype)
-        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"--model {source}: cannot load it: {reason}") from error
 
     async def close(self) -> None:
         if self._engine is not None:

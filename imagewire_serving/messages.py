@@ -27,10 +27,17 @@ def model_list(engine: _Describes, response_type: Callable[..., R], info_type: A
 
 
 def _info(card: ModelCard, info_type: Any) -> Any:
-    values = {item.name: getattr(card, item.name) for item in dataclasses.fields(card)}
+    values = {item.name: _plain(getattr(card, item.name)) for item in dataclasses.fields(card)}
     values["fields"] = [_field_info(field) for field in card.fields]
     values["provenance"] = card.provenance.fields()
     return info_type(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A tuple of dataclasses (a repeated message field, such as the captioner's batch ranges) as dicts."""
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        return [dataclasses.asdict(item) for item in value]
+    return value
 
 
 def _field_info(field: RequestField) -> dict[str, Any]:

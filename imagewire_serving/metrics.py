@@ -37,6 +37,10 @@ class Metrics:
         self.batch_size = Histogram(
             "imagewire_batch_size", "Requests run together.", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
+        self.caption_batches = Counter(
+            "imagewire_caption_batches", "Caption batches run, by the dtype of the copy of the model's weights that "
+            "ran them (two copies where small batches run in another dtype).", ["model", "dtype"], registry=r,
+        )
         self.queue_depth = Gauge("imagewire_queue_depth", "Requests waiting for the model.", ["model"], registry=r)
         self.first_byte = Histogram(
             "imagewire_time_to_first_byte_seconds", "From request to the first video byte sent.", ["model"],

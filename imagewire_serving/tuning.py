@@ -39,8 +39,9 @@ ROUNDS_BUDGET_S = 30.0
 # whether a part is even tried does not depend on the machine's load (a ViT-S encoder has 22 million, the
 # tiny SVD's UNet 1.3 million).
 MIN_COMPILED_PART_PARAMETERS = 10_000_000
-# Bumped when the rules above change, so that cached decisions are made again.
-RULES_VERSION = 1
+# Bumped when the rules above change, so that cached decisions are made again (2: small batches may have their own
+# copy of the weights).
+RULES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,52 @@ Measure = Callable[[Variant], Mapping[str, Run]]
 
 
 @dataclass(frozen=True)
+class SmallBatches:
+    """A second copy of the weights for the batches of up to ``largest`` requests: its dtype and compiled parts."""
+
+    dtype: str
+    compiled_parts: tuple[str, ...]
+    largest: int
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """Batch sizes ``first``..``last`` and the dtype (the copy of the weights) that runs them."""
+
+    first: int
+    last: int
+    dtype: str
+
+    @property
+    def label(self) -> str:
+        sizes = f"batch {self.first}" if self.first == self.last else f"batches {self.first}-{self.last}"
+        return f"{self.dtype} for {sizes}"
+
+
+def batch_ranges(dtype: str, small: tuple[str, int] | None, largest: int) -> tuple[BatchRange, ...]:
+    """Batch sizes 1..``largest`` by dtype, the largest batches first: all in ``dtype``, or those up to the size
+    ``small`` names in its dtype (a second copy of the weights)."""
+    if small is None or small[1] >= largest:
+        return (BatchRange(1, largest, dtype),)
+    return BatchRange(small[1] + 1, largest, dtype), BatchRange(1, small[1], small[0])
+
+
+@dataclass(frozen=True)
 class Decision:
-    """What a model serves in: its dtype and compiled parts, with the medians that decided it (seconds)."""
+    """What a model serves in: its dtype and compiled parts (every batch, or those above ``small.largest``), the
+    second copy for small batches if any, and the medians that decided it (seconds)."""
 
     dtype: str
     compiled_parts: tuple[str, ...]
     reason: str
     # variant label -> probe label -> median seconds (for the log and the bench).
     medians: dict[str, dict[str, float]] = field(default_factory=dict)
+    small: SmallBatches | None = None
+
+    def ranges(self, largest: int) -> tuple[BatchRange, ...]:
+        """The batch sizes 1..``largest`` by the dtype that runs them, the largest batches first."""
+        small = None if self.small is None else (self.small.dtype, self.small.largest)
+        return batch_ranges(self.dtype, small, largest)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -83,8 +122,11 @@ class Decision:
     @classmethod
     def from_json(cls, text: str) -> Decision:
         values = json.loads(text)
+        small = values.get("small")
         return cls(dtype=values["dtype"], compiled_parts=tuple(values["compiled_parts"]), reason=values["reason"],
-                   medians=values.get("medians", {}))
+                   medians=values.get("medians", {}),
+                   small=None if small is None else SmallBatches(small["dtype"], tuple(small["compiled_parts"]),
+                                                                 int(small["largest"])))
 
 
 def measure_rounds(variants: Sequence[Variant], measure: Measure, *, clock: Callable[[], float] = time.perf_counter,
@@ -105,20 +147,15 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("inf")
 
 
-def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
-           compile_mode: str) -> Decision:
-    """The decision from interleaved samples. Dtypes come float32 (the reference) first.
+# Per dtype: the parts it runs compiled, and its estimated time per probe as it would serve.
+Plan = tuple[tuple[str, ...], dict[str, float]]
 
-    ``compilable``: per dtype, the parts its compiled variant runs compiled (those that compiled).
-    Per dtype, a part is compiled when --compile is on, or (auto) when its compiled median time over the probes is
-    at least MARGIN times faster than eager. Each dtype's time per probe is then its eager time less what its
-    compiled parts save. The dtype chosen is the fastest at the largest probe (throughput under load) among those
-    whose median speed-up over float32, round by round, is at least MARGIN; else float32 (or the one dtype
-    measured)."""
-    dtypes = list(dict.fromkeys(variant.dtype for variant in samples))
+
+def _plans(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
+           compile_mode: str, medians: Mapping[str, Mapping[str, float]],
+           ) -> tuple[dict[str, Plan], dict[str, dict[str, float]]]:
+    """Per dtype, its plan, and the seconds per probe its compiled parts save (decide's first step)."""
     probes = list(next(iter(samples.values()))[0])
-    medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
-               for variant, runs in samples.items()}
 
     def part_median(variant: Variant, name: str) -> float:
         runs = samples.get(variant, ())
@@ -127,9 +164,9 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
     def probe_part(variant: Variant, probe: str, name: str) -> float:
         return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
 
-    plans: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {}
+    plans: dict[str, Plan] = {}
     savings: dict[str, dict[str, float]] = {}
-    for dtype in dtypes:
+    for dtype in dict.fromkeys(variant.dtype for variant in samples):
         eager, compiled = Variant(dtype, False), Variant(dtype, True)
         chosen: list[str] = []
         if compiled in samples:
@@ -140,6 +177,30 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
                                      for name in chosen) for probe in probes}
         estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
         plans[dtype] = (tuple(chosen), estimate)
+    return plans, savings
+
+
+def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
+           compile_mode: str, *, split_at: int | None = None) -> Decision:
+    """The decision from interleaved samples. Dtypes come float32 (the reference) first.
+
+    ``compilable``: per dtype, the parts its compiled variant runs compiled (those that compiled).
+    Per dtype, a part is compiled when --compile is on, or (auto) when its compiled median time over the probes is
+    at least MARGIN times faster than eager. Each dtype's time per probe is then its eager time less what its
+    compiled parts save. The dtype chosen is the fastest at the largest probe (throughput under load) among those
+    whose median speed-up over float32, round by round, is at least MARGIN; else float32 (or the one dtype
+    measured).
+
+    ``split_at``: the batch size of the smallest probe, where the engine can serve small batches from a second copy
+    of the weights (None: it cannot, one dtype serves all). Then another dtype is chosen for batches up to it when
+    its median speed-up over the throughput dtype at that probe, round by round, is at least MARGIN (the fastest
+    such): the same rule, so that a second copy is kept only for a clear gain."""
+    dtypes = list(dict.fromkeys(variant.dtype for variant in samples))
+    probes = list(next(iter(samples.values()))[0])
+    medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
+               for variant, runs in samples.items()}
+
+    plans, savings = _plans(samples, compilable, compile_mode, medians)
 
     def per_round(dtype: str, probe: str) -> list[float]:
         """Each round's time of the dtype as it would serve (eager, less what its compiled parts save)."""
@@ -150,17 +211,26 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
         # changed between rounds.
         return statistics.median(a / b for a, b in zip(per_round(over, probe), per_round(dtype, probe), strict=False))
 
-    reference, load_probe = dtypes[0], probes[-1]
-    best = reference
-    for dtype in dtypes[1:]:
-        if speed_up(dtype, reference, load_probe) >= MARGIN and \
-                plans[dtype][1][load_probe] < plans[best][1][load_probe]:
-            best = dtype
+    def fastest(reference: str, probe: str) -> str:
+        """The fastest dtype at ``probe`` among those at least MARGIN times as fast as ``reference`` there."""
+        best = reference
+        for dtype in dtypes:
+            if dtype != reference and speed_up(dtype, reference, probe) >= MARGIN and \
+                    plans[dtype][1][probe] < plans[best][1][probe]:
+                best = dtype
+        return best
+
+    best = fastest(dtypes[0], probes[-1])
+    small = None
+    if split_at is not None and len(probes) > 1 and (latency := fastest(best, probes[0])) != best:
+        small = SmallBatches(latency, plans[latency][0], split_at)
     estimates = "; ".join(f"{dtype}{' (compiled: ' + ', '.join(plans[dtype][0]) + ')' if plans[dtype][0] else ''} "
                           + ", ".join(f"{probe} {plans[dtype][1][probe]:.4f} s" for probe in probes)
                           for dtype in dtypes)
-    reason = f"{best} chosen (margin {MARGIN}x, medians of {min(len(r) for r in samples.values())} rounds): {estimates}"
-    return Decision(dtype=best, compiled_parts=plans[best][0], reason=reason, medians=medians)
+    also = f", {small.dtype} for {probes[0]}" if small else ""
+    rounds = min(len(r) for r in samples.values())
+    reason = f"{best} chosen{also} (margin {MARGIN}x, medians of {rounds} rounds): {estimates}"
+    return Decision(dtype=best, compiled_parts=plans[best][0], reason=reason, medians=medians, small=small)
 
 
 class DecisionCache:

@@ -16,6 +16,7 @@ from imagewire.client import AsyncCaptionClient
 from animator import tiny as animator_tiny
 from captioner.limits import EngineLimits
 from imagewire_serving import compiling
+from tests.scripted import SPLIT, caption_alone_then_a_full_batch, scripted
 from tests.support import captioner_app, serving, solid
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
@@ -50,7 +51,7 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     assert list(info.compiled_parts) == ["vision encoder"]
     assert "float32 compiled" not in info.choice and "(compiled: vision encoder)" in info.choice
     assert compiled == eager
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                          compile="on", compile_cache=tmp_path))
     assert "decided at an earlier start" in caplog.text
@@ -117,3 +118,21 @@ async def test_on_cuda_the_vision_encoder_compiles_autotuned_and_serves_the_capt
     compiled, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cuda:0", dtype="float32",
                                                   compile="on", compile_cache=tmp_path))
     assert list(info.compiled_parts) == ["vision encoder"] and compiled == eager
+
+
+@pytest.mark.timeout(900)
+async def test_both_copies_compile_before_serving_and_serve_their_batches_without_recompiling(
+    tiny_caption_model: str, tmp_path: Path
+) -> None:
+    """Two copies (float32 for a lone request, bfloat16 for batches: scripted timings), --compile on: each copy's
+    vision encoder is compiled before SERVING, and a lone request and a full batch compile nothing more."""
+    app = scripted(tiny_caption_model, tmp_path, SPLIT, compile_mode="on")
+    async with serving(app, app.metrics, app.settings.server) as server, \
+            AsyncCaptionClient(server.address, timeout=120) as client:
+        info = (await client.list_models()).models[0]
+        responses = await caption_alone_then_a_full_batch(app, client)
+        assert recompiles(app) == 0
+    decision = app.decisions[info.model_id]
+    assert decision.small is not None and decision.small.dtype == "float32"
+    assert decision.small.compiled_parts == ("vision encoder",) and list(info.compiled_parts) == ["vision encoder"]
+    assert [r.batch_size for r in responses] == [1, 1, 4, 4, 4, 4] and all(r.text for r in responses)

@@ -24,7 +24,7 @@ from captioner.app import CaptionerApp
 from captioner.engine import CaptionEngine
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
-from imagewire_serving import errors
+from imagewire_serving import errors, memory
 from imagewire_serving.device import Capabilities
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
@@ -184,3 +184,15 @@ async def test_a_stopped_generation_frees_the_pipeline_model_hooks(
         await wait_until(lambda: engine.stats.runs_stopped == 1)
         # The pipeline never reached its own clean-up; the backend's finally did it.
         assert freed == [1]
+
+
+async def test_the_memory_a_second_copy_is_judged_by() -> None:
+    """A module's weights count each tensor once; the CPU's free memory is read; a run's memory on the CPU (where
+    torch counts nothing) is the allowance given, without running it."""
+    layer = torch.nn.Linear(8, 4)
+    tied = torch.nn.Sequential(layer, layer)
+    assert memory.tensor_bytes(tied) == memory.tensor_bytes(layer) == (8 * 4 + 4) * 4
+    assert memory.tensor_bytes(layer.to(torch.bfloat16)) == (8 * 4 + 4) * 2
+    assert memory.free_bytes(torch.device("cpu")) > 0
+    ran: list[int] = []
+    assert memory.run_bytes(torch.device("cpu"), lambda: ran.append(1), 1234) == 1234 and not ran

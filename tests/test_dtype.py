@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import random
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,14 @@ from imagewire.client import AsyncCaptionClient
 
 from animator.__main__ import main as animator_main
 from captioner.__main__ import main as captioner_main
-from captioner.app import CaptionerApp
-from captioner.backend import CaptionBackend
+from captioner.app import SHIPPED_MODEL
 from captioner.limits import EngineLimits
 from captioner.settings import CaptionerSettings
-from imagewire_serving.compiling import Part
+from captioner.training.shapes import make_example
 from imagewire_serving.device import Capabilities, DtypeChoice, choose_dtype, dtype_name
-from imagewire_serving.metrics import Metrics
 from imagewire_serving.settings import ServerSettings
-from imagewire_serving.tuning import Run
-from tests.support import captioner_app, serving, solid
+from tests.scripted import SPLIT, ScriptedTimes, batches_run, caption_alone_then_a_full_batch, scripted
+from tests.support import captioner_app, png, serving, solid
 
 CPU = torch.device("cpu")
 GPU = torch.device("cuda", 0)
@@ -86,30 +83,6 @@ async def test_the_captioner_serves_in_the_dtype_asked_and_lists_it(tiny_caption
             assert listed == dtype_name(expected.candidates[0])
 
 
-class ScriptedTimes(CaptionerApp):
-    """A captioner whose probes all run for real, in every dtype and variant, but whose timings are scripted per
-    dtype (seconds of the batch-1 probe; the batch probe takes 8x), off by up to ``noise`` either way."""
-
-    def __init__(self, settings: CaptionerSettings, seconds: dict[str, float], noise: float = 0.0,
-                 seed: int = 0) -> None:
-        super().__init__(settings, Metrics(), capabilities=Capabilities(avx512_bf16=True))
-        self.seconds, self.noise, self.rng = seconds, noise, random.Random(seed)
-        self.measured = 0
-
-    def _time_probes(self, backend: CaptionBackend, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
-        runs = super()._time_probes(backend, parts, device)
-        self.measured += 1
-        base = self.seconds[dtype_name(backend.dtype)]
-        return {label: Run(base * 8**index * self.rng.uniform(1 - self.noise, 1 + self.noise))
-                for index, label in enumerate(runs)}
-
-
-def scripted(model: str, cache: Path, seconds: dict[str, float], **kwargs: Any) -> ScriptedTimes:
-    settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(model,), compile_cache=cache),
-                                 limits=EngineLimits(default_max_new_tokens=4, max_batch_size=4))
-    return ScriptedTimes(settings, seconds, **kwargs)
-
-
 async def test_auto_serves_the_dtype_measured_clearly_faster_and_the_next_start_takes_the_decision(
     tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -127,7 +100,7 @@ async def test_auto_serves_the_dtype_measured_clearly_faster_and_the_next_start_
     # A restart (or another replica sharing the cache directory) measures nothing and decides alike, even where
     # its own timings would now say otherwise.
     second = scripted(tiny_caption_model, tmp_path, {"float32": 0.004, "bfloat16": 0.010})
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         await second.load()
     await second.close()
     assert second.measured == 0
@@ -168,7 +141,132 @@ def test_a_dtype_that_cannot_run_an_operation_is_skipped_with_a_warning(
 
     app = NoBfloat16(scripted(tiny_caption_model, tmp_path, {}).settings, {"float32": 0.01, "bfloat16": 0.001})
     choice = DtypeChoice((torch.float32, torch.bfloat16), "both, for the test")
-    with caplog.at_level(logging.WARNING, logger="imagewire_serving.app"):
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
         backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
     assert backend.dtype == torch.float32
     assert "does not run in bfloat16" in caplog.text and "not implemented for 'BFloat16'" in caplog.text
+
+
+async def test_a_lone_request_runs_on_the_float32_copy_and_a_full_batch_on_the_bfloat16_one(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = scripted(tiny_caption_model, tmp_path, SPLIT)
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
+        async with serving(app, app.metrics, app.settings.server) as server, \
+                AsyncCaptionClient(server.address, timeout=60) as client:
+            info = (await client.list_models()).models[0]
+            lone, blocker, *full = await caption_alone_then_a_full_batch(app, client)
+    ranges = [(r.first_batch_size, r.last_batch_size, r.dtype) for r in info.batch_ranges]
+    assert ranges == [(2, 4, "bfloat16"), (1, 1, "float32")]
+    assert info.dtype == "bfloat16" and info.provenance.key == info.batch_ranges[0].provenance_key
+    assert info.choice.startswith("bfloat16 for batches 2-4, float32 for batch 1 (both copies fit: ")
+    assert "bfloat16 for batches 2-4, float32 for batch 1 (both copies fit" in caplog.text
+    # Which copy ran each batch: the response's provenance key names it, and the metric counts it.
+    keys = {r.dtype: r.provenance_key for r in info.batch_ranges}
+    assert keys["float32"] != keys["bfloat16"]
+    assert (lone.batch_size, lone.provenance_key) == (blocker.batch_size, blocker.provenance_key) \
+        == (1, keys["float32"])
+    assert {(r.batch_size, r.provenance_key) for r in full} == {(4, keys["bfloat16"])}
+    assert all(r.text for r in (lone, *full))
+    assert (batches_run(app, "float32"), batches_run(app, "bfloat16")) == (2, 1)
+
+
+async def test_two_copies_that_do_not_fit_leave_one_dtype_chosen_for_throughput(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same timings, but no memory free beside one copy: bfloat16 for every batch, and the log says why."""
+    app = scripted(tiny_caption_model, tmp_path, SPLIT, free_memory=lambda _: 0)
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
+        async with serving(app, app.metrics, app.settings.server) as server, \
+                AsyncCaptionClient(server.address, timeout=60) as client:
+            info = (await client.list_models()).models[0]
+            responses = await caption_alone_then_a_full_batch(app, client)
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype) for r in info.batch_ranges] == [(1, 4, "bfloat16")]
+    why = "bfloat16 for every batch, chosen for throughput: a second copy (float32 for batch 1) does not fit"
+    assert info.choice.startswith(why) and why in caplog.text
+    assert {r.provenance_key for r in responses} == {info.provenance.key}
+    assert app.small_copies == {} and batches_run(app, "float32") == 0
+
+
+@pytest.mark.parametrize("failing", ["float32", "bfloat16"])
+@pytest.mark.parametrize("error", ["operation", "memory"])
+def test_a_dtype_that_fails_leaves_the_other_serving_every_batch(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, failing: str, error: str
+) -> None:
+    """The two-copy timings, but one dtype cannot run an operation, or runs out of memory: the other serves."""
+
+    class Failing(ScriptedTimes):
+        def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
+            backend = super().load_backend(model_id, source, device, dtype)
+            if dtype_name(dtype) == failing:
+                def refuse(*_: object) -> None:
+                    if error == "memory":
+                        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (the test)")
+                    raise RuntimeError(f"\"addmm_impl_cpu_\" not implemented for '{failing}'")
+                backend.model.vision_model.register_forward_pre_hook(refuse)
+            return backend
+
+    app = Failing(scripted(tiny_caption_model, tmp_path, {}).settings, SPLIT)
+    choice = DtypeChoice((torch.float32, torch.bfloat16), "both, for the test")
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.deciding"):
+        backend = app._load_decided("tiny", tiny_caption_model, CPU, choice)
+    other = ({"float32", "bfloat16"} - {failing}).pop()
+    assert dtype_name(backend.dtype) == other and app.small_copies == {}
+    assert app.decisions["tiny"].small is None and app.decisions["tiny"].dtype == other
+    why = "does not fit in memory" if error == "memory" else "does not run"
+    assert f"{why} in {failing}" in caplog.text
+
+
+async def test_a_restart_takes_the_cached_two_range_decision_and_a_second_copy_that_no_longer_loads_is_dropped(
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = scripted(tiny_caption_model, tmp_path, SPLIT)
+    await first.load()
+    ranges = first.engine().batch_ranges(first.engine().default_model_id)
+    await first.close()
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype) for r in ranges] == [(2, 4, "bfloat16"), (1, 1, "float32")]
+
+    # Timings that now say otherwise: nothing is measured, and both copies are loaded as decided.
+    second = scripted(tiny_caption_model, tmp_path, {"float32": 0.004, "bfloat16": 0.010})
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
+        await second.load()
+    await second.close()
+    assert second.measured == 0 and "decided at an earlier start" in caplog.text
+    assert second.engine().batch_ranges(second.engine().default_model_id) == ranges
+
+    # A start where the float32 copy runs out of memory while loading serves bfloat16 alone, saying why.
+    class NoRoom(ScriptedTimes):
+        def load_backend(self, model_id: str, source: str, device: torch.device, dtype: torch.dtype) -> Any:
+            if dtype == torch.float32:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (the test)")
+            return super().load_backend(model_id, source, device, dtype)
+
+    third = NoRoom(second.settings, SPLIT)
+    await third.load()
+    await third.close()
+    assert [(r.first_batch_size, r.last_batch_size, r.dtype)
+            for r in third.engine().batch_ranges(third.engine().default_model_id)] == [(1, 4, "bfloat16")]
+    assert "loading it ran out of memory" in third.decisions[third.engine().default_model_id].reason
+
+
+async def test_each_copy_of_the_shapes_model_names_fresh_scenes_and_they_agree(tmp_path: Path) -> None:
+    """The trained shapes model with two copies: captions of lone requests (float32) and of batches (bfloat16)
+    both name fresh scenes right, and agree with each other within the dtype accuracy bound (docs/hardware.md)."""
+    settings = CaptionerSettings(server=ServerSettings(port=0, device="cpu", models=(str(SHIPPED_MODEL),),
+                                                       compile_cache=tmp_path),
+                                 limits=EngineLimits(max_batch_size=4, max_batch_delay_ms=50))
+    app = ScriptedTimes(settings, SPLIT)
+    examples = [make_example(seed, max_shapes=1) for seed in range(30_000, 30_040)]
+    async with serving(app, app.metrics, app.settings.server) as server, \
+            AsyncCaptionClient(server.address, timeout=120) as client:
+        keys = {r.dtype: r.provenance_key for r in (await client.list_models()).models[0].batch_ranges}
+        alone = [await client.caption(png(image)) for image, _ in examples]
+        together = await asyncio.gather(*(client.caption(png(image)) for image, _ in examples))
+    assert {r.provenance_key for r in alone} == {keys["float32"]}
+    batched = [(lone, other, scene) for lone, other, (_, scene) in zip(alone, together, examples, strict=True)
+               if other.provenance_key == keys["bfloat16"]]
+    assert len(batched) >= len(examples) // 2
+    for run in ([(lone, scene) for lone, _, scene in batched], [(other, scene) for _, other, scene in batched]):
+        named = sum(all(f"{s.colour} {s.shape}" in result.text for s in scene.shapes) for result, scene in run)
+        assert named >= 0.95 * len(run)
+    assert sum(lone.text == other.text for lone, other, _ in batched) >= 0.95 * len(batched)

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from imagewire_serving import tuning
-from imagewire_serving.tuning import Decision, DecisionCache, Run, Variant, decide, measure_rounds
+from imagewire_serving.tuning import (
+    BatchRange,
+    Decision,
+    DecisionCache,
+    Run,
+    SmallBatches,
+    Variant,
+    decide,
+    measure_rounds,
+)
 
 F32, BF16 = Variant("float32", compiled=False), Variant("bfloat16", compiled=False)
 F32_C, BF16_C = Variant("float32", compiled=True), Variant("bfloat16", compiled=True)
@@ -113,3 +122,44 @@ def test_the_cache_keeps_a_decision_by_its_facts_and_ignores_a_broken_file(tmp_p
 def test_a_part_that_compiled_in_no_dtype_is_never_chosen(mode: str) -> None:
     decision = decide({F32: [runs(0.1, 1.0, encoder=0.05)] * 3}, {"float32": ()}, mode)
     assert decision.compiled_parts == ()
+
+
+def test_a_lone_request_clearly_faster_in_another_dtype_gets_its_own_range() -> None:
+    """float32 1.5x faster alone, bfloat16 2x faster in a batch of 16: bfloat16 for throughput, and (where the
+    engine can keep a second copy) float32 for batches up to the smallest probe's."""
+    samples = {F32: [runs(0.10, 1.6)] * 3, BF16: [runs(0.15, 0.8)] * 3}
+    decision = decide(samples, {}, "off", split_at=1)
+    assert decision.dtype == "bfloat16" and decision.small == SmallBatches("float32", (), 1)
+    assert decision.reason.startswith("bfloat16 chosen, float32 for batch 1 (margin")
+    assert decision.ranges(16) == (BatchRange(2, 16, "bfloat16"), BatchRange(1, 1, "float32"))
+    assert [batches.label for batches in decision.ranges(16)] == ["bfloat16 for batches 2-16", "float32 for batch 1"]
+    # An engine that cannot keep two copies (the animator) gets one dtype, for throughput.
+    assert decide(samples, {}, "off").small is None
+    assert decide(samples, {}, "off").ranges(16) == (BatchRange(1, 16, "bfloat16"),)
+
+
+def test_a_lone_request_only_slightly_faster_in_another_dtype_keeps_one_copy() -> None:
+    """float32 15% faster alone (within the margin): one copy, bfloat16 for every batch."""
+    decision = decide({F32: [runs(0.10, 1.6)] * 3, BF16: [runs(0.115, 0.8)] * 3}, {}, "off", split_at=1)
+    assert (decision.dtype, decision.small) == ("bfloat16", None)
+
+
+def test_the_small_batches_copy_keeps_its_own_compiled_parts() -> None:
+    """bfloat16 wins batches once its encoder is compiled; float32 wins alone, eager (its compiled encoder is no
+    faster): each copy with its own parts."""
+    samples = {
+        F32: [runs(0.10, 1.6, encoder=0.04)] * 3, F32_C: [runs(0.10, 1.6, encoder=0.039)] * 3,
+        BF16: [runs(0.20, 1.5, encoder=0.10)] * 3, BF16_C: [runs(0.16, 0.7, encoder=0.06)] * 3,
+    }
+    decision = decide(samples, {"float32": ("vision encoder",), "bfloat16": ("vision encoder",)}, "auto",
+                      split_at=1)
+    assert (decision.dtype, decision.compiled_parts) == ("bfloat16", ("vision encoder",))
+    assert decision.small == SmallBatches("float32", (), 1)
+
+
+def test_a_cached_decision_keeps_its_ranges(tmp_path: Path) -> None:
+    cache = DecisionCache(tmp_path)
+    decision = Decision("bfloat16", ("vision encoder",), "bfloat16 chosen, float32 for batch 1", {},
+                        SmallBatches("float32", (), 1))
+    cache.save("key", decision)
+    assert cache.load("key") == decision

@@ -17,6 +17,7 @@ from transformers import StoppingCriteriaList
 
 from captioner.backend import GenerationOptions, generation_defaults
 from imagewire_serving.compiling import Part
+from imagewire_serving.memory import tensor_bytes
 from imagewire_serving.provenance import ModelFiles
 
 # Every CaptionRequest field a model may use (model_id aside, which picks the model).
@@ -64,6 +65,9 @@ class Captioner:
         (The decoder's steps are small, each dominated by per-operation overhead that compiling on the CPU does not
         remove; they stay eager.)"""
         return self._parts
+
+    def weight_bytes(self) -> int:
+        return tensor_bytes(self.model)
 
     @functools.cached_property
     def _parts(self) -> list[Part]:

@@ -95,7 +95,8 @@ class CaptionResponse(_message.Message):
     """How many requests the server ran together in the batch that produced this caption."""
     provenance_key: _builtins.str
     """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
-    same way (a caption may still depend on the other requests of its batch, which are padded together).
+    same way (a caption may still depend on the other requests of its batch, which are padded together). Where
+    the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
     """
     @_builtins.property
     def usage(self) -> Global___Usage:
@@ -214,13 +215,16 @@ class ModelInfo(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     COMPILED_PARTS_FIELD_NUMBER: _builtins.int
     CHOICE_FIELD_NUMBER: _builtins.int
+    BATCH_RANGES_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """The identifier to pass as CaptionRequest.model_id."""
     device: _builtins.str
     """The device the model runs on, such as "cpu" or "cuda:0"."""
     dtype: _builtins.str
-    """The weights' data type, such as "float32" or "float16"."""
+    """The weights' data type, such as "float32" or "float16"; where small batches run on a second copy of the
+    weights in another dtype (batch_ranges), that of the copy running the largest batches.
+    """
     max_image_bytes: _builtins.int
     """The largest accepted encoded image, in bytes."""
     max_image_pixels: _builtins.int
@@ -243,7 +247,8 @@ class ModelInfo(_message.Message):
     """
     choice: _builtins.str
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
-    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given; and the
+    batch sizes each dtype runs, with why one copy or two.
     """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldInfo]:
@@ -258,9 +263,16 @@ class ModelInfo(_message.Message):
         """
 
     @_builtins.property
+    def batch_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRange]:
+        """The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
+        range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
+        dtype and a second copy of the weights fits the device's memory.
+        """
+
+    @_builtins.property
     def provenance(self) -> Global___Provenance:
         """What this model's captions depend on besides the request; replicas reporting the same key compute them
-        the same way.
+        the same way. With two batch ranges, that of the first (each range has its own provenance_key).
         """
 
     def __init__(
@@ -281,15 +293,50 @@ class ModelInfo(_message.Message):
         fields: _abc.Iterable[Global___FieldInfo] | None = ...,
         compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
         choice: _builtins.str = ...,
+        batch_ranges: _abc.Iterable[Global___BatchRange] | None = ...,
         provenance: Global___Provenance | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "compiled_parts", b"compiled_parts", "default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "provenance", b"provenance", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_ranges", b"batch_ranges", "choice", b"choice", "compiled_parts", b"compiled_parts", "default_max_new_tokens", b"default_max_new_tokens", "default_num_beams", b"default_num_beams", "device", b"device", "dtype", b"dtype", "family", b"family", "fields", b"fields", "max_batch_size", b"max_batch_size", "max_image_bytes", b"max_image_bytes", "max_image_pixels", b"max_image_pixels", "max_new_tokens_limit", b"max_new_tokens_limit", "model_id", b"model_id", "num_beams_limit", b"num_beams_limit", "provenance", b"provenance", "usd_per_input_pixel", b"usd_per_input_pixel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class BatchRange(_message.Message):
+    """BatchRange is a range of batch sizes and the copy of the model's weights that runs them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    LAST_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_KEY_FIELD_NUMBER: _builtins.int
+    first_batch_size: _builtins.int
+    """The smallest batch size in the range."""
+    last_batch_size: _builtins.int
+    """The largest batch size in the range."""
+    dtype: _builtins.str
+    """The dtype of the copy of the weights that runs these batches."""
+    provenance_key: _builtins.str
+    """The provenance key of the captions these batches compute (CaptionResponse.provenance_key)."""
+    def __init__(
+        self,
+        *,
+        first_batch_size: _builtins.int = ...,
+        last_batch_size: _builtins.int = ...,
+        dtype: _builtins.str = ...,
+        provenance_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "first_batch_size", b"first_batch_size", "last_batch_size", b"last_batch_size", "provenance_key", b"provenance_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRange: _TypeAlias = BatchRange  # noqa: Y015
 
 @_typing.final
 class Provenance(_message.Message):

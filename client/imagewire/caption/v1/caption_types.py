@@ -51,7 +51,8 @@ class CaptionResponse(ProtoData):
     """How many requests the server ran together in the batch that produced this caption."""
     provenance_key: str
     """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
-    same way (a caption may still depend on the other requests of its batch, which are padded together).
+    same way (a caption may still depend on the other requests of its batch, which are padded together). Where
+    the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
     """
 
 
@@ -92,7 +93,9 @@ class ModelInfo(ProtoData):
     device: str
     """The device the model runs on, such as "cpu" or "cuda:0"."""
     dtype: str
-    """The weights' data type, such as "float32" or "float16"."""
+    """The weights' data type, such as "float32" or "float16"; where small batches run on a second copy of the
+    weights in another dtype (batch_ranges), that of the copy running the largest batches.
+    """
     max_image_bytes: int
     """The largest accepted encoded image, in bytes."""
     max_image_pixels: int
@@ -123,12 +126,34 @@ class ModelInfo(ProtoData):
     """
     choice: str
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
-    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+    probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given; and the
+    batch sizes each dtype runs, with why one copy or two.
+    """
+    batch_ranges: tuple[BatchRange, ...]
+    """The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
+    range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
+    dtype and a second copy of the weights fits the device's memory.
     """
     provenance: Provenance
     """What this model's captions depend on besides the request; replicas reporting the same key compute them
-    the same way.
+    the same way. With two batch ranges, that of the first (each range has its own provenance_key).
     """
+
+
+@dataclass(frozen=True)
+class BatchRange(ProtoData):
+    """BatchRange is a range of batch sizes and the copy of the model's weights that runs them."""
+
+    PROTO = caption_pb2.BatchRange
+
+    first_batch_size: int
+    """The smallest batch size in the range."""
+    last_batch_size: int
+    """The largest batch size in the range."""
+    dtype: str
+    """The dtype of the copy of the weights that runs these batches."""
+    provenance_key: str
+    """The provenance key of the captions these batches compute (CaptionResponse.provenance_key)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +231,7 @@ REQUEST_FIELD_DOCS: dict[str, str] = {
 
 
 __all__ = [
+    "BatchRange",
     "CaptionRequestFields",
     "CaptionResponse",
     "FieldInfo",

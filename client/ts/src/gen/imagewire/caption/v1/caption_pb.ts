@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/caption/v1/caption.proto.
  */
 export const file_imagewire_caption_v1_caption: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMiiQEKD0NhcHRpb25SZXNwb25zZRIMCgR0ZXh0GAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEioKBXVzYWdlGAMgASgLMhsuaW1hZ2V3aXJlLmNhcHRpb24udjEuVXNhZ2USEgoKYmF0Y2hfc2l6ZRgEIAEoDRIWCg5wcm92ZW5hbmNlX2tleRgFIAEoCSJNCgVVc2FnZRIUCgxpbnB1dF9waXhlbHMYASABKAQSGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIrUDCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYBiABKA0SHAoUbWF4X25ld190b2tlbnNfbGltaXQYByABKA0SGQoRZGVmYXVsdF9udW1fYmVhbXMYCCABKA0SFwoPbnVtX2JlYW1zX2xpbWl0GAkgASgNEhYKDm1heF9iYXRjaF9zaXplGAogASgNEhsKE3VzZF9wZXJfaW5wdXRfcGl4ZWwYCyABKAESDgoGZmFtaWx5GAwgASgJEi8KBmZpZWxkcxgNIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLkZpZWxkSW5mbxIWCg5jb21waWxlZF9wYXJ0cxgUIAMoCRIOCgZjaG9pY2UYFSABKAkSNAoKcHJvdmVuYW5jZRgOIAEoCzIgLmltYWdld2lyZS5jYXB0aW9uLnYxLlByb3ZlbmFuY2UioQEKClByb3ZlbmFuY2USCwoDa2V5GAEgASgJEhQKDG1vZGVsX2RpZ2VzdBgCIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgDIAEoCRINCgVkdHlwZRgEIAEoCRITCgtkZXZpY2Vfa2luZBgFIAEoCRIRCglsaWJyYXJpZXMYBiADKAkSEAoIY29tcGlsZWQYByABKAgSDwoHdGhyZWFkcxgIIAEoDSKhAQoJRmllbGRJbmZvEgwKBG5hbWUYASABKAkSLQoNZGVmYXVsdF92YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIUCgdtaW5pbXVtGAMgASgBSACIAQESFAoHbWF4aW11bRgEIAEoAUgBiAEBEhMKC211bHRpcGxlX29mGAUgASgNQgoKCF9taW5pbXVtQgoKCF9tYXhpbXVtMskBCg5DYXB0aW9uU2VydmljZRJWCgdDYXB0aW9uEiQuaW1hZ2V3aXJlLmNhcHRpb24udjEuQ2FwdGlvblJlcXVlc3QaJS5pbWFnZXdpcmUuY2FwdGlvbi52MS5DYXB0aW9uUmVzcG9uc2USXwoKTGlzdE1vZGVscxInLmltYWdld2lyZS5jYXB0aW9uLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiguaW1hZ2V3aXJlLmNhcHRpb24udjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMiiQEKD0NhcHRpb25SZXNwb25zZRIMCgR0ZXh0GAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEioKBXVzYWdlGAMgASgLMhsuaW1hZ2V3aXJlLmNhcHRpb24udjEuVXNhZ2USEgoKYmF0Y2hfc2l6ZRgEIAEoDRIWCg5wcm92ZW5hbmNlX2tleRgFIAEoCSJNCgVVc2FnZRIUCgxpbnB1dF9waXhlbHMYASABKAQSGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIu0DCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYBiABKA0SHAoUbWF4X25ld190b2tlbnNfbGltaXQYByABKA0SGQoRZGVmYXVsdF9udW1fYmVhbXMYCCABKA0SFwoPbnVtX2JlYW1zX2xpbWl0GAkgASgNEhYKDm1heF9iYXRjaF9zaXplGAogASgNEhsKE3VzZF9wZXJfaW5wdXRfcGl4ZWwYCyABKAESDgoGZmFtaWx5GAwgASgJEi8KBmZpZWxkcxgNIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLkZpZWxkSW5mbxIWCg5jb21waWxlZF9wYXJ0cxgUIAMoCRIOCgZjaG9pY2UYFSABKAkSNgoMYmF0Y2hfcmFuZ2VzGBYgAygLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuQmF0Y2hSYW5nZRI0Cgpwcm92ZW5hbmNlGA4gASgLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuUHJvdmVuYW5jZSJmCgpCYXRjaFJhbmdlEhgKEGZpcnN0X2JhdGNoX3NpemUYASABKA0SFwoPbGFzdF9iYXRjaF9zaXplGAIgASgNEg0KBWR0eXBlGAMgASgJEhYKDnByb3ZlbmFuY2Vfa2V5GAQgASgJIqEBCgpQcm92ZW5hbmNlEgsKA2tleRgBIAEoCRIUCgxtb2RlbF9kaWdlc3QYAiABKAkSFgoObW9kZWxfcmV2aXNpb24YAyABKAkSDQoFZHR5cGUYBCABKAkSEwoLZGV2aWNlX2tpbmQYBSABKAkSEQoJbGlicmFyaWVzGAYgAygJEhAKCGNvbXBpbGVkGAcgASgIEg8KB3RocmVhZHMYCCABKA0ioQEKCUZpZWxkSW5mbxIMCgRuYW1lGAEgASgJEi0KDWRlZmF1bHRfdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSFAoHbWluaW11bRgDIAEoAUgAiAEBEhQKB21heGltdW0YBCABKAFIAYgBARITCgttdWx0aXBsZV9vZhgFIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bTLJAQoOQ2FwdGlvblNlcnZpY2USVgoHQ2FwdGlvbhIkLmltYWdld2lyZS5jYXB0aW9uLnYxLkNhcHRpb25SZXF1ZXN0GiUuaW1hZ2V3aXJlLmNhcHRpb24udjEuQ2FwdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuY2FwdGlvbi52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5jYXB0aW9uLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * CaptionRequest asks for a caption of one image.
@@ -106,7 +106,8 @@ export type CaptionResponse = Message<"imagewire.caption.v1.CaptionResponse"> & 
 
   /**
    * The model's Provenance.key on the server that answered: servers with the same key compute a caption the
-   * same way (a caption may still depend on the other requests of its batch, which are padded together).
+   * same way (a caption may still depend on the other requests of its batch, which are padded together). Where
+   * the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
    *
    * @generated from field: string provenance_key = 5;
    */
@@ -219,7 +220,8 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
   device: string;
 
   /**
-   * The weights' data type, such as "float32" or "float16".
+   * The weights' data type, such as "float32" or "float16"; where small batches run on a second copy of the
+   * weights in another dtype (batch_ranges), that of the copy running the largest batches.
    *
    * @generated from field: string dtype = 3;
    */
@@ -307,15 +309,25 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
 
   /**
    * How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
-   * probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.
+   * probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given; and the
+   * batch sizes each dtype runs, with why one copy or two.
    *
    * @generated from field: string choice = 21;
    */
   choice: string;
 
   /**
+   * The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
+   * range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
+   * dtype and a second copy of the weights fits the device's memory.
+   *
+   * @generated from field: repeated imagewire.caption.v1.BatchRange batch_ranges = 22;
+   */
+  batchRanges: BatchRange[];
+
+  /**
    * What this model's captions depend on besides the request; replicas reporting the same key compute them
-   * the same way.
+   * the same way. With two batch ranges, that of the first (each range has its own provenance_key).
    *
    * @generated from field: imagewire.caption.v1.Provenance provenance = 14;
    */
@@ -328,6 +340,48 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
   messageDesc(file_imagewire_caption_v1_caption, 5);
+
+/**
+ * BatchRange is a range of batch sizes and the copy of the model's weights that runs them.
+ *
+ * @generated from message imagewire.caption.v1.BatchRange
+ */
+export type BatchRange = Message<"imagewire.caption.v1.BatchRange"> & {
+  /**
+   * The smallest batch size in the range.
+   *
+   * @generated from field: uint32 first_batch_size = 1;
+   */
+  firstBatchSize: number;
+
+  /**
+   * The largest batch size in the range.
+   *
+   * @generated from field: uint32 last_batch_size = 2;
+   */
+  lastBatchSize: number;
+
+  /**
+   * The dtype of the copy of the weights that runs these batches.
+   *
+   * @generated from field: string dtype = 3;
+   */
+  dtype: string;
+
+  /**
+   * The provenance key of the captions these batches compute (CaptionResponse.provenance_key).
+   *
+   * @generated from field: string provenance_key = 4;
+   */
+  provenanceKey: string;
+};
+
+/**
+ * Describes the message imagewire.caption.v1.BatchRange.
+ * Use `create(BatchRangeSchema)` to create a new message.
+ */
+export const BatchRangeSchema: GenMessage<BatchRange> = /*@__PURE__*/
+  messageDesc(file_imagewire_caption_v1_caption, 6);
 
 /**
  * Provenance is everything a model's output depends on besides the request: servers with the same key compute
@@ -407,7 +461,7 @@ export type Provenance = Message<"imagewire.caption.v1.Provenance"> & {
  * Use `create(ProvenanceSchema)` to create a new message.
  */
 export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
-  messageDesc(file_imagewire_caption_v1_caption, 6);
+  messageDesc(file_imagewire_caption_v1_caption, 7);
 
 /**
  * FieldInfo describes how one model treats one request field: its default and its bounds. The server
@@ -459,7 +513,7 @@ export type FieldInfo = Message<"imagewire.caption.v1.FieldInfo"> & {
  * Use `create(FieldInfoSchema)` to create a new message.
  */
 export const FieldInfoSchema: GenMessage<FieldInfo> = /*@__PURE__*/
-  messageDesc(file_imagewire_caption_v1_caption, 7);
+  messageDesc(file_imagewire_caption_v1_caption, 8);
 
 /**
  * CaptionService describes images in text with image-to-text models of several families (BLIP, GIT,
