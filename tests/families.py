@@ -55,8 +55,10 @@ def model_dir(family: CaptionFamily) -> str:
 
 @contextlib.asynccontextmanager
 async def family_server(family: CaptionFamily, limits: EngineLimits | None = None) -> AsyncIterator[GrpcServer]:
-    """A captioner on port 0 serving the family's tiny checkpoint on the CPU."""
-    app = captioner_app(model_dir(family), limits, device="cpu")
+    """A captioner on port 0 serving the family's tiny checkpoint on the CPU, in float32: under --dtype auto, a
+    CPU that times bfloat16 faster for full batches may run lone requests on a float32 copy and batches on a
+    bfloat16 one (docs/hardware.md), and these tests compare batched captions with one-by-one ones."""
+    app = captioner_app(model_dir(family), limits, device="cpu", dtype="float32")
     async with serving(app, app.metrics, app.settings.server) as server:
         yield server
 
