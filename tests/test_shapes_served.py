@@ -69,11 +69,16 @@ async def test_sixteen_concurrent_different_images_each_get_their_own_caption(se
         if len(examples) == 16:
             break
     async with AsyncCaptionClient(server.address) as client:
-        alone = [(await client.caption(png(image))).text for image, _ in examples]
+        alone = [await client.caption(png(image)) for image, _ in examples]
         together = await asyncio.gather(*(client.caption(png(image)) for image, _ in examples))
-    assert [r.text for r in together] == alone
+    # Made by the same copy of the weights (the same provenance key), a batched caption is the lone one. Under
+    # --dtype auto a CPU may keep a second copy in another dtype for lone requests (docs/hardware.md): captions
+    # of different copies are the dtypes' captions, which may differ in a word.
+    same = [(a.text, b.text) for a, b in zip(alone, together) if a.provenance_key == b.provenance_key]
+    assert all(a == b for a, b in same), same
+    assert sum(a.text == b.text for a, b in zip(alone, together)) >= 14
     assert max(r.batch_size for r in together) > 1
-    assert sum(names_it(text, scene) for text, (_, scene) in zip(alone, examples)) >= 15
+    assert sum(names_it(r.text, scene) for r, (_, scene) in zip(alone, examples)) >= 15
 
 
 async def test_prompt_conditioning_continues_the_prompt(server: GrpcServer) -> None:
