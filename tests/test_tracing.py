@@ -113,9 +113,11 @@ def fleet(tiny_caption_model: str, collector: Collector) -> Iterator[TracedFleet
 
 
 def traced(caller: InMemorySpanExporter, collector: Collector, method: str, phases: set[str]) -> tuple[Any, dict]:
-    """The caller's span of its (one) call of ``method``, and the spans of its trace once ``phases`` arrived."""
+    """The caller's span of its (one) call of ``method``, and the spans of its trace once ``phases`` and the
+    server's span of the call arrived (the server's span ends after its phases, so it may be exported later)."""
     (span,) = [span for span in caller.get_finished_spans() if span.name.endswith(method)]
-    poll_until(lambda: phases <= set(collector.of_trace(span.context.trace_id)), what=f"the spans of {method}")
+    wanted = {*phases, span.name}
+    poll_until(lambda: wanted <= set(collector.of_trace(span.context.trace_id)), what=f"the spans of {method}")
     return span, collector.of_trace(span.context.trace_id)
 
 
