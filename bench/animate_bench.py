@@ -108,12 +108,17 @@ def run_served(client: AnimateClient, image_png: bytes, params: dict[str, Any], 
     return first_byte[0], time.perf_counter() - started, result.total_bytes
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_options(parser: argparse.ArgumentParser, *, repeats: int) -> None:
+    """The options of the video benches that run one SVD model: which one, how many runs, torch's threads."""
     parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
     parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=repeats, help="runs of each kind, alternated")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(parser, repeats=4)
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--num-frames", type=int)

@@ -34,16 +34,13 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.preview import LatentProjection
 from bench import output
-from bench.animate_bench import conditioning_image
+from bench.animate_bench import add_model_options, conditioning_image
 from imagewire_serving.device import choose_dtype, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
-    parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind, alternated")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
+    add_model_options(parser, repeats=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=8, help="denoising steps per run")
     output.add_out(parser)

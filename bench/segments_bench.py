@@ -38,7 +38,7 @@ from animator.limits import EngineLimits
 from animator.params import AnimateInput, GenerationParams, resolve
 from animator.settings import AnimatorSettings
 from bench import output
-from bench.animate_bench import BackgroundServer, conditioning_image, run_served
+from bench.animate_bench import BackgroundServer, add_model_options, conditioning_image, run_served
 from imagewire_serving.settings import ServerSettings
 
 FACTORS = (2, 4)
@@ -47,10 +47,7 @@ TARGET_FIRST_BYTE_RATIO = 1.10
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model directory or hub id (default: the bench preset, built if needed)")
-    parser.add_argument("--preset", choices=sorted(tiny.PRESETS), default="bench")
-    parser.add_argument("--repeats", type=int, default=4, help="runs of each kind, alternated")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default")
+    add_model_options(parser, repeats=4)
     parser.add_argument("--segments", type=int, default=3, help="the longer job's segments")
     parser.add_argument("--seed", type=int, default=0)
     output.add_out(parser)
