@@ -6,8 +6,10 @@ the video model's denoising step and VAE decode, and the start-up of a server wi
 
 - ``caption``: per dtype, the captioner's vision encoder (``imagewire_serving.compiling``: torch.compile, inductor
   with frozen weights on the CPU) eager and compiled, for one image and a batch, measured alternately; then whole
-  greedy captions (``--max-new-tokens``) with the encoder eager and compiled. ``compile_s`` is the first compiled
-  call (tracing and code generation). The models are ``captioner.tiny`` presets built from configs (``large``:
+  greedy captions (``--max-new-tokens``) with the encoder eager and compiled; then (``decoder_batch_N``) whole
+  captions with the encoder eager and the text decoder eager (its dynamic KV cache, as served eagerly) or compiled
+  (its one-token steps over a static KV cache). ``first_compiled_call_s`` is the first compiled call (tracing and
+  code generation). The models are ``captioner.tiny`` presets built from configs (``large``:
   BLIP-large's architecture, ViT-L/16 at 384 px and a BERT-base decoder, random weights).
 - ``video``: the ``animator.tiny`` preset's denoiser per step and VAE decode per video, eager and compiled, in
   float32, at its default size.
@@ -83,10 +85,12 @@ def caption_figures(model_dir: Path, dtype_name: str, args: argparse.Namespace) 
 
     from captioner.backend import GenerationOptions
     from captioner.families import load_captioner
+    from captioner.families.base import DECODER_PART
     from imagewire_serving.device import DTYPES
 
     backend = load_captioner(str(model_dir), torch.device("cpu"), DTYPES[dtype_name])
-    (part,) = backend.compile_parts()
+    parts = {part.name: part for part in backend.compile_parts()}
+    part, decoder = parts["vision encoder"], parts.get(DECODER_PART)
     side = int(backend.model.config.vision_config.image_size)
     image = Image.new("RGB", (side, side), (127, 90, 60))
     blank = backend.pixels([image])  # the processor's own normalisation, one image
@@ -115,6 +119,22 @@ def caption_figures(model_dir: Path, dtype_name: str, args: argparse.Namespace) 
                 part.use(compiled=compiled)
                 caption()
             figures[f"caption_batch_{size}"] = eager_against_compiled(part, caption, max(3, args.repeats // 2))
+        if decoder is not None:  # whole captions again, the encoder eager and the decoder eager or compiled
+            part.use(compiled=False)
+            decoder.compile(torch.device("cpu"))
+            for size in (1, args.batch_size):
+                images = [image] * size
+
+                def caption_again(images: list[Any] = images) -> None:
+                    backend.generate(images, [""] * len(images), options)
+
+                decoder.use(compiled=False)
+                caption_again()
+                decoder.use(compiled=True)
+                first = timed(caption_again)
+                figures[f"decoder_batch_{size}"] = {
+                    **eager_against_compiled(decoder, caption_again, max(3, args.repeats // 2)),
+                    "first_compiled_call_s": round(first, 1)}
     return figures
 
 

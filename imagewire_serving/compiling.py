@@ -1,10 +1,10 @@
 """Compiled model parts: the modules a family names worth compiling, compiled with ``torch.compile`` before SERVING.
 
-A family lists its heavy modules as :class:`Part` objects (the captioner's vision encoder, the animator's denoiser
-and VAE decoder). Compiling a part replaces its ``forward`` in place, so the model's own code keeps calling it and
-forward hooks (the clock that times it) still run around it. On the CPU, inductor freezes the weights (constants,
-prepacked for oneDNN); on CUDA the mode is ``max-autotune``. A part whose compilation fails goes back to eager with
-one line saying why; it never stops the server.
+A family lists its heavy modules as :class:`Part` objects (the captioner's vision encoder and BLIP's text
+decoder, the animator's denoiser and VAE decoder). Compiling a part replaces its ``forward`` in place, so the
+model's own code keeps calling it and forward hooks (the clock that times it) still run around it. On the CPU,
+inductor freezes the weights (constants, prepacked for oneDNN); on CUDA the mode is ``max-autotune``. A part whose
+compilation fails goes back to eager with one line saying why; it never stops the server.
 
 Shapes: a part with a batch dimension marks it dynamic, so one graph serves every batch size above one (a batch of
 one is always its own, specialised graph); the warm-up runs both before SERVING. Graphs compiled after the warm-up
@@ -13,6 +13,7 @@ one is always its own, specialised graph); the warm-up runs both before SERVING.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -34,15 +35,19 @@ class Part:
     """One module of a model that may run compiled: its name in logs and ListModels, and the module itself.
 
     ``batch_dim``: the inputs' first dimension is the batch (marked dynamic for every size above one).
+    ``runs_compiled``: given a call's arguments, whether it takes the compiled forward (None: every call); the others
+    run eagerly (a decoder compiles its one-token steps, not prompts of every length).
     """
 
     name: str
     module: torch.nn.Module
     batch_dim: bool = False
+    runs_compiled: Callable[[tuple[Any, ...], dict[str, Any]], bool] | None = None
     compiled: bool = False
     failed: str | None = None
     _eager: Callable[..., Any] | None = field(default=None, repr=False)
     _compiled: Callable[..., Any] | None = field(default=None, repr=False)
+    _forward: Callable[..., Any] | None = field(default=None, repr=False)
 
     def parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.module.parameters())
@@ -52,6 +57,8 @@ class Part:
         if self._compiled is None:
             self._eager = self.module.forward
             self._compiled = torch.compile(self._eager, **compile_options(device))
+            # The eager forward's signature stays visible (transformers' generate reads it to check its arguments).
+            self._forward = functools.wraps(self._eager)(lambda *args, **kwargs: self._guarded(*args, **kwargs))
             if self.batch_dim:
                 self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
         self.use(compiled=True)
@@ -60,13 +67,15 @@ class Part:
         """Run the compiled forward (when compiled and not failed) or the eager one."""
         compiled = compiled and self._compiled is not None and self.failed is None
         if compiled:
-            self.module.forward = self._guarded  # an instance attribute, shadowing the method
+            self.module.forward = self._forward  # an instance attribute, shadowing the method
         else:
             self.module.__dict__.pop("forward", None)
         self.compiled = compiled
 
     def _guarded(self, *args: Any, **kwargs: Any) -> Any:
         assert self._compiled is not None and self._eager is not None
+        if self.runs_compiled is not None and not self.runs_compiled(args, kwargs):
+            return self._eager(*args, **kwargs)
         try:
             return self._compiled(*args, **kwargs)
         except torch.OutOfMemoryError:

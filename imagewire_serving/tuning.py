@@ -40,8 +40,8 @@ ROUNDS_BUDGET_S = 30.0
 # tiny SVD's UNet 1.3 million).
 MIN_COMPILED_PART_PARAMETERS = 10_000_000
 # Bumped when the rules above change, so that cached decisions are made again (2: small batches may have their own
-# copy of the weights).
-RULES_VERSION = 2
+# copy of the weights; 3: the captioner's text decoder is a part that may be compiled).
+RULES_VERSION = 3
 
 
 @dataclass(frozen=True)

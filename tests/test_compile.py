@@ -27,16 +27,26 @@ def recompiles(app: Any) -> float:
     return float(app.metrics.registry.get_sample_value("imagewire_recompiles"))
 
 
+# Half the requests with a caption prefix, so a batch mixes rows of one start token and of several.
+PROMPTS = ["", "a picture of"] * (len(COLOURS) // 2)
+PARTS = ["vision encoder", "text decoder"]
+
+
 async def captions(app: Any) -> tuple[list[str], Any]:
-    """Every colour captioned alone, then all at once (batches of several sizes): the captions and the model."""
+    """Every colour captioned alone, then all at once (batches of several sizes, prompts mixed), then one longer
+    caption and one with beams: the captions and the model."""
     async with serving(app, app.metrics, app.settings.server) as server, \
             AsyncCaptionClient(server.address, timeout=120) as client:
         info = (await client.list_models()).models[0]
-        alone = [(await client.caption(solid(colour))).text for colour in COLOURS]
-        together = await asyncio.gather(*(client.caption(solid(colour)) for colour in COLOURS))
+        alone = [(await client.caption(solid(colour), prompt=prompt)).text
+                 for colour, prompt in zip(COLOURS, PROMPTS, strict=True)]
+        together = await asyncio.gather(*(client.caption(solid(colour), prompt=prompt)
+                                          for colour, prompt in zip(COLOURS, PROMPTS, strict=True)))
         assert [result.text for result in together] == alone  # a caption does not depend on its batch
         assert recompiles(app) == 0  # every batch size ran code compiled before SERVING
-    return alone, info
+        longer = await client.caption(solid(COLOURS[0]), max_new_tokens=40)
+        beams = await client.caption(solid(COLOURS[1]), num_beams=3)
+    return [*alone, longer.text, beams.text], info
 
 
 @pytest.mark.timeout(900)
@@ -48,14 +58,14 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     assert list(eager_info.compiled_parts) == [] and "--compile off" in eager_info.choice
     compiled, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                   compile="on", compile_cache=tmp_path))
-    assert list(info.compiled_parts) == ["vision encoder"]
-    assert "float32 compiled" not in info.choice and "(compiled: vision encoder)" in info.choice
+    assert list(info.compiled_parts) == PARTS
+    assert "float32 compiled" not in info.choice and "(compiled: vision encoder, text decoder)" in info.choice
     assert compiled == eager
     with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                          compile="on", compile_cache=tmp_path))
     assert "decided at an earlier start" in caplog.text
-    assert list(again_info.compiled_parts) == ["vision encoder"] and again == eager
+    assert list(again_info.compiled_parts) == PARTS and again == eager
 
 
 @pytest.mark.timeout(900)
@@ -71,7 +81,9 @@ async def test_a_part_that_cannot_compile_runs_eagerly_with_one_line_saying_why(
                                                    compile="on", compile_cache=tmp_path))
     assert all(texts) and list(info.compiled_parts) == []
     lines = [r.getMessage() for r in caplog.records if "cannot compile" in r.getMessage()]
-    assert len(lines) == 1 and "no C++ compiler on this host" in lines[0] and "vision encoder" in lines[0]
+    # One line per part, each naming it.
+    assert len(lines) == 2 and all("no C++ compiler on this host" in line for line in lines)
+    assert sorted(line.split(":")[0] for line in lines) == sorted(PARTS)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,7 +129,7 @@ async def test_on_cuda_the_vision_encoder_compiles_autotuned_and_serves_the_capt
                                             compile="off"))
     compiled, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cuda:0", dtype="float32",
                                                   compile="on", compile_cache=tmp_path))
-    assert list(info.compiled_parts) == ["vision encoder"] and compiled == eager
+    assert list(info.compiled_parts) == PARTS and compiled == eager
 
 
 @pytest.mark.timeout(900)
@@ -134,5 +146,5 @@ async def test_both_copies_compile_before_serving_and_serve_their_batches_withou
         assert recompiles(app) == 0
     decision = app.decisions[info.model_id]
     assert decision.small is not None and decision.small.dtype == "float32"
-    assert decision.small.compiled_parts == ("vision encoder",) and list(info.compiled_parts) == ["vision encoder"]
+    assert decision.small.compiled_parts == tuple(PARTS) and list(info.compiled_parts) == PARTS
     assert [r.batch_size for r in responses] == [1, 1, 4, 4, 4, 4] and all(r.text for r in responses)

@@ -76,6 +76,20 @@ def test_compile_auto_keeps_a_part_compiled_only_when_it_measures_the_margin_fas
     assert forced.compiled_parts == ("vision encoder",)
 
 
+def test_each_part_is_kept_compiled_on_its_own_measure() -> None:
+    """The vision encoder 2.5x faster compiled, the text decoder slower compiled (as measured in bfloat16 on a CPU
+    whose decoding steps are bound by reading the weights): the encoder compiled, the decoder eager."""
+    def parts(batch1: float, encoder: float, decoder: float) -> dict[str, Run]:
+        return {"batch 1": Run(batch1, {"vision encoder": encoder, "text decoder": decoder}),
+                "batch 16": Run(batch1 * 16, {"vision encoder": encoder * 16, "text decoder": decoder * 16})}
+
+    samples = {BF16: [parts(0.10, encoder=0.05, decoder=0.04)] * 3,
+               BF16_C: [parts(0.08, encoder=0.02, decoder=0.05)] * 3}
+    decision = decide(samples, {"bfloat16": ("vision encoder", "text decoder")}, "auto")
+    assert decision.compiled_parts == ("vision encoder",)
+    assert "(compiled: vision encoder)" in decision.reason
+
+
 def test_a_dtype_is_judged_with_its_parts_compiled_as_they_would_serve() -> None:
     """Eager, bfloat16 is barely faster; compiled (its encoder 3x faster), it is clearly faster: bfloat16."""
     samples = {

@@ -25,6 +25,9 @@ ALL_FIELDS = frozenset({"image", "prompt", "max_new_tokens", "num_beams"})
 # Where the families keep their image encoder (BLIP, Idefics3: vision_model; LLaVA, Florence-2: vision_tower;
 # GIT: image_encoder), at the top of the model or one level down.
 VISION_ENCODERS = ("vision_model", "vision_tower", "image_encoder")
+DECODER_PART = "text decoder"
+# The shortest static KV cache: the default caption (20 tokens after a short prompt) fits it.
+MIN_CACHE_LENGTH = 32
 
 
 class _StopWhen:
@@ -47,6 +50,8 @@ class Captioner:
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
     fields_used: ClassVar[frozenset[str]] = ALL_FIELDS
+    # The model's attribute holding the text decoder, in families that implement :meth:`static_cache`.
+    decoder: ClassVar[str | None] = None
 
 
     def __init__(self, model_id: str, model: Any, processor: Any, device: torch.device, files: ModelFiles) -> None:
@@ -61,9 +66,9 @@ class Captioner:
         self.text_positions = int(model.config.get_text_config(decoder=True).max_position_embeddings)
 
     def compile_parts(self) -> list[Part]:
-        """The vision encoder: it runs once per image on the whole image, the bulk of a caption's arithmetic.
-        (The decoder's steps are small, each dominated by per-operation overhead that compiling on the CPU does not
-        remove; they stay eager.)"""
+        """The vision encoder (it runs once per image on the whole image, the bulk of a caption's arithmetic) and,
+        in families that can run it over a static KV cache (:meth:`static_cache`), the text decoder: compiled, its
+        one-token steps have fixed shapes (a prompt's first pass, of any length, runs eagerly)."""
         return self._parts
 
     def weight_bytes(self) -> int:
@@ -71,10 +76,15 @@ class Captioner:
 
     @functools.cached_property
     def _parts(self) -> list[Part]:
-        for name, module in self.model.named_modules():
-            if name.count(".") <= 1 and name.rsplit(".", 1)[-1] in VISION_ENCODERS:
-                return [Part("vision encoder", module, batch_dim=True)]
-        return []
+        parts = [Part("vision encoder", module, batch_dim=True) for name, module in self.model.named_modules()
+                 if name.count(".") <= 1 and name.rsplit(".", 1)[-1] in VISION_ENCODERS][:1]
+        if self.decoder is not None:
+            parts.append(Part(DECODER_PART, getattr(self.model, self.decoder), batch_dim=True,
+                              runs_compiled=_one_token_step))
+        return parts
+
+    def _decoder_compiled(self) -> bool:
+        return any(part.name == DECODER_PART and part.compiled for part in self._parts)
 
     @functools.cached_property
     def defaults(self) -> GenerationOptions:
@@ -89,6 +99,11 @@ class Captioner:
 
     def start_tokens(self, prompt: str) -> int:
         """The positions a row with ``prompt`` takes before its first new token (the most any image needs)."""
+        raise NotImplementedError
+
+    def static_cache(self, rows: int, positions: int) -> Any:
+        """A KV cache of fixed shape for ``rows`` rows of up to ``positions`` tokens, for ``generate`` (families
+        that name a ``decoder``)."""
         raise NotImplementedError
 
     def decode(self, output: torch.Tensor, inputs: dict[str, torch.Tensor], prompts: list[str]) -> list[str]:
@@ -113,6 +128,13 @@ class Captioner:
         prompts = list(prompts)
         inputs = self.inputs(list(images), prompts)
         stopping = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
+        if self._decoder_compiled():
+            # The compiled decoder's steps run over a static cache: its length is bucketed, so few graphs serve
+            # every prompt and caption length.
+            width = inputs["input_ids"].shape[1] if "input_ids" in inputs else 1
+            rows = len(prompts) * options.num_beams
+            inputs = {**inputs, "cache": self.static_cache(rows, cache_length(width + options.max_new_tokens,
+                                                                               self.text_positions))}
         output = self.model.generate(
             **self._on_device(inputs),
             max_new_tokens=options.max_new_tokens,
@@ -128,10 +150,21 @@ class Captioner:
         """The images as the model's image processor prepares them."""
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Pixels take the weights' dtype; ids and masks keep theirs.
-        return {name: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
-                for name, value in inputs.items()}
+    def _on_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # Pixels take the weights' dtype; ids and masks keep theirs; a cache is made on the device.
+        return {name: (value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device))
+                if isinstance(value, torch.Tensor) else value for name, value in inputs.items()}
+
+
+def _one_token_step(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A decoder call for one new token per row (a prompt's first pass, of any length, runs eagerly)."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    return isinstance(ids, torch.Tensor) and ids.shape[-1] == 1
+
+
+def cache_length(positions: int, limit: int) -> int:
+    """The static cache's length for ``positions`` tokens: the next power of two from 32, within ``limit``."""
+    return min(limit, max(MIN_CACHE_LENGTH, 1 << (positions - 1).bit_length()))
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

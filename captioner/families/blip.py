@@ -8,8 +8,11 @@ rows: here every row is left-padded, still ends in [SEP], and starts with the st
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
+from transformers.cache_utils import EncoderDecoderCache, StaticCache
 
 from captioner.families.base import Captioner, left_pad
 
@@ -17,6 +20,7 @@ from captioner.families.base import Captioner, left_pad
 class BlipCaptioner(Captioner):
     family = "blip"
     model_types = ("blip",)
+    decoder = "text_decoder"
 
     def start_tokens(self, prompt: str) -> int:
         # The prompt's tokens less the trailing [SEP] generate drops, or the start token alone.
@@ -32,5 +36,22 @@ class BlipCaptioner(Captioner):
         inputs["input_ids"], inputs["attention_mask"] = left_pad(rows, config.pad_token_id)
         return inputs
 
+    def static_cache(self, rows: int, positions: int) -> Any:
+        """The decoder's keys and values in tensors of fixed shape, allocated now: the self-attention's for
+        ``positions`` tokens, the cross-attention's for the image's tokens (filled by the first pass, eager or
+        compiled, into the same layout). A batch of several rows is marked dynamic in its size, as the compiled
+        part's inputs are."""
+        config = self.model.config
+        vision = config.vision_config
+        image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1  # the patches and the class token
+        text = config.text_config
+        heads = text.num_attention_heads
+        caches = [StaticCache(config=text, max_cache_len=length) for length in (positions, image_tokens)]
+        for cache in caches:
+            cache.early_initialization(rows, heads, text.hidden_size // heads, self.dtype, self.device)
+            for layer in cache.layers if rows > 1 else ():
+                torch._dynamo.maybe_mark_dynamic(layer.keys, 0)
+                torch._dynamo.maybe_mark_dynamic(layer.values, 0)
+        return EncoderDecoderCache(*caches)
 
 FAMILY = BlipCaptioner
