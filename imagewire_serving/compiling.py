@@ -65,12 +65,12 @@ class Part:
 
     def use(self, *, compiled: bool) -> None:
         """Run the compiled forward (when compiled and not failed) or the eager one."""
-        compiled = compiled and self._compiled is not None and self.failed is None
-        if compiled:
-            self.module.forward = self._forward  # an instance attribute, shadowing the method
+        forward = self._forward if compiled and self.failed is None else None
+        if forward is not None:
+            self.module.forward = forward  # an instance attribute, shadowing the method
         else:
             self.module.__dict__.pop("forward", None)
-        self.compiled = compiled
+        self.compiled = forward is not None
 
     def _guarded(self, *args: Any, **kwargs: Any) -> Any:
         assert self._compiled is not None and self._eager is not None

@@ -50,8 +50,10 @@ class BlipCaptioner(Captioner):
         for cache in caches:
             cache.early_initialization(rows, heads, text.hidden_size // heads, self.dtype, self.device)
             for layer in cache.layers if rows > 1 else ():
-                torch._dynamo.maybe_mark_dynamic(layer.keys, 0)
-                torch._dynamo.maybe_mark_dynamic(layer.values, 0)
+                static: Any = layer  # a StaticLayer, its tensors allocated by early_initialization
+                torch._dynamo.maybe_mark_dynamic(static.keys, 0)
+                torch._dynamo.maybe_mark_dynamic(static.values, 0)
         return EncoderDecoderCache(*caches)
+
 
 FAMILY = BlipCaptioner
