@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,16 @@ import torch
 from imagewire.client import AsyncCaptionClient
 
 from animator import tiny as animator_tiny
+from captioner.backend import GenerationOptions
+from captioner.families import load_captioner
+from captioner.families.base import DECODER_PART
 from captioner.limits import EngineLimits
+from captioner.training.shapes import draw, random_scene
 from imagewire_serving import compiling
 from tests.scripted import SPLIT, caption_alone_then_a_full_batch, scripted
 from tests.support import captioner_app, serving, solid
 
+SHAPES_MODEL = Path(__file__).resolve().parents[1] / "captioner" / "models" / "shapes-blip"
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
 LIMITS = EngineLimits(default_max_new_tokens=6, max_batch_size=4)
 
@@ -84,6 +90,26 @@ async def test_a_part_that_cannot_compile_runs_eagerly_with_one_line_saying_why(
     # One line per part, each naming it.
     assert len(lines) == 2 and all("no C++ compiler on this host" in line for line in lines)
     assert sorted(line.split(":")[0] for line in lines) == sorted(PARTS)
+
+
+@pytest.mark.timeout(900)
+def test_each_call_of_the_compiled_decoder_captions_its_own_image(tmp_path: Path) -> None:
+    """Each caption runs over a static KV cache of its own: the trained shapes captioner's captions of different
+    scenes, one after another and batched, equal eager's (compiled steps that kept the first call's cache would
+    read the first scene's image and write past its cache's end)."""
+    cpu = torch.device("cpu")
+    backend = load_captioner(str(SHAPES_MODEL), cpu, torch.float32)
+    side = int(backend.model.config.vision_config.image_size)
+    scenes = [draw(random_scene(random.Random(seed)), side) for seed in range(4)]
+    options = GenerationOptions(max_new_tokens=20, num_beams=1)
+    eager = [backend.generate([scene], [""], options)[0] for scene in scenes]
+    assert len(set(eager)) == len(scenes)  # four different captions to tell apart
+    compiling.configure(tmp_path, cpu)
+    (decoder,) = [part for part in backend.compile_parts() if part.name == DECODER_PART]
+    decoder.compile(cpu)
+    assert [backend.generate([scene], [""], options)[0] for scene in scenes] == eager
+    assert backend.generate(scenes, [""] * len(scenes), options) == eager
+    assert decoder.compiled and decoder.failed is None
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

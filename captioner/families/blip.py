@@ -40,7 +40,11 @@ class BlipCaptioner(Captioner):
         """The decoder's keys and values in tensors of fixed shape, allocated now: the self-attention's for
         ``positions`` tokens, the cross-attention's for the image's tokens (filled by the first pass, eager or
         compiled, into the same layout). A batch of several rows is marked dynamic in its size, as the compiled
-        part's inputs are."""
+        part's inputs are.
+
+        Each call has a cache of its own, so its tensors are ordinary inputs of the compiled steps: transformers
+        marks them as static addresses (for CUDA graphs), which the compiled graph took as the same tensors on
+        every call (the second caption read and wrote the first's cache). The mark is taken off."""
         config = self.model.config
         vision = config.vision_config
         image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1  # the patches and the class token
@@ -49,10 +53,13 @@ class BlipCaptioner(Captioner):
         caches = [StaticCache(config=text, max_cache_len=length) for length in (positions, image_tokens)]
         for cache in caches:
             cache.early_initialization(rows, heads, text.hidden_size // heads, self.dtype, self.device)
-            for layer in cache.layers if rows > 1 else ():
+            for layer in cache.layers:
                 static: Any = layer  # a StaticLayer, its tensors allocated by early_initialization
-                torch._dynamo.maybe_mark_dynamic(static.keys, 0)
-                torch._dynamo.maybe_mark_dynamic(static.values, 0)
+                for tensor in (static.keys, static.values, static.cumulative_length):
+                    tensor.__dict__.pop("_dynamo_static_input_type", None)  # torch._dynamo.mark_static_address's
+                if rows > 1:
+                    torch._dynamo.maybe_mark_dynamic(static.keys, 0)
+                    torch._dynamo.maybe_mark_dynamic(static.values, 0)
         return EncoderDecoderCache(*caches)
 
 
