@@ -402,8 +402,8 @@ class ModelInfo(ProtoData):
     used by this model: setting it is INVALID_ARGUMENT.
     """
     compiled_parts: tuple[str, ...]
-    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-    "denoiser", "vae decoder"; empty when the model runs eagerly.
+    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "denoiser",
+    "vae decoder"; empty when the model runs eagerly.
     """
     choice: str
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per

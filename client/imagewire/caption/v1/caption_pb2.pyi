@@ -259,7 +259,7 @@ class ModelInfo(_message.Message):
     @_builtins.property
     def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-        "denoiser", "vae decoder"; empty when the model runs eagerly.
+        "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
         """
 
     @_builtins.property

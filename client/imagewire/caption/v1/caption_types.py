@@ -122,7 +122,7 @@ class ModelInfo(ProtoData):
     """
     compiled_parts: tuple[str, ...]
     """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-    "denoiser", "vae decoder"; empty when the model runs eagerly.
+    "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
     """
     choice: str
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per

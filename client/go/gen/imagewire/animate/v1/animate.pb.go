@@ -1862,8 +1862,8 @@ type ModelInfo struct {
 	// Every request field this model accepts, with its default and bounds. A field not listed here is not
 	// used by this model: setting it is INVALID_ARGUMENT.
 	Fields []*FieldInfo `protobuf:"bytes,16,rep,name=fields,proto3" json:"fields,omitempty"`
-	// The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-	// "denoiser", "vae decoder"; empty when the model runs eagerly.
+	// The parts of the model that run compiled (torch.compile before SERVING, --compile): "denoiser",
+	// "vae decoder"; empty when the model runs eagerly.
 	CompiledParts []string `protobuf:"bytes,20,rep,name=compiled_parts,json=compiledParts,proto3" json:"compiled_parts,omitempty"`
 	// How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
 	// probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given.

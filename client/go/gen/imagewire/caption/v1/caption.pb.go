@@ -400,7 +400,7 @@ type ModelInfo struct {
 	// used by this model: setting it is INVALID_ARGUMENT.
 	Fields []*FieldInfo `protobuf:"bytes,13,rep,name=fields,proto3" json:"fields,omitempty"`
 	// The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-	// "denoiser", "vae decoder"; empty when the model runs eagerly.
+	// "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
 	CompiledParts []string `protobuf:"bytes,20,rep,name=compiled_parts,json=compiledParts,proto3" json:"compiled_parts,omitempty"`
 	// How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
 	// probe: a batch of one and the largest batch) that decided, or the --dtype and --compile given; and the

@@ -1082,8 +1082,8 @@ export type ModelInfo = Message<"imagewire.animate.v1.ModelInfo"> & {
   fields: FieldInfo[];
 
   /**
-   * The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-   * "denoiser", "vae decoder"; empty when the model runs eagerly.
+   * The parts of the model that run compiled (torch.compile before SERVING, --compile): "denoiser",
+   * "vae decoder"; empty when the model runs eagerly.
    *
    * @generated from field: repeated string compiled_parts = 20;
    */

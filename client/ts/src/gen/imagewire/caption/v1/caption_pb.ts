@@ -301,7 +301,7 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
 
   /**
    * The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-   * "denoiser", "vae decoder"; empty when the model runs eagerly.
+   * "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
    *
    * @generated from field: repeated string compiled_parts = 20;
    */
