@@ -151,9 +151,12 @@ class ServerProcess:
 
     def _wait_for(self, match: Callable[[str], _T | None], what: str) -> _T:
         # Blocks on the next stdout line or the deadline, whichever comes first: a silent server still times out.
-        while (remaining := self._deadline - time.monotonic()) > 0:
+        # Lines that arrived in time still count when read after the deadline (a caller that waited for other
+        # servers first): past it, only what is already queued is read.
+        while True:
+            remaining = self._deadline - time.monotonic()
             try:
-                line = self._stdout.get(timeout=remaining)
+                line = self._stdout.get(timeout=remaining) if remaining > 0 else self._stdout.get_nowait()
             except queue.Empty:
                 break
             if line is None:

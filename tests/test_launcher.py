@@ -72,6 +72,15 @@ def test_the_deadline_holds_when_the_server_prints_nothing() -> None:
     assert raised.value.args[0].endswith("warming")
 
 
+def test_lines_printed_in_time_count_when_read_after_the_deadline() -> None:
+    # A caller starting several servers waits for one after another: this one announced itself at once, and is
+    # ready, even though nobody read its lines before its deadline passed.
+    with ServerProcess.start(_command(), name="fake", start_timeout_s=1.0) as server:
+        time.sleep(1.5)
+        assert server.wait_ready() == "fake ready in 0.1s"
+        assert server.target.startswith("127.0.0.1:")
+
+
 def test_a_server_that_ignores_sigterm_is_killed() -> None:
     ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN)"
     server = ServerProcess.start(_command(before_ready=ignore), name="fake")
