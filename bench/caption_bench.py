@@ -161,17 +161,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             resolved = await servers.start(specs, max(plan.concurrency))
             apply_threads(args.threads)
             dtypes = list(dict.fromkeys(["float32", *resolved.values()]))
-            compiled = {target.dtype: target.compiled_parts for target in servers.targets
+            compiled = {target.dtype: (target.compiled_parts, target.lone_parts) for target in servers.targets
                         if isinstance(target, GrpcTarget)}
-            if any(compiled.values()):
+            if any(every or lone for every, lone in compiled.values()):
                 configure(Path(tempfile.mkdtemp(prefix="caption-bench-compile-")), resolve_device(args.device))
-            models = {dtype: InProcess(model_dir, args.device, dtype, args.max_new_tokens, compiled.get(dtype, ()))
-                      for dtype in dtypes}
+            models = {dtype: InProcess(model_dir, args.device, dtype, args.max_new_tokens,
+                                       *compiled.get(dtype, ((), ()))) for dtype in dtypes}
             first = models["float32"]
             out["machine"] = report.machine(first)
             out["setup"] = report.setup(args.model_preset, tiny.PRESETS[args.model_preset], model_dir, first, pool,
                                         plan, max_new_tokens=args.max_new_tokens, image_size=args.image_size)
-            out["setup"].update(dtypes=resolved, servers=servers.commands)
+            out["setup"].update(dtypes=resolved, servers=servers.commands,
+                                compiled={dtype: {"every batch": list(every), "batch 1": list(lone)}
+                                          for dtype, (every, lone) in compiled.items()})
             limits = {dtype: measure_limit(model, pool, plan.single_runs, plan.batch_runs, args.batch_size,
                                            warm_up=True) for dtype, model in models.items()}
             out["limit"] = limits

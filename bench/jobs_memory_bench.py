@@ -35,7 +35,7 @@ from imagewire_serving.provenance import Provenance
 # "Keeps them all": far more than any run here produces.
 UNBOUNDED_BYTES = 64 * 2**30
 # SVD-XT's request defaults: the jobs here hold bytes, no model.
-PROVENANCE = Provenance("0" * 16, "", "", "float32", "cpu", (), False, 1)
+PROVENANCE = Provenance("0" * 16, "", "", "float32", "cpu", (), False, 1, ())
 MODEL = ModelFields("svd", {"width": 1024, "height": 576, "num_frames": 25, "fps": 6, "num_inference_steps": 25,
                             "decode_chunk_size": 8, "preview_every": 5})
 

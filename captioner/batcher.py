@@ -48,13 +48,14 @@ class SmallCopy:
 
 @dataclass(frozen=True)
 class Captioned:
-    """One request's caption and how it was made (``dtype``: that of the copy of the weights that ran it)."""
+    """One request's caption and how it was made (``ran_in``: the size of the batch that computed it, smaller than
+    ``batch_size`` where a batch that ran out of device memory was split)."""
 
     text: str
     batch_size: int
     queue_s: float
     compute_s: float
-    dtype: str
+    ran_in: int
 
 
 @dataclass
@@ -221,8 +222,8 @@ class Batcher:
         small = self.small
         return small.backend if small is not None and batch_size <= small.largest else self.backend
 
-    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[tuple[str, str]]:
-        """The batch's captions, each with the dtype of the copy that ran it; a batch that runs out of device
+    async def _generate(self, batch: list[_Pending], should_stop: Callable[[], bool]) -> list[tuple[str, int]]:
+        """The batch's captions, each with the size of the batch that computed it; a batch that runs out of device
         memory is retried in two halves, one after the other, down to single requests (whose OutOfMemory then
         reaches their callers)."""
         backend = self.copy_for(len(batch))
@@ -232,7 +233,7 @@ class Batcher:
         try:
             captions = await self._run_on_device(generate, [item.image for item in batch],
                                                  [item.prompt for item in batch], batch[0].options, should_stop)
-            return [(caption, dtype) for caption in captions]
+            return [(caption, len(batch)) for caption in captions]
         except errors.OutOfMemory:
             if len(batch) == 1:
                 raise
@@ -241,14 +242,14 @@ class Batcher:
                         len(batch) - half)
         return await self._generate(batch[:half], should_stop) + await self._generate(batch[half:], should_stop)
 
-    def _finish(self, batch: list[_Pending], captions: list[tuple[str, str]], started: float) -> None:
+    def _finish(self, batch: list[_Pending], captions: list[tuple[str, int]], started: float) -> None:
         compute = time.monotonic() - started
         self._metrics.compute_duration.labels(self.backend.model_id).observe(compute)
         if all(item.future.done() for item in batch):
             self._stats.runs_stopped += 1  # every caller left; generation stopped at the next step
             return
         self._stats.runs_completed += 1
-        for item, (caption, dtype) in zip(batch, captions):
+        for item, (caption, ran_in) in zip(batch, captions):
             if not item.future.done():
                 self._stats.requests_completed += 1
-                item.future.set_result(Captioned(caption, len(batch), started - item.enqueued, compute, dtype))
+                item.future.set_result(Captioned(caption, len(batch), started - item.enqueued, compute, ran_in))

@@ -7,6 +7,7 @@ Pure typed Python: no grpc, no protobuf. Callers submit a :class:`CaptionInput` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,6 @@ from imagewire_serving.fields import RequestField, check_fields, unused_field
 from imagewire_serving.images import SOURCE_SIZE, decode_image
 from imagewire_serving.metrics import Metrics
 from imagewire_serving.provenance import Provenance
-from imagewire_serving.tuning import batch_ranges
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,14 @@ class CaptionResult:
 
 @dataclass(frozen=True)
 class BatchRange:
-    """Batch sizes ``first_batch_size``..``last_batch_size``, the dtype of the copy of the weights that runs them
-    and that copy's provenance key (the contract's BatchRange)."""
+    """Batch sizes ``first_batch_size``..``last_batch_size``, the dtype of the copy of the weights that runs them,
+    their provenance key and the parts compiled for them (the contract's BatchRange)."""
 
     first_batch_size: int
     last_batch_size: int
     dtype: str
     provenance_key: str
+    compiled_parts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,9 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         small = small or {}
         self._batchers = {b.model_id: Batcher(b, self.run_on_device, limits, metrics, self.stats,
                                               small.get(b.model_id)) for b in backends}
-        # Each copy's provenance, by model and dtype: a caption names the one of the copy that computed it.
-        self._copies = {(b.model_id, dtype_name(b.dtype)): self.provenance[b.model_id] for b in backends}
-        self._copies.update({(model_id, dtype_name(copy.backend.dtype)): Provenance.of(copy.backend, self.libraries)
-                             for model_id, copy in small.items()})
+        # Per model, its batch sizes by how they run (the copy of the weights, the parts compiled for them): a
+        # caption names the provenance of the range that computed it.
+        self._ranges = {b.model_id: self._group_batch_sizes(b.model_id) for b in backends}
         # Each model's fields: the max_new_tokens bound is the operator's limit lowered to what the model's text
         # length leaves after an empty prompt, the defaults the operator's or the model's generation config's.
         # Computed once; requests, defaults and ListModels all use them.
@@ -145,7 +145,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             text=done.text, model_id=backend.model_id, input_pixels=pixels,
             usd_per_input_pixel=self.limits.usd_per_input_pixel, price_usd=pixels * self.limits.usd_per_input_pixel,
             batch_size=done.batch_size, queue_s=done.queue_s, compute_s=done.compute_s,
-            provenance_key=self._copies[backend.model_id, done.dtype].key,
+            provenance_key=self._range(backend.model_id, done.ran_in).provenance_key,
         )
 
     def _prepare(
@@ -188,11 +188,25 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
             default_request(small.backend, options, min(size, small.largest))
 
     def batch_ranges(self, model_id: str) -> tuple[BatchRange, ...]:
-        """The batch sizes the model runs, by the copy (dtype) that runs them, the largest batches first."""
+        """The batch sizes the model runs, by how they run (the copy of the weights, its dtype, the parts compiled
+        for them), the largest batches first."""
+        return self._ranges[model_id]
+
+    def _range(self, model_id: str, batch_size: int) -> BatchRange:
+        return next(r for r in self._ranges[model_id] if r.first_batch_size <= batch_size <= r.last_batch_size)
+
+    def _group_batch_sizes(self, model_id: str) -> tuple[BatchRange, ...]:
         batcher = self._batchers[model_id]
-        small = None if batcher.small is None else (dtype_name(batcher.small.backend.dtype), batcher.small.largest)
-        return tuple(BatchRange(batches.first, batches.last, batches.dtype, self._copies[model_id, batches.dtype].key)
-                     for batches in batch_ranges(dtype_name(batcher.backend.dtype), small, self.limits.max_batch_size))
+        ranges: list[BatchRange] = []
+        for size in range(self.limits.max_batch_size, 0, -1):
+            copy = batcher.copy_for(size)
+            compiled = tuple(part.name for part in copy.compile_parts() if part.runs_compiled_for(size))
+            if ranges and (ranges[-1].dtype, ranges[-1].compiled_parts) == (dtype_name(copy.dtype), compiled):
+                ranges[-1] = dataclasses.replace(ranges[-1], first_batch_size=size)
+                continue
+            ranges.append(BatchRange(size, size, dtype_name(copy.dtype), Provenance.of(copy, self.libraries, size).key,
+                                     compiled))
+        return tuple(ranges)
 
     def _card(self, backend: CaptionBackend) -> ModelCard:
         limits, fields = self.limits, self._fields[backend.model_id]

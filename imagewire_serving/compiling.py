@@ -37,6 +37,8 @@ class Part:
     ``batch_dim``: the inputs' first dimension is the batch (marked dynamic for every size above one).
     ``runs_compiled``: given a call's arguments, whether it takes the compiled forward (None: every call); the others
     run eagerly (a decoder compiles its one-token steps, not prompts of every length).
+    ``up_to``: while compiled, the largest batch (the calls' first dimension) that runs compiled, larger ones eagerly
+    (None: every batch): a part measured clearly faster compiled for lone requests only (imagewire_serving.tuning).
     """
 
     name: str
@@ -44,6 +46,7 @@ class Part:
     batch_dim: bool = False
     runs_compiled: Callable[[tuple[Any, ...], dict[str, Any]], bool] | None = None
     compiled: bool = False
+    up_to: int | None = None
     failed: str | None = None
     _eager: Callable[..., Any] | None = field(default=None, repr=False)
     _compiled: Callable[..., Any] | None = field(default=None, repr=False)
@@ -63,18 +66,24 @@ class Part:
                 self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
         self.use(compiled=True)
 
-    def use(self, *, compiled: bool) -> None:
-        """Run the compiled forward (when compiled and not failed) or the eager one."""
+    def use(self, *, compiled: bool, up_to: int | None = None) -> None:
+        """Run the compiled forward (when compiled and not failed; for batches up to ``up_to``) or the eager one."""
         forward = self._forward if compiled and self.failed is None else None
         if forward is not None:
             self.module.forward = forward  # an instance attribute, shadowing the method
         else:
             self.module.__dict__.pop("forward", None)
         self.compiled = forward is not None
+        self.up_to = up_to if self.compiled else None
+
+    def runs_compiled_for(self, batch: int | None) -> bool:
+        """Whether a batch of ``batch`` (rows) takes the compiled forward (None: whether every batch does)."""
+        return self.compiled and (self.up_to is None or (batch is not None and batch <= self.up_to))
 
     def _guarded(self, *args: Any, **kwargs: Any) -> Any:
         assert self._compiled is not None and self._eager is not None
-        if self.runs_compiled is not None and not self.runs_compiled(args, kwargs):
+        if (self.runs_compiled is not None and not self.runs_compiled(args, kwargs)) or \
+                not self.runs_compiled_for(_batch_size(args, kwargs)):
             return self._eager(*args, **kwargs)
         try:
             return self._compiled(*args, **kwargs)
@@ -100,6 +109,14 @@ def _mark_batch_dynamic(_module: torch.nn.Module, args: tuple[Any, ...], kwargs:
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] > 1:
             torch._dynamo.maybe_mark_dynamic(value, 0)
+
+
+def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """A call's batch: the first dimension of its first tensor argument (1 if it has none)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return 1
 
 
 def _is_compile_error(error: BaseException) -> bool:

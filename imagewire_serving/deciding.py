@@ -89,30 +89,39 @@ class DecidedLoading(Generic[BackendT]):
         decision = cache.load(key)
         small: BackendT | None = None
         if decision is not None:
-            backend = self._load_as(model_id, source, device, decision.dtype, decision.compiled_parts)
+            backend = self._load_as(model_id, source, device, decision.dtype, decision.compiled_parts,
+                                    small=_in_place(decision))
             _LOGGER.info("%s: %s [decided at an earlier start: %s]", model_id, decision.reason, key)
         else:
             backend, small, decision = self._measure(model_id, source, device, choice, mode)
             cache.save(key, decision)  # as measured: whether the second copy fits is asked at every start
             _LOGGER.info("%s: %s", model_id, decision.reason)
-        if decision.small is not None:
+        if decision.second_copy:
             small, decision = self._second_copy(model_id, source, device, backend, small, decision)
+        # As loaded (a part that could not compile runs eagerly): what the log and ListModels say.
         if small is not None and decision.small is not None:
             self.small_copies[model_id] = small
             decision = dataclasses.replace(decision, small=dataclasses.replace(
                 decision.small, compiled_parts=_compiled(small)))
+        elif decision.small is not None:
+            in_place = _compiled(backend, decision.small.largest)
+            decision = dataclasses.replace(decision, small=dataclasses.replace(
+                decision.small, compiled_parts=in_place) if in_place != _compiled(backend) else None)
         self.decisions[model_id] = dataclasses.replace(decision, compiled_parts=_compiled(backend))
         return backend
 
     def _load_as(self, model_id: str, source: str, device: torch.device, dtype: str, compiled_parts: Sequence[str],
-                 probes: int | None = None) -> BackendT:
-        """The model in ``dtype`` with ``compiled_parts`` compiled, by running its first ``probes`` probes (all:
-        None) now, before SERVING (the kernels come from the compile cache)."""
+                 probes: int | None = None, small: SmallBatches | None = None) -> BackendT:
+        """The model in ``dtype`` with ``compiled_parts`` compiled (and ``small``'s for its batches), by running
+        its first ``probes`` probes (all: None) now, before SERVING (the kernels come from the compile cache)."""
         backend = self._load_one(model_id, source, device, DTYPES[dtype])
-        for part in backend.compile_parts():
-            if part.name in compiled_parts:
+        parts = backend.compile_parts()
+        wanted = {*compiled_parts, *(small.compiled_parts if small is not None else ())}
+        for part in parts:
+            if part.name in wanted:
                 part.compile(device)
-        if compiled_parts:
+        _use(parts, compiled_parts, small)
+        if wanted:
             self._run_probes(backend, probes)
         return backend
 
@@ -147,7 +156,7 @@ class DecidedLoading(Generic[BackendT]):
             return small, dataclasses.replace(decision, reason=reason)
         small = None
         release(device)
-        second = BatchRange(1, wanted.largest, wanted.dtype).label
+        second = BatchRange(1, wanted.largest, wanted.dtype, wanted.compiled_parts).label
         reason = (f"{decision.dtype} for every batch, chosen for throughput: a second copy ({second}) does not fit "
                   f"({sizes}); {decision.reason}")
         _LOGGER.warning("%s: %s", model_id, reason)
@@ -186,14 +195,12 @@ class DecidedLoading(Generic[BackendT]):
 
         split = self.split_batches()
         decision = decide(measure_rounds(variants, measure), compilable, mode, split_at=split[0] if split else None)
-        kept = {decision.dtype: decision.compiled_parts}
-        if decision.small is not None:
-            kept[decision.small.dtype] = decision.small.compiled_parts
-        for name, compiled in kept.items():
-            for part in parts[name]:
-                part.use(compiled=part.name in compiled)
+        _use(parts[decision.dtype], decision.compiled_parts, _in_place(decision))
+        small = None
+        if decision.small is not None and decision.second_copy:
+            _use(parts[decision.small.dtype], decision.small.compiled_parts, None)
+            small = loaded[decision.small.dtype]
         chosen = loaded[decision.dtype]
-        small = loaded[decision.small.dtype] if decision.small is not None else None
         loaded.clear()  # the candidates that lost are released
         release(device)
         if sum(bool(names) for names in compilable.values()) > 1:
@@ -278,5 +285,22 @@ class DecidedLoading(Generic[BackendT]):
             raise ValueError(f"--model {source}: cannot load it: {reason}") from error
 
 
-def _compiled(backend: Backend) -> tuple[str, ...]:
-    return tuple(part.name for part in backend.compile_parts() if part.compiled)
+def _compiled(backend: Backend, batch: int | None = None) -> tuple[str, ...]:
+    """The parts that run compiled for a batch of ``batch`` (None: for every batch)."""
+    return tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(batch))
+
+
+def _in_place(decision: Decision) -> SmallBatches | None:
+    """The decision's small batches where they run on the same copy of the weights (more parts compiled)."""
+    return decision.small if decision.small is not None and not decision.second_copy else None
+
+
+def _use(parts: Sequence[Part], every: Sequence[str], small: SmallBatches | None) -> None:
+    """Each part compiled for every batch, for ``small``'s batches only (this copy's small batches), or eager."""
+    for part in parts:
+        if part.name in every:
+            part.use(compiled=True)
+        elif small is not None and part.name in small.compiled_parts:
+            part.use(compiled=True, up_to=small.largest)
+        else:
+            part.use(compiled=False)

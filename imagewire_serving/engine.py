@@ -166,5 +166,5 @@ class DeviceEngine(Generic[BackendT, CardT]):
         image = next(field for field in fields if field.name == "image")
         return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
                 "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields,
-                "compiled_parts": tuple(part.name for part in backend.compile_parts() if part.compiled),
+                "compiled_parts": tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(None)),
                 "choice": self.choices.get(backend.model_id, ""), "provenance": self.provenance[backend.model_id]}

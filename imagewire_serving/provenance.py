@@ -65,21 +65,25 @@ class Provenance:
     libraries: tuple[str, ...]
     compiled: bool
     threads: int
+    compiled_parts: tuple[str, ...]
 
     @classmethod
-    def of(cls, backend: Loaded, libraries: Sequence[str]) -> Provenance:
+    def of(cls, backend: Loaded, libraries: Sequence[str], batch: int | None = None) -> Provenance:
         """The provenance of a loaded backend in this process, computed through ``libraries`` (distribution
-        names: "torch", "diffusers"...)."""
+        names: "torch", "diffusers"...), for its batches of ``batch`` (None: as it runs every batch; a part may be
+        compiled for small batches only)."""
         import torch
 
         from imagewire_serving.device import dtype_name
 
+        compiled = tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(batch))
         values: dict[str, Any] = {
             "model_digest": backend.files.digest, "model_revision": backend.files.revision,
             "dtype": dtype_name(backend.dtype), "device_kind": device_kind(backend.device),
             "libraries": library_versions(tuple(libraries)),
-            "compiled": any(part.compiled for part in backend.compile_parts()),
+            "compiled": bool(compiled),
             "threads": torch.get_num_threads() if backend.device.type == "cpu" else 0,
+            "compiled_parts": compiled,
         }
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return cls(key=hashlib.sha256(canonical.encode()).hexdigest()[:16], **values)

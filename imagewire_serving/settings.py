@@ -71,7 +71,8 @@ class ServerSettings(Config):
         "or float16 natively the fastest of them, timed at start-up", choices=DTYPE_NAMES)
     compile: str = option(
         "auto", "torch.compile the models' heavy parts (vision encoder, denoiser, VAE decoder) before serving: on, "
-        "off, or auto = each part the start-up measures faster compiled", choices=("auto", "on", "off"))
+        "off, or auto = each part the start-up measures faster compiled (for every batch, or for lone requests)",
+        choices=("auto", "on", "off"))
     compile_cache: Path | None = option(
         None, "directory of the compile cache (inductor's compiled code) and of the dtype and compile decisions, "
         "reused by every start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "

@@ -34,14 +34,16 @@ MARGIN = 1.25
 MIN_ROUNDS = 3
 MAX_ROUNDS = 7
 ROUNDS_BUDGET_S = 30.0
-# --compile auto leaves eager a part with fewer weights than this: compiling it costs seconds to minutes at start-up
-# for a part whose time is per-operation overhead (the tiny test models' parts). A count, not a timing, so that
-# whether a part is even tried does not depend on the machine's load (a ViT-S encoder has 22 million, the
-# tiny SVD's UNet 1.3 million).
-MIN_COMPILED_PART_PARAMETERS = 10_000_000
+# --compile auto leaves eager a part with fewer weights than this: compiling it costs seconds to minutes at start-up,
+# which the test-sized models (the shapes and tiny models' parts: 0.03-1.3 million) are spared. A count, not a
+# timing, so that whether a part is even tried does not depend on the machine's load. Real parts are above it (a
+# ViT-S encoder has 22 million; the bench's small decoder, 9.7 million, takes three quarters of a lone caption's
+# time eagerly and gains 1.7x compiled in bfloat16 on an AVX512-BF16 EPYC).
+MIN_COMPILED_PART_PARAMETERS = 5_000_000
 # Bumped when the rules above change, so that cached decisions are made again (2: small batches may have their own
-# copy of the weights; 3: the captioner's text decoder is a part that may be compiled).
-RULES_VERSION = 3
+# copy of the weights; 3: the captioner's text decoder is a part that may be compiled; 4: a part may be compiled
+# for small batches only, and parts of 5 million weights are tried).
+RULES_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ Measure = Callable[[Variant], Mapping[str, Run]]
 
 @dataclass(frozen=True)
 class SmallBatches:
-    """A second copy of the weights for the batches of up to ``largest`` requests: its dtype and compiled parts."""
+    """How the batches of up to ``largest`` requests run: in the decision's own dtype, on the same copy of the
+    weights with more parts compiled for them; in another dtype, on a second copy. ``compiled_parts``: all the parts
+    compiled for them."""
 
     dtype: str
     compiled_parts: tuple[str, ...]
@@ -84,19 +88,13 @@ class BatchRange:
     first: int
     last: int
     dtype: str
+    compiled_parts: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         sizes = f"batch {self.first}" if self.first == self.last else f"batches {self.first}-{self.last}"
-        return f"{self.dtype} for {sizes}"
-
-
-def batch_ranges(dtype: str, small: tuple[str, int] | None, largest: int) -> tuple[BatchRange, ...]:
-    """Batch sizes 1..``largest`` by dtype, the largest batches first: all in ``dtype``, or those up to the size
-    ``small`` names in its dtype (a second copy of the weights)."""
-    if small is None or small[1] >= largest:
-        return (BatchRange(1, largest, dtype),)
-    return BatchRange(small[1] + 1, largest, dtype), BatchRange(1, small[1], small[0])
+        compiled = f" (compiled: {', '.join(self.compiled_parts)})" if self.compiled_parts else ""
+        return f"{self.dtype}{compiled} for {sizes}"
 
 
 @dataclass(frozen=True)
@@ -111,10 +109,18 @@ class Decision:
     medians: dict[str, dict[str, float]] = field(default_factory=dict)
     small: SmallBatches | None = None
 
+    @property
+    def second_copy(self) -> bool:
+        """Whether small batches run on a second copy of the weights (in another dtype)."""
+        return self.small is not None and self.small.dtype != self.dtype
+
     def ranges(self, largest: int) -> tuple[BatchRange, ...]:
-        """The batch sizes 1..``largest`` by the dtype that runs them, the largest batches first."""
-        small = None if self.small is None else (self.small.dtype, self.small.largest)
-        return batch_ranges(self.dtype, small, largest)
+        """The batch sizes 1..``largest`` by how they run (dtype, compiled parts), the largest batches first."""
+        small = self.small
+        if small is None or small.largest >= largest:
+            return (BatchRange(1, largest, self.dtype, self.compiled_parts),)
+        return (BatchRange(small.largest + 1, largest, self.dtype, self.compiled_parts),
+                BatchRange(1, small.largest, small.dtype, small.compiled_parts))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -147,14 +153,29 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("inf")
 
 
-# Per dtype: the parts it runs compiled, and its estimated time per probe as it would serve.
-Plan = tuple[tuple[str, ...], dict[str, float]]
+@dataclass(frozen=True)
+class _Plan:
+    """One dtype as it would serve: the parts compiled for every batch, those compiled for small batches (the same
+    and more), and per probe what its compiled parts save and its estimated seconds."""
+
+    every: tuple[str, ...]
+    small: tuple[str, ...]
+    savings: dict[str, float]
+    estimate: dict[str, float]
+
+    def label(self, small_probe: str | None) -> str:
+        extra = [name for name in self.small if name not in self.every]
+        compiled = [", ".join(self.every)] if self.every else []
+        if extra:
+            compiled.append(f"at {small_probe} {', '.join(extra)}")
+        return f" (compiled: {'; '.join(compiled)})" if compiled else ""
 
 
 def _plans(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
-           compile_mode: str, medians: Mapping[str, Mapping[str, float]],
-           ) -> tuple[dict[str, Plan], dict[str, dict[str, float]]]:
-    """Per dtype, its plan, and the seconds per probe its compiled parts save (decide's first step)."""
+           compile_mode: str, medians: Mapping[str, Mapping[str, float]], small_probe: str | None,
+           ) -> dict[str, _Plan]:
+    """Per dtype, its plan (decide's first step). ``small_probe``: the probe of the small batches that may have
+    parts of their own compiled (None: every batch runs alike)."""
     probes = list(next(iter(samples.values()))[0])
 
     def part_median(variant: Variant, name: str) -> float:
@@ -164,20 +185,24 @@ def _plans(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
     def probe_part(variant: Variant, probe: str, name: str) -> float:
         return _median([run[probe].parts.get(name, 0.0) for run in samples.get(variant, ())])
 
-    plans: dict[str, Plan] = {}
-    savings: dict[str, dict[str, float]] = {}
+    plans: dict[str, _Plan] = {}
     for dtype in dict.fromkeys(variant.dtype for variant in samples):
         eager, compiled = Variant(dtype, False), Variant(dtype, True)
-        chosen: list[str] = []
+        every: list[str] = []
+        small: list[str] = []
         if compiled in samples:
             for name in compilable.get(dtype, ()):
                 if compile_mode == "on" or part_median(compiled, name) * MARGIN <= part_median(eager, name):
-                    chosen.append(name)
-        savings[dtype] = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
-                                     for name in chosen) for probe in probes}
-        estimate = {probe: medians[eager.label][probe] - savings[dtype][probe] for probe in probes}
-        plans[dtype] = (tuple(chosen), estimate)
-    return plans, savings
+                    every.append(name)
+                    small.append(name)
+                elif small_probe is not None and \
+                        probe_part(compiled, small_probe, name) * MARGIN <= probe_part(eager, small_probe, name):
+                    small.append(name)  # clearly faster compiled for a lone request, not for the load
+        savings = {probe: sum(probe_part(eager, probe, name) - probe_part(compiled, probe, name)
+                              for name in (small if probe == small_probe else every)) for probe in probes}
+        plans[dtype] = _Plan(tuple(every), tuple(small), savings,
+                             {probe: medians[eager.label][probe] - savings[probe] for probe in probes})
+    return plans
 
 
 def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: Mapping[str, Sequence[str]],
@@ -191,20 +216,22 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
     whose median speed-up over float32, round by round, is at least MARGIN; else float32 (or the one dtype
     measured).
 
-    ``split_at``: the batch size of the smallest probe, where the engine can serve small batches from a second copy
-    of the weights (None: it cannot, one dtype serves all). Then another dtype is chosen for batches up to it when
-    its median speed-up over the throughput dtype at that probe, round by round, is at least MARGIN (the fastest
-    such): the same rule, so that a second copy is kept only for a clear gain."""
+    ``split_at``: the batch size of the smallest probe, where the engine can serve small batches otherwise (None: it
+    cannot, every batch runs alike). Then a part not compiled for every batch is compiled for the batches up to it
+    when it is at least MARGIN times faster compiled at that probe (the same copy of the weights runs both ways);
+    and another dtype is chosen for those batches (a second copy of the weights) when its median speed-up there
+    over the throughput dtype, round by round, is at least MARGIN (the fastest such): the same rule, so that a
+    second copy is kept only for a clear gain."""
     dtypes = list(dict.fromkeys(variant.dtype for variant in samples))
     probes = list(next(iter(samples.values()))[0])
     medians = {variant.label: {probe: _median([run[probe].seconds for run in runs]) for probe in probes}
                for variant, runs in samples.items()}
-
-    plans, savings = _plans(samples, compilable, compile_mode, medians)
+    small_probe = probes[0] if split_at is not None and len(probes) > 1 else None
+    plans = _plans(samples, compilable, compile_mode, medians, small_probe)
 
     def per_round(dtype: str, probe: str) -> list[float]:
         """Each round's time of the dtype as it would serve (eager, less what its compiled parts save)."""
-        return [run[probe].seconds - savings[dtype][probe] for run in samples[Variant(dtype, False)]]
+        return [run[probe].seconds - plans[dtype].savings[probe] for run in samples[Variant(dtype, False)]]
 
     def speed_up(dtype: str, over: str, probe: str) -> float:
         # Rounds pair the variants (measured back to back): the median of the paired ratios cancels the load that
@@ -216,21 +243,23 @@ def decide(samples: Mapping[Variant, Sequence[Mapping[str, Run]]], compilable: M
         best = reference
         for dtype in dtypes:
             if dtype != reference and speed_up(dtype, reference, probe) >= MARGIN and \
-                    plans[dtype][1][probe] < plans[best][1][probe]:
+                    plans[dtype].estimate[probe] < plans[best].estimate[probe]:
                 best = dtype
         return best
 
     best = fastest(dtypes[0], probes[-1])
     small = None
-    if split_at is not None and len(probes) > 1 and (latency := fastest(best, probes[0])) != best:
-        small = SmallBatches(latency, plans[latency][0], split_at)
-    estimates = "; ".join(f"{dtype}{' (compiled: ' + ', '.join(plans[dtype][0]) + ')' if plans[dtype][0] else ''} "
-                          + ", ".join(f"{probe} {plans[dtype][1][probe]:.4f} s" for probe in probes)
+    if split_at is not None and small_probe is not None:
+        latency = fastest(best, small_probe)
+        if latency != best or plans[best].small != plans[best].every:
+            small = SmallBatches(latency, plans[latency].small, split_at)
+    estimates = "; ".join(f"{dtype}{plans[dtype].label(small_probe)} "
+                          + ", ".join(f"{probe} {plans[dtype].estimate[probe]:.4f} s" for probe in probes)
                           for dtype in dtypes)
-    also = f", {small.dtype} for {probes[0]}" if small else ""
+    also = f", {BatchRange(1, small.largest, small.dtype, small.compiled_parts).label}" if small else ""
     rounds = min(len(r) for r in samples.values())
     reason = f"{best} chosen{also} (margin {MARGIN}x, medians of {rounds} rounds): {estimates}"
-    return Decision(dtype=best, compiled_parts=plans[best][0], reason=reason, medians=medians, small=small)
+    return Decision(dtype=best, compiled_parts=plans[best].every, reason=reason, medians=medians, small=small)
 
 
 class DecisionCache:

@@ -46,6 +46,25 @@ class ScriptedTimes(CaptionerApp):
                 for label, seconds in zip(runs, times, strict=True)}
 
 
+class ScriptedParts(ScriptedTimes):
+    """Scripted per variant and part: ``runs[dtype, compiled]`` is each probe's Run, the parts' times with it. Every
+    part is tried compiled under --compile auto (the tiny models' parts are below its size threshold)."""
+
+    def __init__(self, settings: CaptionerSettings, runs: Mapping[tuple[str, bool], Sequence[Run]]) -> None:
+        super().__init__(settings, {})
+        self.runs = runs
+
+    @staticmethod
+    def _worth_compiling(parts: Sequence[Part], mode: str) -> bool:
+        return mode != "off"
+
+    def _time_probes(self, backend: CaptionBackend, parts: Sequence[Part], device: torch.device) -> dict[str, Run]:
+        real = CaptionerApp._time_probes(self, backend, parts, device)
+        self.measured += 1
+        script = self.runs[dtype_name(backend.dtype), any(part.compiled for part in parts)]
+        return dict(zip(real, script, strict=True))
+
+
 def scripted(model: str, cache: Path, seconds: Mapping[str, float | tuple[float, float]], compile_mode: str = "auto",
              **kwargs: Any) -> ScriptedTimes:
     """A ScriptedTimes captioner of ``model`` on the CPU: 4-token captions, batches of up to 4."""

@@ -89,6 +89,18 @@ def test_streamed_frames_equal_the_plain_pipeline_call(backend: SvdBackend) -> N
     assert streamed.std() > 0  # not a blank video that would trivially match
 
 
+def test_a_guidance_maximum_that_rounds_to_one_in_the_dtype_runs_as_one(backend: SvdBackend) -> None:
+    """In bfloat16, 1.001 is 1: the pipeline chose classifier-free guidance from the float and built its ramp in
+    bfloat16, then stopped guiding halfway (a server error, found by the fuzzer). It now runs as unguided."""
+    half = SvdBackend.load(str(tiny.ensure_model("tiny")), torch.device("cpu"), torch.bfloat16, model_id="tiny")
+    small = {"num_frames": 3, "num_inference_steps": 1, "width": 64, "height": 64}
+    just_above = half.denoise(picture(), params(**small, max_guidance_scale=1.001), lambda step: None)
+    unguided = half.denoise(picture(), params(**small, max_guidance_scale=1.0), lambda step: None)
+    assert torch.equal(just_above, unguided)
+    guided = half.denoise(picture(), params(**small, max_guidance_scale=1.01), lambda step: None)
+    assert not torch.equal(guided, unguided)  # 1.01 is above 1 in bfloat16: guided
+
+
 async def test_the_engine_encodes_exactly_the_plain_pipeline_frames(
     engine: AnimateEngine, backend: SvdBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,7 +65,11 @@ class SvdBackend(PipelineBackend):
         return {
             "height": params.height, "width": params.width, "num_frames": params.num_frames,
             "num_inference_steps": params.num_inference_steps,
-            "min_guidance_scale": params.min_guidance_scale, "max_guidance_scale": params.max_guidance_scale,
+            # As the pipeline computes with them: it decides on classifier-free guidance from the float
+            # max_guidance_scale, then builds the ramp in the latents' dtype, and a maximum just above 1 that rounds
+            # to 1 there (1.001 in bfloat16) turned guidance off halfway: a batch of one met inputs of two.
+            "min_guidance_scale": self._as_computed(params.min_guidance_scale),
+            "max_guidance_scale": self._as_computed(params.max_guidance_scale),
             # StableVideoDiffusionPipeline passes fps - 1 to the UNet's added time ids (SVD was micro-conditioned on
             # that value; the reference conditions on 6 and writes 7 fps). We condition the model on exactly the
             # requested value and write the same value into the container, so we add the 1 back.
@@ -73,6 +77,10 @@ class SvdBackend(PipelineBackend):
             "motion_bucket_id": params.motion_bucket_id, "noise_aug_strength": params.noise_aug_strength,
             "decode_chunk_size": params.decode_chunk_size,
         }
+
+    def _as_computed(self, value: float | None) -> float | None:
+        """``value`` rounded to the weights' dtype (that of the latents)."""
+        return None if value is None else float(torch.tensor(value, dtype=self.dtype))
 
     def clean_estimate(self, scheduler: Any, output: Any, args: tuple[Any, ...]) -> torch.Tensor | None:
         # The Euler scheduler's pred_original_sample, (batch, frames, channels, h, w): the estimate diffusers

@@ -17,7 +17,7 @@ class InProcess:
     """The model called directly: the same loader, device and options the servers use, in one dtype."""
 
     def __init__(self, model_dir: Path, device_spec: str, dtype_name: str, max_new_tokens: int,
-                 compiled_parts: tuple[str, ...] = ()) -> None:
+                 compiled_parts: tuple[str, ...] = (), lone_parts: tuple[str, ...] = ()) -> None:
         import torch
 
         from captioner.backend import GenerationOptions
@@ -29,11 +29,13 @@ class InProcess:
         self.backend = load_captioner(str(model_dir), device, DTYPES[dtype_name])
         self.options = GenerationOptions(max_new_tokens=max_new_tokens, num_beams=1)
         self.torch_threads = torch.get_num_threads()
-        # The parts the server of this dtype runs compiled, compiled alike (the warm-up compiles them).
+        # The parts the server of this dtype runs compiled, for every batch or for a batch of one (``lone_parts``),
+        # compiled alike (the warm-up compiles them).
         self.compiled_parts = compiled_parts
         for part in self.backend.compile_parts():
-            if part.name in compiled_parts:
+            if part.name in {*compiled_parts, *lone_parts}:
                 part.compile(device)
+                part.use(compiled=True, up_to=None if part.name in compiled_parts else 1)
 
     def generate(self, images: list[Image.Image]) -> float:
         """Caption the images in one call; returns the seconds it took."""

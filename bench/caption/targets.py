@@ -41,7 +41,8 @@ class GrpcTarget:
 
         self.name = name
         self.dtype = ""  # read from ListModels by connect()
-        self.compiled_parts: tuple[str, ...] = ()
+        self.compiled_parts: tuple[str, ...] = ()  # for every batch
+        self.lone_parts: tuple[str, ...] = ()  # for a batch of one, where the same copy runs it
         self._client = AsyncCaptionClient(address, timeout=3600, health_check=health_check)
         self._max_new_tokens = max_new_tokens
         self._server_log = server_log
@@ -49,8 +50,11 @@ class GrpcTarget:
     async def connect(self) -> str:
         """Ask the server which dtype its model runs in (what --dtype auto chose); returns it."""
         models = await self._client.list_models()
-        self.dtype = models.models[0].dtype
-        self.compiled_parts = tuple(models.models[0].compiled_parts)
+        info = models.models[0]
+        self.dtype = info.dtype
+        self.compiled_parts = tuple(info.compiled_parts)
+        self.lone_parts = next((tuple(r.compiled_parts) for r in info.batch_ranges
+                                if r.first_batch_size == 1 and r.dtype == self.dtype), self.compiled_parts)
         return self.dtype
 
     async def send(self, image: bytes) -> Reply:

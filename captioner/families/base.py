@@ -83,8 +83,8 @@ class Captioner:
                               runs_compiled=_one_token_step))
         return parts
 
-    def _decoder_compiled(self) -> bool:
-        return any(part.name == DECODER_PART and part.compiled for part in self._parts)
+    def _decoder_compiled(self, rows: int) -> bool:
+        return any(part.name == DECODER_PART and part.runs_compiled_for(rows) for part in self._parts)
 
     @functools.cached_property
     def defaults(self) -> GenerationOptions:
@@ -128,11 +128,11 @@ class Captioner:
         prompts = list(prompts)
         inputs = self.inputs(list(images), prompts)
         stopping = StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop is not None else None
-        if self._decoder_compiled():
+        rows = len(prompts) * options.num_beams
+        if self._decoder_compiled(rows):
             # The compiled decoder's steps run over a static cache: its length is bucketed, so few graphs serve
             # every prompt and caption length.
             width = inputs["input_ids"].shape[1] if "input_ids" in inputs else 1
-            rows = len(prompts) * options.num_beams
             inputs = {**inputs, "cache": self.static_cache(rows, cache_length(width + options.max_new_tokens,
                                                                                self.text_positions))}
         output = self.model.generate(

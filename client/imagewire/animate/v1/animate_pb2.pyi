@@ -844,6 +844,7 @@ class Provenance(_message.Message):
     LIBRARIES_FIELD_NUMBER: _builtins.int
     COMPILED_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
     computed is the server's business: compare keys for equality only.
@@ -862,17 +863,22 @@ class Provenance(_message.Message):
     (such as "cuda: NVIDIA H100 80GB HBM3, sm_90").
     """
     compiled: _builtins.bool
-    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones.
-    The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
-    """
+    """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""
     threads: _builtins.int
-    """another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    """The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+    another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
     threads).
     """
     @_builtins.property
     def libraries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The versions of the libraries that compute or encode the output, as "name version", the server's own
         ("imagewire 0.1.0") first (such as "torch 2.9.1", "diffusers 0.42.0", "av 18.1.0").
+        """
+
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled, each rounding differently from eager (compiled: whether any
+        does). For a caption model with several batch ranges, those of the batches this provenance covers.
         """
 
     def __init__(
@@ -886,10 +892,11 @@ class Provenance(_message.Message):
         libraries: _abc.Iterable[_builtins.str] | None = ...,
         compiled: _builtins.bool = ...,
         threads: _builtins.int = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "compiled_parts", b"compiled_parts", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

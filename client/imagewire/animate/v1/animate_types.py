@@ -326,8 +326,13 @@ class Provenance(ProtoData):
     compiled: bool
     """Whether parts of the model run compiled (torch.compile), whose kernels round differently from eager ones."""
     threads: int
-    """another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
+    """The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
+    another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
     threads).
+    """
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled, each rounding differently from eager (compiled: whether any
+    does). For a caption model with several batch ranges, those of the batches this provenance covers.
     """
 
 

@@ -96,7 +96,7 @@ class CaptionResponse(_message.Message):
     provenance_key: _builtins.str
     """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
     same way (a caption may still depend on the other requests of its batch, which are padded together). Where
-    the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
+    the model has several batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
     """
     @_builtins.property
     def usage(self) -> Global___Usage:
@@ -258,21 +258,22 @@ class ModelInfo(_message.Message):
 
     @_builtins.property
     def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-        "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
+        """The parts of the model that run compiled (torch.compile before SERVING, --compile) for every batch size:
+        "vision encoder", "text decoder" (BLIP: its steps over a static KV cache); empty when the largest batches
+        run eagerly. A part compiled for small batches only is listed in their BatchRange.
         """
 
     @_builtins.property
     def batch_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRange]:
-        """The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
-        range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
-        dtype and a second copy of the weights fits the device's memory.
+        """The batch sizes the server runs together, by how it runs them, the largest batches first: one range (1 to
+        max_batch_size, in dtype, compiled_parts), or two where a lone request was measured clearly faster in
+        another dtype (when a second copy of the weights fits the device's memory) or with more parts compiled.
         """
 
     @_builtins.property
     def provenance(self) -> Global___Provenance:
         """What this model's captions depend on besides the request; replicas reporting the same key compute them
-        the same way. With two batch ranges, that of the first (each range has its own provenance_key).
+        the same way. With several batch ranges, that of the first (each range has its own provenance_key).
         """
 
     def __init__(
@@ -306,7 +307,9 @@ Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
 
 @_typing.final
 class BatchRange(_message.Message):
-    """BatchRange is a range of batch sizes and the copy of the model's weights that runs them."""
+    """BatchRange is a range of batch sizes and how the server runs them: the copy of the model's weights, and the
+    parts compiled for them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -314,6 +317,7 @@ class BatchRange(_message.Message):
     LAST_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
     PROVENANCE_KEY_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
     first_batch_size: _builtins.int
     """The smallest batch size in the range."""
     last_batch_size: _builtins.int
@@ -322,6 +326,10 @@ class BatchRange(_message.Message):
     """The dtype of the copy of the weights that runs these batches."""
     provenance_key: _builtins.str
     """The provenance key of the captions these batches compute (CaptionResponse.provenance_key)."""
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled for these batches (ModelInfo.compiled_parts names them)."""
+
     def __init__(
         self,
         *,
@@ -329,10 +337,11 @@ class BatchRange(_message.Message):
         last_batch_size: _builtins.int = ...,
         dtype: _builtins.str = ...,
         provenance_key: _builtins.str = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "first_batch_size", b"first_batch_size", "last_batch_size", b"last_batch_size", "provenance_key", b"provenance_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled_parts", b"compiled_parts", "dtype", b"dtype", "first_batch_size", b"first_batch_size", "last_batch_size", b"last_batch_size", "provenance_key", b"provenance_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,6 +365,7 @@ class Provenance(_message.Message):
     LIBRARIES_FIELD_NUMBER: _builtins.int
     COMPILED_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
+    COMPILED_PARTS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """A short digest (16 hexadecimal digits) of every other field: what a caller compares. The way it is
     computed is the server's business: compare keys for equality only.
@@ -386,6 +396,12 @@ class Provenance(_message.Message):
         ("imagewire 0.1.0") first (such as "torch 2.9.1", "transformers 5.23.0").
         """
 
+    @_builtins.property
+    def compiled_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parts of the model that run compiled, each rounding differently from eager (compiled: whether any
+        does). For a caption model with several batch ranges, those of the batches this provenance covers.
+        """
+
     def __init__(
         self,
         *,
@@ -397,10 +413,11 @@ class Provenance(_message.Message):
         libraries: _abc.Iterable[_builtins.str] | None = ...,
         compiled: _builtins.bool = ...,
         threads: _builtins.int = ...,
+        compiled_parts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compiled", b"compiled", "compiled_parts", b"compiled_parts", "device_kind", b"device_kind", "dtype", b"dtype", "key", b"key", "libraries", b"libraries", "model_digest", b"model_digest", "model_revision", b"model_revision", "threads", b"threads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,7 +52,7 @@ class CaptionResponse(ProtoData):
     provenance_key: str
     """The model's Provenance.key on the server that answered: servers with the same key compute a caption the
     same way (a caption may still depend on the other requests of its batch, which are padded together). Where
-    the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
+    the model has several batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
     """
 
 
@@ -121,8 +121,9 @@ class ModelInfo(ProtoData):
     used by this model: setting it is INVALID_ARGUMENT.
     """
     compiled_parts: tuple[str, ...]
-    """The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-    "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
+    """The parts of the model that run compiled (torch.compile before SERVING, --compile) for every batch size:
+    "vision encoder", "text decoder" (BLIP: its steps over a static KV cache); empty when the largest batches
+    run eagerly. A part compiled for small batches only is listed in their BatchRange.
     """
     choice: str
     """How the dtype and the compiled parts were chosen: the rule or the interleaved timings (median seconds per
@@ -130,19 +131,21 @@ class ModelInfo(ProtoData):
     batch sizes each dtype runs, with why one copy or two.
     """
     batch_ranges: tuple[BatchRange, ...]
-    """The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
-    range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
-    dtype and a second copy of the weights fits the device's memory.
+    """The batch sizes the server runs together, by how it runs them, the largest batches first: one range (1 to
+    max_batch_size, in dtype, compiled_parts), or two where a lone request was measured clearly faster in
+    another dtype (when a second copy of the weights fits the device's memory) or with more parts compiled.
     """
     provenance: Provenance
     """What this model's captions depend on besides the request; replicas reporting the same key compute them
-    the same way. With two batch ranges, that of the first (each range has its own provenance_key).
+    the same way. With several batch ranges, that of the first (each range has its own provenance_key).
     """
 
 
 @dataclass(frozen=True)
 class BatchRange(ProtoData):
-    """BatchRange is a range of batch sizes and the copy of the model's weights that runs them."""
+    """BatchRange is a range of batch sizes and how the server runs them: the copy of the model's weights, and the
+    parts compiled for them.
+    """
 
     PROTO = caption_pb2.BatchRange
 
@@ -154,6 +157,8 @@ class BatchRange(ProtoData):
     """The dtype of the copy of the weights that runs these batches."""
     provenance_key: str
     """The provenance key of the captions these batches compute (CaptionResponse.provenance_key)."""
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled for these batches (ModelInfo.compiled_parts names them)."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,10 @@ class Provenance(ProtoData):
     """The threads a CPU model's operations run on (0 on a GPU): parallel kernels split their sums by thread, so
     another count rounds differently (measured: the same video request and seed gave other bytes with 1 and 2
     threads).
+    """
+    compiled_parts: tuple[str, ...]
+    """The parts of the model that run compiled, each rounding differently from eager (compiled: whether any
+    does). For a caption model with several batch ranges, those of the batches this provenance covers.
     """
 
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file imagewire/caption/v1/caption.proto.
  */
 export const file_imagewire_caption_v1_caption: GenFile = /*@__PURE__*/
-  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMiiQEKD0NhcHRpb25SZXNwb25zZRIMCgR0ZXh0GAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEioKBXVzYWdlGAMgASgLMhsuaW1hZ2V3aXJlLmNhcHRpb24udjEuVXNhZ2USEgoKYmF0Y2hfc2l6ZRgEIAEoDRIWCg5wcm92ZW5hbmNlX2tleRgFIAEoCSJNCgVVc2FnZRIUCgxpbnB1dF9waXhlbHMYASABKAQSGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIu0DCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYBiABKA0SHAoUbWF4X25ld190b2tlbnNfbGltaXQYByABKA0SGQoRZGVmYXVsdF9udW1fYmVhbXMYCCABKA0SFwoPbnVtX2JlYW1zX2xpbWl0GAkgASgNEhYKDm1heF9iYXRjaF9zaXplGAogASgNEhsKE3VzZF9wZXJfaW5wdXRfcGl4ZWwYCyABKAESDgoGZmFtaWx5GAwgASgJEi8KBmZpZWxkcxgNIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLkZpZWxkSW5mbxIWCg5jb21waWxlZF9wYXJ0cxgUIAMoCRIOCgZjaG9pY2UYFSABKAkSNgoMYmF0Y2hfcmFuZ2VzGBYgAygLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuQmF0Y2hSYW5nZRI0Cgpwcm92ZW5hbmNlGA4gASgLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuUHJvdmVuYW5jZSJmCgpCYXRjaFJhbmdlEhgKEGZpcnN0X2JhdGNoX3NpemUYASABKA0SFwoPbGFzdF9iYXRjaF9zaXplGAIgASgNEg0KBWR0eXBlGAMgASgJEhYKDnByb3ZlbmFuY2Vfa2V5GAQgASgJIqEBCgpQcm92ZW5hbmNlEgsKA2tleRgBIAEoCRIUCgxtb2RlbF9kaWdlc3QYAiABKAkSFgoObW9kZWxfcmV2aXNpb24YAyABKAkSDQoFZHR5cGUYBCABKAkSEwoLZGV2aWNlX2tpbmQYBSABKAkSEQoJbGlicmFyaWVzGAYgAygJEhAKCGNvbXBpbGVkGAcgASgIEg8KB3RocmVhZHMYCCABKA0ioQEKCUZpZWxkSW5mbxIMCgRuYW1lGAEgASgJEi0KDWRlZmF1bHRfdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSFAoHbWluaW11bRgDIAEoAUgAiAEBEhQKB21heGltdW0YBCABKAFIAYgBARITCgttdWx0aXBsZV9vZhgFIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bTLJAQoOQ2FwdGlvblNlcnZpY2USVgoHQ2FwdGlvbhIkLmltYWdld2lyZS5jYXB0aW9uLnYxLkNhcHRpb25SZXF1ZXN0GiUuaW1hZ2V3aXJlLmNhcHRpb24udjEuQ2FwdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuY2FwdGlvbi52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5jYXB0aW9uLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("CiJpbWFnZXdpcmUvY2FwdGlvbi92MS9jYXB0aW9uLnByb3RvEhRpbWFnZXdpcmUuY2FwdGlvbi52MSKXAQoOQ2FwdGlvblJlcXVlc3QSDQoFaW1hZ2UYASABKAwSEAoIbW9kZWxfaWQYAiABKAkSDgoGcHJvbXB0GAMgASgJEhsKDm1heF9uZXdfdG9rZW5zGAQgASgNSACIAQESFgoJbnVtX2JlYW1zGAUgASgNSAGIAQFCEQoPX21heF9uZXdfdG9rZW5zQgwKCl9udW1fYmVhbXMiiQEKD0NhcHRpb25SZXNwb25zZRIMCgR0ZXh0GAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEioKBXVzYWdlGAMgASgLMhsuaW1hZ2V3aXJlLmNhcHRpb24udjEuVXNhZ2USEgoKYmF0Y2hfc2l6ZRgEIAEoDRIWCg5wcm92ZW5hbmNlX2tleRgFIAEoCSJNCgVVc2FnZRIUCgxpbnB1dF9waXhlbHMYASABKAQSGwoTdXNkX3Blcl9pbnB1dF9waXhlbBgCIAEoARIRCglwcmljZV91c2QYAyABKAEiEwoRTGlzdE1vZGVsc1JlcXVlc3QiXwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi8KBm1vZGVscxgBIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLk1vZGVsSW5mbxIYChBkZWZhdWx0X21vZGVsX2lkGAIgASgJIu0DCglNb2RlbEluZm8SEAoIbW9kZWxfaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEg0KBWR0eXBlGAMgASgJEhcKD21heF9pbWFnZV9ieXRlcxgEIAEoBBIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEh4KFmRlZmF1bHRfbWF4X25ld190b2tlbnMYBiABKA0SHAoUbWF4X25ld190b2tlbnNfbGltaXQYByABKA0SGQoRZGVmYXVsdF9udW1fYmVhbXMYCCABKA0SFwoPbnVtX2JlYW1zX2xpbWl0GAkgASgNEhYKDm1heF9iYXRjaF9zaXplGAogASgNEhsKE3VzZF9wZXJfaW5wdXRfcGl4ZWwYCyABKAESDgoGZmFtaWx5GAwgASgJEi8KBmZpZWxkcxgNIAMoCzIfLmltYWdld2lyZS5jYXB0aW9uLnYxLkZpZWxkSW5mbxIWCg5jb21waWxlZF9wYXJ0cxgUIAMoCRIOCgZjaG9pY2UYFSABKAkSNgoMYmF0Y2hfcmFuZ2VzGBYgAygLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuQmF0Y2hSYW5nZRI0Cgpwcm92ZW5hbmNlGA4gASgLMiAuaW1hZ2V3aXJlLmNhcHRpb24udjEuUHJvdmVuYW5jZSJ+CgpCYXRjaFJhbmdlEhgKEGZpcnN0X2JhdGNoX3NpemUYASABKA0SFwoPbGFzdF9iYXRjaF9zaXplGAIgASgNEg0KBWR0eXBlGAMgASgJEhYKDnByb3ZlbmFuY2Vfa2V5GAQgASgJEhYKDmNvbXBpbGVkX3BhcnRzGAUgAygJIrkBCgpQcm92ZW5hbmNlEgsKA2tleRgBIAEoCRIUCgxtb2RlbF9kaWdlc3QYAiABKAkSFgoObW9kZWxfcmV2aXNpb24YAyABKAkSDQoFZHR5cGUYBCABKAkSEwoLZGV2aWNlX2tpbmQYBSABKAkSEQoJbGlicmFyaWVzGAYgAygJEhAKCGNvbXBpbGVkGAcgASgIEg8KB3RocmVhZHMYCCABKA0SFgoOY29tcGlsZWRfcGFydHMYCSADKAkioQEKCUZpZWxkSW5mbxIMCgRuYW1lGAEgASgJEi0KDWRlZmF1bHRfdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSFAoHbWluaW11bRgDIAEoAUgAiAEBEhQKB21heGltdW0YBCABKAFIAYgBARITCgttdWx0aXBsZV9vZhgFIAEoDUIKCghfbWluaW11bUIKCghfbWF4aW11bTLJAQoOQ2FwdGlvblNlcnZpY2USVgoHQ2FwdGlvbhIkLmltYWdld2lyZS5jYXB0aW9uLnYxLkNhcHRpb25SZXF1ZXN0GiUuaW1hZ2V3aXJlLmNhcHRpb24udjEuQ2FwdGlvblJlc3BvbnNlEl8KCkxpc3RNb2RlbHMSJy5pbWFnZXdpcmUuY2FwdGlvbi52MS5MaXN0TW9kZWxzUmVxdWVzdBooLmltYWdld2lyZS5jYXB0aW9uLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * CaptionRequest asks for a caption of one image.
@@ -107,7 +107,7 @@ export type CaptionResponse = Message<"imagewire.caption.v1.CaptionResponse"> & 
   /**
    * The model's Provenance.key on the server that answered: servers with the same key compute a caption the
    * same way (a caption may still depend on the other requests of its batch, which are padded together). Where
-   * the model has two batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
+   * the model has several batch ranges (ModelInfo.batch_ranges), the key of the range that ran the batch.
    *
    * @generated from field: string provenance_key = 5;
    */
@@ -300,8 +300,9 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
   fields: FieldInfo[];
 
   /**
-   * The parts of the model that run compiled (torch.compile before SERVING, --compile): "vision encoder",
-   * "text decoder" (BLIP: its steps over a static KV cache); empty when the model runs eagerly.
+   * The parts of the model that run compiled (torch.compile before SERVING, --compile) for every batch size:
+   * "vision encoder", "text decoder" (BLIP: its steps over a static KV cache); empty when the largest batches
+   * run eagerly. A part compiled for small batches only is listed in their BatchRange.
    *
    * @generated from field: repeated string compiled_parts = 20;
    */
@@ -317,9 +318,9 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
   choice: string;
 
   /**
-   * The batch sizes the server runs together, by the dtype that runs them, the largest batches first: one
-   * range (1 to max_batch_size, in dtype), or two where a lone request was measured clearly faster in another
-   * dtype and a second copy of the weights fits the device's memory.
+   * The batch sizes the server runs together, by how it runs them, the largest batches first: one range (1 to
+   * max_batch_size, in dtype, compiled_parts), or two where a lone request was measured clearly faster in
+   * another dtype (when a second copy of the weights fits the device's memory) or with more parts compiled.
    *
    * @generated from field: repeated imagewire.caption.v1.BatchRange batch_ranges = 22;
    */
@@ -327,7 +328,7 @@ export type ModelInfo = Message<"imagewire.caption.v1.ModelInfo"> & {
 
   /**
    * What this model's captions depend on besides the request; replicas reporting the same key compute them
-   * the same way. With two batch ranges, that of the first (each range has its own provenance_key).
+   * the same way. With several batch ranges, that of the first (each range has its own provenance_key).
    *
    * @generated from field: imagewire.caption.v1.Provenance provenance = 14;
    */
@@ -342,7 +343,8 @@ export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
   messageDesc(file_imagewire_caption_v1_caption, 5);
 
 /**
- * BatchRange is a range of batch sizes and the copy of the model's weights that runs them.
+ * BatchRange is a range of batch sizes and how the server runs them: the copy of the model's weights, and the
+ * parts compiled for them.
  *
  * @generated from message imagewire.caption.v1.BatchRange
  */
@@ -374,6 +376,13 @@ export type BatchRange = Message<"imagewire.caption.v1.BatchRange"> & {
    * @generated from field: string provenance_key = 4;
    */
   provenanceKey: string;
+
+  /**
+   * The parts of the model that run compiled for these batches (ModelInfo.compiled_parts names them).
+   *
+   * @generated from field: repeated string compiled_parts = 5;
+   */
+  compiledParts: string[];
 };
 
 /**
@@ -454,6 +463,14 @@ export type Provenance = Message<"imagewire.caption.v1.Provenance"> & {
    * @generated from field: uint32 threads = 8;
    */
   threads: number;
+
+  /**
+   * The parts of the model that run compiled, each rounding differently from eager (compiled: whether any
+   * does). For a caption model with several batch ranges, those of the batches this provenance covers.
+   *
+   * @generated from field: repeated string compiled_parts = 9;
+   */
+  compiledParts: string[];
 };
 
 /**
