@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark: the servers up, the in-process limits, the servers side by side, the comparison."""
     from captioner import tiny
     from imagewire_serving.compiling import configure
-    from imagewire_serving.device import resolve_device
+    from imagewire_serving.device import Capabilities, resolve_device
     from imagewire_serving.threads import apply_threads
 
     plan = make_plan(args)
@@ -183,8 +183,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if plan.limit_again:
         for dtype, model in models.items():
             measure_again(model, pool, limits[dtype], args.batch_size)
+    device = resolve_device(args.device)
+    low_precision = device.type == "cuda" or bool(Capabilities.detect(device).cpu_dtypes())
     out["comparison"] = report.compare(limits, {k: v for k, v in out.items() if k.startswith(("grpc:", "http"))},
-                                       resolved.get("auto", ""))
+                                       resolved.get("auto", ""), report.baseline_targets(args.model_preset,
+                                                                                         low_precision))
     out["machine"]["load_average_end"] = load_average()
     out["wall_s"] = round(time.perf_counter() - started, 1)
     return out
