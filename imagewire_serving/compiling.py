@@ -111,9 +111,15 @@ def _mark_batch_dynamic(_module: torch.nn.Module, args: tuple[Any, ...], kwargs:
             torch._dynamo.maybe_mark_dynamic(value, 0)
 
 
+# The keyword arguments that carry a call's batch, before any other tensor (a cache position is one-dimensional too).
+_BATCH_INPUTS = ("input_ids", "pixel_values", "inputs_embeds")
+
+
 def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """A call's batch: the first dimension of its first tensor argument (1 if it has none)."""
-    for value in (*args, *kwargs.values()):
+    """A call's batch: the first dimension of its main input (the first positional tensor, else a keyword argument
+    of _BATCH_INPUTS, else any tensor; 1 if it has none)."""
+    named = [kwargs[name] for name in _BATCH_INPUTS if name in kwargs]
+    for value in (*args, *named, *kwargs.values()):
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return int(value.shape[0])
     return 1

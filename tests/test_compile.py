@@ -94,6 +94,34 @@ async def test_a_part_that_cannot_compile_runs_eagerly_with_one_line_saying_why(
     assert sorted(line.split(":")[0] for line in lines) == sorted(PARTS)
 
 
+def test_a_part_compiled_up_to_a_batch_size_runs_larger_batches_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch is read from the call's main input (input_ids here), not from another one-dimensional tensor
+    passed first (a cache position)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+        graphs.append(graph)
+        return graph.forward
+
+    class Step(torch.nn.Module):
+        def forward(self, cache_position: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+            return input_ids * 2 + cache_position.sum()
+
+    monkeypatch.setattr(compiling, "compile_options", lambda device: {"backend": counting})
+    module = Step()
+    part = compiling.Part("step", module, batch_dim=True)
+    part.compile(torch.device("cpu"))
+    part.use(compiled=True, up_to=1)
+    assert (part.runs_compiled_for(1), part.runs_compiled_for(4), part.runs_compiled_for(None)) == (True, False, False)
+    position = torch.zeros(1)
+    assert torch.equal(module(cache_position=position, input_ids=torch.ones(4, 3)), torch.full((4, 3), 2.0))
+    assert graphs == []  # a batch of four: eager
+    assert torch.equal(module(cache_position=position, input_ids=torch.ones(1, 3)), torch.full((1, 3), 2.0))
+    assert len(graphs) == 1  # a batch of one: compiled
+    part.use(compiled=False)
+    assert (part.compiled, part.up_to, part.runs_compiled_for(1)) == (False, None, False)
+
+
 @pytest.mark.timeout(900)
 def test_each_call_of_the_compiled_decoder_captions_its_own_image(tmp_path: Path) -> None:
     """Each caption runs over a static KV cache of its own: the trained shapes captioner's captions of different
