@@ -19,6 +19,7 @@ from captioner.backend import CaptionBackend, GenerationOptions
 from captioner.batcher import Batcher, SmallCopy
 from captioner.limits import MAX_PROMPT_CHARS, EngineLimits
 from imagewire_serving import errors, tracing
+from imagewire_serving.compiling import compiled_for
 from imagewire_serving.device import dtype_name
 from imagewire_serving.engine import DeviceEngine
 from imagewire_serving.engine import ModelCard as BaseCard
@@ -200,7 +201,7 @@ class CaptionEngine(DeviceEngine[CaptionBackend, ModelCard]):
         ranges: list[BatchRange] = []
         for size in range(self.limits.max_batch_size, 0, -1):
             copy = batcher.copy_for(size)
-            compiled = tuple(part.name for part in copy.compile_parts() if part.runs_compiled_for(size))
+            compiled = compiled_for(copy.compile_parts(), size)
             if ranges and (ranges[-1].dtype, ranges[-1].compiled_parts) == (dtype_name(copy.dtype), compiled):
                 ranges[-1] = dataclasses.replace(ranges[-1], first_batch_size=size)
                 continue

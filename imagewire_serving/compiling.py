@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +97,11 @@ class Part:
             _LOGGER.warning("%s: cannot compile (%s): running it eagerly", self.name, self.failed)
             self.use(compiled=False)
             return self._eager(*args, **kwargs)
+
+
+def compiled_for(parts: Iterable[Part], batch: int | None = None) -> tuple[str, ...]:
+    """The names of the parts that run compiled for a batch of ``batch`` (None: for every batch)."""
+    return tuple(part.name for part in parts if part.runs_compiled_for(batch))
 
 
 def compile_options(device: torch.device) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import torch
 
-from imagewire_serving.compiling import Part, PartClock, first_line
+from imagewire_serving.compiling import Part, PartClock, compiled_for, first_line
 from imagewire_serving.device import DTYPES, Capabilities, DtypeChoice, dtype_name, runs_out_of_dtype
 from imagewire_serving.engine import Backend
 from imagewire_serving.memory import release, run_bytes
@@ -99,15 +99,16 @@ class DecidedLoading(Generic[BackendT]):
         if decision.second_copy:
             small, decision = self._second_copy(model_id, source, device, backend, small, decision)
         # As loaded (a part that could not compile runs eagerly): what the log and ListModels say.
+        every = compiled_for(backend.compile_parts())
         if small is not None and decision.small is not None:
             self.small_copies[model_id] = small
             decision = dataclasses.replace(decision, small=dataclasses.replace(
-                decision.small, compiled_parts=_compiled(small)))
+                decision.small, compiled_parts=compiled_for(small.compile_parts())))
         elif decision.small is not None:
-            in_place = _compiled(backend, decision.small.largest)
+            in_place = compiled_for(backend.compile_parts(), decision.small.largest)
             decision = dataclasses.replace(decision, small=dataclasses.replace(
-                decision.small, compiled_parts=in_place) if in_place != _compiled(backend) else None)
-        self.decisions[model_id] = dataclasses.replace(decision, compiled_parts=_compiled(backend))
+                decision.small, compiled_parts=in_place) if in_place != every else None)
+        self.decisions[model_id] = dataclasses.replace(decision, compiled_parts=every)
         return backend
 
     def _load_as(self, model_id: str, source: str, device: torch.device, dtype: str, compiled_parts: Sequence[str],
@@ -283,11 +284,6 @@ class DecidedLoading(Generic[BackendT]):
         except (ValueError, OSError, RuntimeError, KeyError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"--model {source}: cannot load it: {reason}") from error
-
-
-def _compiled(backend: Backend, batch: int | None = None) -> tuple[str, ...]:
-    """The parts that run compiled for a batch of ``batch`` (None: for every batch)."""
-    return tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(batch))
 
 
 def _in_place(decision: Decision) -> SmallBatches | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from imagewire_serving import errors
+from imagewire_serving.compiling import compiled_for
 from imagewire_serving.device import dtype_name
 from imagewire_serving.fields import RequestField
 from imagewire_serving.provenance import ModelFiles, Provenance
@@ -166,5 +167,5 @@ class DeviceEngine(Generic[BackendT, CardT]):
         image = next(field for field in fields if field.name == "image")
         return {"model_id": backend.model_id, "device": str(backend.device), "dtype": dtype_name(backend.dtype),
                 "max_image_bytes": int(image.maximum or 0), "family": backend.family, "fields": fields,
-                "compiled_parts": tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(None)),
+                "compiled_parts": compiled_for(backend.compile_parts()),
                 "choice": self.choices.get(backend.model_id, ""), "provenance": self.provenance[backend.model_id]}

@@ -74,9 +74,10 @@ class Provenance:
         compiled for small batches only)."""
         import torch
 
+        from imagewire_serving.compiling import compiled_for
         from imagewire_serving.device import dtype_name
 
-        compiled = tuple(part.name for part in backend.compile_parts() if part.runs_compiled_for(batch))
+        compiled = compiled_for(backend.compile_parts(), batch)
         values: dict[str, Any] = {
             "model_digest": backend.files.digest, "model_revision": backend.files.revision,
             "dtype": dtype_name(backend.dtype), "device_kind": device_kind(backend.device),
