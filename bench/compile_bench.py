@@ -2,10 +2,11 @@
 the video model's denoising step and VAE decode, and the start-up of a server with a cold and a warm compile cache.
 
     python -m bench.compile_bench [--model-preset large] [--dtypes float32,bfloat16] [--batch-size 8]
-                                  [--video-preset bench] [--skip-video] [--skip-restart] [--repeats 5] [--out F]
+                                  [--video-preset bench] [--skip-video] [--skip-restart] [--restarts 3]
+                                  [--repeats 5] [--out F]
 
-- ``caption``: per dtype, the captioner's vision encoder (``imagewire_serving.compiling``: torch.compile, inductor
-  with frozen weights on the CPU) eager and compiled, for one image and a batch, measured alternately; then whole
+- ``caption``: per dtype, the captioner's vision encoder (``imagewire_serving.compiling``: on the CPU AOTInductor
+  packages with frozen weights, on CUDA torch.compile) eager and compiled, for one image and a batch, measured alternately; then whole
   greedy captions (``--max-new-tokens``) with the encoder eager and compiled; then (``decoder_batch_N``) whole
   captions with the encoder eager and the text decoder eager (its dynamic KV cache, as served eagerly) or compiled
   (its one-token steps over a static KV cache). ``first_compiled_call_s`` is the first compiled call (tracing and
@@ -14,8 +15,9 @@ the video model's denoising step and VAE decode, and the start-up of a server wi
 - ``video``: the ``animator.tiny`` preset's denoiser per step and VAE decode per video, eager and compiled, in
   float32, at its default size.
 - ``restart``: the real ``imagewire-captioner`` (``--dtype`` the first of ``--dtypes``) started with ``--compile
-  off``, then ``--compile on`` with an empty compile cache, then again with that cache warm: seconds to ready, and
-  the warm restart over the eager start-up.
+  on`` and an empty compile cache, then ``--restarts`` times each, alternately, with ``--compile off`` and with
+  ``--compile on`` over that cache (warm): seconds to ready (medians and every start), and the warm restart over
+  the eager start-up.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-preset", default="bench", help="animator.tiny preset for the video figures")
     parser.add_argument("--skip-video", action="store_true", help="no video figures")
     parser.add_argument("--skip-restart", action="store_true", help="no server start-up figures")
+    parser.add_argument("--restarts", type=int, default=3, help="eager and warm starts each, alternated (medians)")
     output.add_out(parser)
     return parser.parse_args(argv)
 
@@ -180,7 +183,7 @@ def video_figures(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def restart_figures(model_dir: Path, dtype_name: str) -> dict[str, Any]:
+def restart_figures(model_dir: Path, dtype_name: str, restarts: int) -> dict[str, Any]:
     from imagewire_serving.launcher import ServerProcess
 
     def start(*flags: str) -> float:
@@ -191,12 +194,18 @@ def restart_figures(model_dir: Path, dtype_name: str) -> dict[str, Any]:
             server.wait_ready()
             return time.perf_counter() - started
 
+    eager: list[float] = []
+    warm: list[float] = []
     with tempfile.TemporaryDirectory() as cache:
-        eager = start("--compile", "off")
         cold = start("--compile", "on", "--compile-cache", cache)
-        warm = start("--compile", "on", "--compile-cache", cache)
-    return {"dtype": dtype_name, "eager_start_s": round(eager, 1), "compiled_cold_start_s": round(cold, 1),
-            "compiled_warm_start_s": round(warm, 1), "warm_over_eager": round(warm / eager, 2)}
+        for _ in range(restarts):  # alternated, so that a change in the machine's load hits both alike
+            eager.append(start("--compile", "off"))
+            warm.append(start("--compile", "on", "--compile-cache", cache))
+    return {"dtype": dtype_name, "eager_start_s": round(statistics.median(eager), 2),
+            "compiled_cold_start_s": round(cold, 1), "compiled_warm_start_s": round(statistics.median(warm), 2),
+            "warm_over_eager": round(statistics.median(warm) / statistics.median(eager), 2),
+            "eager_starts_s": [round(seconds, 2) for seconds in eager],
+            "warm_starts_s": [round(seconds, 2) for seconds in warm]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_video:
             result["video"] = video_figures(args)
     if not args.skip_restart:
-        result["restart"] = restart_figures(model_dir, dtypes[0])
+        result["restart"] = restart_figures(model_dir, dtypes[0], args.restarts)
     return output.emit(result, args.out)
 
 

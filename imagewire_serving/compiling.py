@@ -1,10 +1,12 @@
-"""Compiled model parts: the modules a family names worth compiling, compiled with ``torch.compile`` before SERVING.
+"""Compiled model parts: the modules a family names worth compiling, compiled by inductor before SERVING.
 
 A family lists its heavy modules as :class:`Part` objects (the captioner's vision encoder and BLIP's text
 decoder, the animator's denoiser and VAE decoder). Compiling a part replaces its ``forward`` in place, so the
-model's own code keeps calling it and forward hooks (the clock that times it) still run around it. On the CPU,
-inductor freezes the weights (constants, prepacked for oneDNN); on CUDA the mode is ``max-autotune``. A part whose
-compilation fails goes back to eager with one line saying why; it never stops the server.
+model's own code keeps calling it and forward hooks (the clock that times it) still run around it. On the CPU each
+call shape becomes an AOTInductor package kept in the compile cache, with frozen weights prepacked for oneDNN
+(:mod:`imagewire_serving.packages`: a restart loads them), and ``torch.compile`` serves what cannot be packaged; on
+CUDA ``torch.compile`` with ``max-autotune``. A part whose compilation fails goes back to eager with one line saying
+why; it never stops the server.
 
 Shapes: a part with a batch dimension marks it dynamic, so one graph serves every batch size above one (a batch of
 one is always its own, specialised graph); the warm-up runs both before SERVING. Graphs compiled after the warm-up
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from imagewire_serving import packages
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,10 +60,19 @@ class Part:
         return sum(parameter.numel() for parameter in self.module.parameters())
 
     def compile(self, device: torch.device) -> None:
-        """Wrap the module's forward with ``torch.compile`` (compiled lazily, by the first call) and use it."""
+        """Wrap the module's forward with its compiled form (compiled lazily, by the first call of each shape) and
+        use it: on the CPU, where :func:`configure` named a compile cache, AOTInductor packages kept there
+        (:mod:`imagewire_serving.packages`), with ``torch.compile`` for what cannot be packaged; else
+        ``torch.compile``."""
         if self._compiled is None:
-            self._eager = self.module.forward
-            self._compiled = torch.compile(self._eager, **compile_options(device))
+            eager = self._eager = self.module.forward
+            compiled = functools.cache(lambda: torch.compile(eager, **compile_options(device)))
+            store = packages.directory()
+            if device.type == "cpu" and store is not None:
+                self._compiled = packages.Packaged(self.name, self.module, eager, store, fallback=compiled,
+                                                   batch_of=_batch_size if self.batch_dim else None)
+            else:
+                self._compiled = compiled()
             # The eager forward's signature stays visible (transformers' generate reads it to check its arguments).
             self._forward = functools.wraps(self._eager)(lambda *args, **kwargs: self._guarded(*args, **kwargs))
             if self.batch_dim:
@@ -156,13 +169,14 @@ def configure(cache_dir: Path, device: torch.device) -> None:
     functorch_config.enable_autograd_cache = True
     if device.type == "cpu":
         inductor_config.freezing = True
+    packages.configure(cache_dir / "packages" if device.type == "cpu" else None)
 
 
 def compiled_graphs() -> int:
-    """Graphs dynamo has compiled in this process so far (frames compiled successfully)."""
+    """Graphs compiled in this process so far: dynamo's frames compiled successfully, and packages built or loaded."""
     from torch._dynamo.utils import counters
 
-    return int(counters["frames"]["ok"])
+    return int(counters["frames"]["ok"]) + packages.made()
 
 
 class PartClock:

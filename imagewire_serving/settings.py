@@ -74,8 +74,9 @@ class ServerSettings(Config):
         "off, or auto = each part the start-up measures faster compiled (for every batch, or for lone requests)",
         choices=("auto", "on", "off"))
     compile_cache: Path | None = option(
-        None, "directory of the compile cache (inductor's compiled code) and of the dtype and compile decisions, "
-        "reused by every start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "
+        None, "directory of the compile cache (on the CPU the compiled parts as AOTInductor packages, which hold a "
+        "copy of their weights; inductor's compiled code) and of the dtype and compile decisions, reused by every "
+        "start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "
         "~/.cache/imagewire/compile)", parse=Path)
     threads: int | None = option(
         None, "CPU threads for the model's operations (default: the CPUs this process may use)", minimum=1)

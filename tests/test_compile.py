@@ -21,7 +21,7 @@ from captioner.families import load_captioner
 from captioner.families.base import DECODER_PART
 from captioner.limits import EngineLimits
 from captioner.training.shapes import draw, random_scene
-from imagewire_serving import compiling
+from imagewire_serving import compiling, packages
 from imagewire_serving.tuning import Run
 from tests.scripted import SPLIT, ScriptedParts, caption_alone_then_a_full_batch, scripted
 from tests.support import captioner_app, serving, solid
@@ -29,6 +29,20 @@ from tests.support import captioner_app, serving, solid
 SHAPES_MODEL = Path(__file__).resolve().parents[1] / "captioner" / "models" / "shapes-blip"
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
 LIMITS = EngineLimits(default_max_new_tokens=6, max_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def package_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("packages")
+
+
+@pytest.fixture
+def shared_packages(package_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The compiled parts' packages kept across this module's tests, as replicas share a compile cache: a call
+    shape another test built is loaded (each test keeps its own decisions)."""
+    configure = packages.configure
+    monkeypatch.setattr(packages, "configure", lambda directory: configure(package_store if directory else None))
+    return package_store
 
 
 def recompiles(app: Any) -> float:
@@ -59,39 +73,49 @@ async def captions(app: Any) -> tuple[list[str], Any]:
 
 @pytest.mark.timeout(900)
 async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_restart_reuses_the_decision(
-    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_packages: Path
 ) -> None:
     eager, eager_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                      compile="off"))
     assert list(eager_info.compiled_parts) == [] and "--compile off" in eager_info.choice
+    made = packages.made()
     compiled, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                   compile="on", compile_cache=tmp_path))
     assert list(info.compiled_parts) == PARTS
     assert "float32 compiled" not in info.choice and "(compiled: vision encoder, text decoder)" in info.choice
     assert compiled == eager
+    # On the CPU, each part's call shapes are packages (a lone request, several rows; the decoder's first token and
+    # later steps), built (or loaded, where another test of this module built them), and the restart loads them
+    # all: it compiles nothing.
+    assert packages.made() - made >= 6
+    built, loaded = packages.MADE["built"], packages.MADE["loaded"]
     with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                          compile="on", compile_cache=tmp_path))
     assert "decided at an earlier start" in caplog.text
     assert list(again_info.compiled_parts) == PARTS and again == eager
+    assert packages.MADE["built"] == built and packages.MADE["loaded"] - loaded >= 6
 
 
 @pytest.mark.timeout(900)
 async def test_a_part_that_cannot_compile_runs_eagerly_with_one_line_saying_why(
     tiny_caption_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def no_compiler(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+    def no_compiler(*_: Any, **__: Any) -> Any:
         raise RuntimeError("no C++ compiler on this host")
 
+    # Neither a package (the CPU's first choice) nor torch.compile can be built.
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiler)
     monkeypatch.setattr(compiling, "compile_options", lambda device: {"backend": no_compiler})
-    with caplog.at_level(logging.WARNING, logger="imagewire_serving.compiling"):
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving"):
         texts, info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                    compile="on", compile_cache=tmp_path))
     assert all(texts) and list(info.compiled_parts) == []
-    lines = [r.getMessage() for r in caplog.records if "cannot compile" in r.getMessage()]
-    # One line per part, each naming it.
-    assert len(lines) == 2 and all("no C++ compiler on this host" in line for line in lines)
-    assert sorted(line.split(":")[0] for line in lines) == sorted(PARTS)
+    for stage in ("cannot package", "cannot compile"):
+        lines = [r.getMessage() for r in caplog.records if stage in r.getMessage()]
+        # One line per part and stage, each naming the part and why.
+        assert len(lines) == 2 and all("no C++ compiler on this host" in line for line in lines)
+        assert sorted(line.split(":")[0] for line in lines) == sorted(PARTS)
 
 
 def test_a_part_compiled_up_to_a_batch_size_runs_larger_batches_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,6 +132,7 @@ def test_a_part_compiled_up_to_a_batch_size_runs_larger_batches_eagerly(monkeypa
             return input_ids * 2 + cache_position.sum()
 
     monkeypatch.setattr(compiling, "compile_options", lambda device: {"backend": counting})
+    monkeypatch.setattr(packages, "_DIRECTORY", None)  # torch.compile, whose graphs the backend counts
     module = Step()
     part = compiling.Part("step", module, batch_dim=True)
     part.compile(torch.device("cpu"))
@@ -123,7 +148,7 @@ def test_a_part_compiled_up_to_a_batch_size_runs_larger_batches_eagerly(monkeypa
 
 
 @pytest.mark.timeout(900)
-def test_each_call_of_the_compiled_decoder_captions_its_own_image(tmp_path: Path) -> None:
+def test_each_call_of_the_compiled_decoder_captions_its_own_image(tmp_path: Path, shared_packages: Path) -> None:
     """Each caption runs over a static KV cache of its own: the trained shapes captioner's captions of different
     scenes, one after another and batched, equal eager's (compiled steps that kept the first call's cache would
     read the first scene's image and write past its cache's end)."""
@@ -148,7 +173,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.timeout(900)
-def test_a_compiled_denoiser_and_decoder_make_the_frames_of_eager(tmp_path: Path) -> None:
+def test_a_compiled_denoiser_and_decoder_make_the_frames_of_eager(tmp_path: Path, shared_packages: Path) -> None:
     """Video frames at least 40 dB PSNR against eager in the same dtype (the tiny SVD, float32, its smallest
     video: compiling the two parts is the cost, so one shape, in process; the served path is the captioner's)."""
     from animator import families
@@ -190,7 +215,7 @@ async def test_on_cuda_the_vision_encoder_compiles_autotuned_and_serves_the_capt
 
 @pytest.mark.timeout(900)
 async def test_both_copies_compile_before_serving_and_serve_their_batches_without_recompiling(
-    tiny_caption_model: str, tmp_path: Path
+    tiny_caption_model: str, tmp_path: Path, shared_packages: Path
 ) -> None:
     """Two copies (float32 for a lone request, bfloat16 for batches: scripted timings), --compile on: each copy's
     vision encoder is compiled before SERVING, and a lone request and a full batch compile nothing more."""
@@ -222,7 +247,7 @@ DECODER_FASTER_ALONE = {
 
 @pytest.mark.timeout(900)
 async def test_a_decoder_faster_compiled_only_alone_runs_compiled_for_lone_requests_and_a_restart_keeps_it(
-    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_packages: Path
 ) -> None:
     """--compile auto (scripted timings): the decoder is compiled for a batch of one, on the same copy of the
     weights; a lone request's steps run compiled over a static cache, a full batch's eagerly; ListModels and each

@@ -1,0 +1,130 @@
+"""Compiled parts as AOTInductor packages (imagewire_serving.packages): one per call shape, every batch of several
+rows sharing one, built once and loaded by a restart; a call that cannot be exported goes to torch.compile."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+from transformers import BertConfig
+from transformers.cache_utils import StaticCache
+
+from imagewire_serving import compiling, packages
+
+
+class Head(torch.nn.Module):
+    """A part with a batch dimension and a keyword argument."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = torch.nn.Linear(8, 4)
+
+    def forward(self, pixel_values: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return torch.relu(self.linear(pixel_values)) * scale
+
+
+def packaged(module: torch.nn.Module) -> compiling.Part:
+    part = compiling.Part("head", module, batch_dim=True)
+    part.compile(torch.device("cpu"))
+    return part
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(packages, "_DIRECTORY", tmp_path / "packages")
+    monkeypatch.setattr(packages, "MADE", packages.Counter())
+    return tmp_path / "packages"
+
+
+@pytest.mark.timeout(600)
+def test_one_package_for_a_row_one_for_any_rows_and_a_restart_loads_them(store: Path) -> None:
+    eager = Head(seed=1)
+    module = Head(seed=1)
+    packaged(module)
+    inputs = {size: torch.randn(size, 8) for size in (1, 3, 5)}
+    with torch.inference_mode():  # as the servers call their parts
+        for pixels in inputs.values():
+            assert torch.allclose(module(pixel_values=pixels, scale=2.0), eager(pixel_values=pixels, scale=2.0))
+    assert packages.MADE == {"built": 2}  # a batch of one, and one for 3 and 5 rows
+    assert len(list(store.glob("*.pt2"))) == 2 and not list(store.glob("*.partial*"))
+
+    restarted = Head(seed=1)  # a new process's copy of the same weights
+    packaged(restarted)
+    with torch.inference_mode():
+        for pixels in inputs.values():
+            assert torch.allclose(restarted(pixel_values=pixels, scale=2.0), eager(pixel_values=pixels, scale=2.0))
+    assert packages.MADE == {"built": 2, "loaded": 2}
+
+    other = Head(seed=2)  # other weights: packages of their own, never the first model's
+    packaged(other)
+    with torch.inference_mode():
+        assert torch.allclose(other(pixel_values=inputs[1], scale=2.0), Head(seed=2)(pixel_values=inputs[1], scale=2.0))
+    assert packages.MADE == {"built": 3, "loaded": 2}
+
+
+class Branching(torch.nn.Module):
+    """Control flow on a tensor's value: torch.export cannot trace it (torch.compile breaks the graph there)."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.sum() > 0:
+            return pixel_values * 2
+        return pixel_values - 1
+
+
+@pytest.mark.timeout(600)
+def test_a_call_that_cannot_be_exported_runs_through_torch_compile_with_one_line(
+    store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(compiling, "compile_options", lambda device: {"backend": counting})
+    module = Branching()
+    part = packaged(module)
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.packages"):
+        assert torch.equal(module(torch.ones(1, 3)), torch.full((1, 3), 2.0))
+        assert torch.equal(module(-torch.ones(4, 3)), torch.full((4, 3), -2.0))
+    lines = [record.getMessage() for record in caplog.records if record.name == "imagewire_serving.packages"]
+    assert len(lines) == 1 and lines[0].startswith("head: cannot package (") and "torch.compile" in lines[0]
+    assert graphs and part.compiled and part.failed is None and packages.MADE == {}
+
+
+def shape(value: Any, batch: int | None) -> str:
+    leaves, spec = pytree.tree_flatten(((), value))
+    return packages.call_shape(spec, leaves, batch)
+
+
+def cache(rows: int, length: int = 16) -> StaticCache:
+    """A decoder's static KV cache of ``rows`` rows (its state, batch size included, is the pytree's context)."""
+    static = StaticCache(config=BertConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1),
+                         max_cache_len=length)
+    static.early_initialization(rows, 2, 4, torch.float32, torch.device("cpu"))
+    return static
+
+
+def test_the_call_shape_names_every_batch_of_several_rows_alike_and_nothing_else() -> None:
+    packages._register_caches(torch.nn.Module())
+
+    def call(rows: int, width: int = 8, length: int = 16) -> dict[str, Any]:
+        return {"pixel_values": torch.zeros(rows, width), "cache": cache(rows, length)}
+
+    assert "batch_size" in shape(call(1), 1)  # the cache's state is in its shape
+    assert shape(call(2), 2) == shape(call(7), 7) != shape(call(1), 1)
+    assert shape(call(2), 2) != shape(call(2, width=9), 2)  # other sizes
+    assert shape(call(3, length=3), 3) == shape(call(4, length=3), 4)  # the length, not the batch, is a constant
+    stale = call(3)
+    for layer in stale["cache"].layers:
+        layer.batch_size = 5  # as a package returns it: its state when built, for a batch of 5
+    assert shape(stale, 3) == shape(call(3), 3)
+    assert shape(call(3, length=3), 3) != shape(call(3, length=4), 3)
+    assert shape(call(2), None) != shape(call(3), None)  # no batch dimension: every size its own
+    half = {"pixel_values": torch.zeros(2, 8, dtype=torch.bfloat16), "cache": cache(2)}
+    assert shape(half, 2) != shape(call(2), 2)  # another dtype
