@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from captioner import tiny
     from imagewire_serving.compiling import configure
     from imagewire_serving.device import Capabilities, resolve_device
+    from imagewire_serving.model_cache import cache_root
     from imagewire_serving.threads import apply_threads
 
     plan = make_plan(args)
@@ -164,7 +164,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             compiled = {target.dtype: (target.compiled_parts, target.lone_parts) for target in servers.targets
                         if isinstance(target, GrpcTarget)}
             if any(every or lone for every, lone in compiled.values()):
-                configure(Path(tempfile.mkdtemp(prefix="caption-bench-compile-")), resolve_device(args.device))
+                # The servers' compile cache (they name none): the packages they built are loaded, not built again.
+                configure(cache_root() / "compile", resolve_device(args.device))
             models = {dtype: InProcess(model_dir, args.device, dtype, args.max_new_tokens,
                                        *compiled.get(dtype, ((), ()))) for dtype in dtypes}
             first = models["float32"]

@@ -132,16 +132,16 @@ class Packaged:
         started = time.perf_counter()
         if _PREPARED is not None:
             _PREPARED.join()
+        how = "loaded" if path.exists() else "built"
         try:
-            if path.exists():
-                how = "loaded"
-            else:
-                how = "built"
+            if how == "built":
                 self._build(path, args, kwargs, batch)
             runner = _Loaded(torch._inductor.aoti_load_package(str(path)))
         except Exception as error:  # export or inductor could not: this call shape runs through the fallback
             from imagewire_serving.compiling import first_line
 
+            if how == "loaded":
+                path.unlink(missing_ok=True)  # unreadable (another torch build wrote it?): the next start rebuilds it
             self.failed = first_line(error)
             _LOGGER.warning("%s: cannot package (%s): compiling it with torch.compile", self.name, self.failed)
             return self._fallback()

@@ -128,3 +128,25 @@ def test_the_call_shape_names_every_batch_of_several_rows_alike_and_nothing_else
     assert shape(call(2), None) != shape(call(3), None)  # no batch dimension: every size its own
     half = {"pixel_values": torch.zeros(2, 8, dtype=torch.bfloat16), "cache": cache(2)}
     assert shape(half, 2) != shape(call(2), 2)  # another dtype
+
+
+@pytest.mark.timeout(600)
+def test_an_unreadable_package_is_served_by_torch_compile_and_removed_for_the_next_start(
+    store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pixels = torch.randn(1, 8)
+    first = Head(seed=1)
+    packaged(first)
+    with torch.inference_mode():
+        first(pixel_values=pixels)
+    (package,) = store.glob("*.pt2")
+    package.write_bytes(b"not a package")  # as a torch build that writes them otherwise might leave it
+
+    monkeypatch.setattr(compiling, "compile_options", lambda device: {"backend": lambda graph, inputs: graph.forward})
+    module = Head(seed=1)
+    packaged(module)
+    with caplog.at_level(logging.WARNING, logger="imagewire_serving.packages"), torch.inference_mode():
+        assert torch.allclose(module(pixel_values=pixels), Head(seed=1)(pixel_values=pixels))
+    lines = [record.getMessage() for record in caplog.records if record.name == "imagewire_serving.packages"]
+    assert len(lines) == 1 and "cannot package" in lines[0]
+    assert not package.exists() and packages.MADE == {"built": 1}
