@@ -42,8 +42,9 @@ ROUNDS_BUDGET_S = 30.0
 MIN_COMPILED_PART_PARAMETERS = 5_000_000
 # Bumped when the rules above change, so that cached decisions are made again (2: small batches may have their own
 # copy of the weights; 3: the captioner's text decoder is a part that may be compiled; 4: a part may be compiled
-# for small batches only, and parts of 5 million weights are tried).
-RULES_VERSION = 4
+# for small batches only, and parts of 5 million weights are tried; 5: on the CPU compiled parts are AOTInductor
+# packages, whose speed differs from torch.compile's: a decision measured with the one must not choose for the other).
+RULES_VERSION = 5
 
 
 @dataclass(frozen=True)
