@@ -6,12 +6,12 @@ the video model's denoising step and VAE decode, and the start-up of a server wi
                                   [--repeats 5] [--out F]
 
 - ``caption``: per dtype, the captioner's vision encoder (``imagewire_serving.compiling``: on the CPU AOTInductor
-  packages with frozen weights, on CUDA torch.compile) eager and compiled, for one image and a batch, measured alternately; then whole
-  greedy captions (``--max-new-tokens``) with the encoder eager and compiled; then (``decoder_batch_N``) whole
-  captions with the encoder eager and the text decoder eager (its dynamic KV cache, as served eagerly) or compiled
-  (its one-token steps over a static KV cache). ``first_compiled_call_s`` is the first compiled call (tracing and
-  code generation). The models are ``captioner.tiny`` presets built from configs (``large``:
-  BLIP-large's architecture, ViT-L/16 at 384 px and a BERT-base decoder, random weights).
+  packages with frozen weights, on CUDA torch.compile) eager and compiled, for one image and a batch, measured
+  alternately; then whole greedy captions (``--max-new-tokens``) with the encoder eager and compiled; then
+  (``decoder_batch_N``) whole captions with the encoder eager and the text decoder eager (its dynamic KV cache, as
+  served eagerly) or compiled (its one-token steps over a static KV cache). ``first_compiled_call_s`` is the first
+  compiled call (tracing and code generation). The models are ``captioner.tiny`` presets built from configs
+  (``large``: BLIP-large's architecture, ViT-L/16 at 384 px and a BERT-base decoder, random weights).
 - ``video``: the ``animator.tiny`` preset's denoiser per step and VAE decode per video, eager and compiled, in
   float32, at its default size.
 - ``restart``: the real ``imagewire-captioner`` (``--dtype`` the first of ``--dtypes``) started with ``--compile
