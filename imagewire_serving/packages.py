@@ -182,7 +182,8 @@ class Packaged:
             for name, tensor in (*self._module.named_parameters(), *self._module.named_buffers()):
                 data = tensor.detach().cpu().contiguous().reshape(-1)
                 digest.update(f"{name} {data.dtype} {tuple(tensor.shape)}".encode())
-                digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+                if data.numel():
+                    digest.update(data.view(torch.uint8).numpy().data)  # its bytes, not copied
             self._identity = digest.hexdigest()
         return self._identity
 
