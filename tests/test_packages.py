@@ -42,7 +42,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.timeout(600)
-def test_one_package_for_a_row_one_for_any_rows_and_a_restart_loads_them(store: Path) -> None:
+def test_one_package_for_a_row_one_for_any_rows_and_a_restart_loads_them(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     eager = Head(seed=1)
     module = Head(seed=1)
     packaged(module)
@@ -52,6 +54,13 @@ def test_one_package_for_a_row_one_for_any_rows_and_a_restart_loads_them(store: 
             assert torch.allclose(module(pixel_values=pixels, scale=2.0), eager(pixel_values=pixels, scale=2.0))
     assert packages.MADE == {"built": 2}  # a batch of one, and one for 3 and 5 rows
     assert len(list(store.glob("*.pt2"))) == 2 and not list(store.glob("*.partial*"))
+
+    written: list[str] = []  # the same calls again find their runners without writing their call shapes
+    with monkeypatch.context() as patched, torch.inference_mode():
+        patched.setattr(packages, "call_shape", lambda *args: written.append("shape") or "")
+        for pixels in inputs.values():
+            assert torch.allclose(module(pixel_values=pixels, scale=2.0), eager(pixel_values=pixels, scale=2.0))
+    assert written == [] and packages.MADE == {"built": 2}
 
     restarted = Head(seed=1)  # a new process's copy of the same weights
     packaged(restarted)
@@ -128,6 +137,26 @@ def test_the_call_shape_names_every_batch_of_several_rows_alike_and_nothing_else
     assert shape(call(2), None) != shape(call(3), None)  # no batch dimension: every size its own
     half = {"pixel_values": torch.zeros(2, 8, dtype=torch.bfloat16), "cache": cache(2)}
     assert shape(half, 2) != shape(call(2), 2)  # another dtype
+
+
+def test_calls_with_one_seen_key_have_one_call_shape() -> None:
+    packages._register_caches(torch.nn.Module())
+
+    def key(value: Any, batch: int | None) -> Any:
+        leaves, spec = pytree.tree_flatten(((), value))
+        return packages.seen_key(spec, leaves, batch)
+
+    calls = [({"pixel_values": torch.zeros(rows, width, dtype=dtype), "cache": cache(rows, length), "flag": flag}, rows)
+             for rows in (1, 2, 3) for width in (8, 9) for length in (3, 4) for dtype in (torch.float32, torch.bfloat16)
+             for flag in (1, True, 1.0)]
+    keys = [key(value, rows) for value, rows in calls]
+    assert keys == [key(value, rows) for value, rows in calls]  # a call made again has the key it had
+    for (first, first_rows), first_key in zip(calls, keys, strict=True):
+        for (second, second_rows), second_key in zip(calls, keys, strict=True):
+            if first_key == second_key:
+                assert shape(first, first_rows) == shape(second, second_rows)
+    assert len(set(keys)) == len(calls)  # 1, True and 1.0 are three constants, as in the call shape
+    assert key({"pixel_values": torch.zeros(1, 8), "options": bytearray(b"x")}, 1) is None  # cannot be hashed
 
 
 @pytest.mark.timeout(600)
