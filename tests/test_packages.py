@@ -159,6 +159,38 @@ def test_calls_with_one_seen_key_have_one_call_shape() -> None:
     assert key({"pixel_values": torch.zeros(1, 8), "options": bytearray(b"x")}, 1) is None  # cannot be hashed
 
 
+class Step(torch.nn.Module):
+    """A decoder's step: writes its keys and values into a static KV cache in place and returns the cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, hidden: torch.Tensor, cache: StaticCache) -> tuple[torch.Tensor, StaticCache]:
+        keys = self.linear(hidden)
+        cache.layers[0].update(keys, keys * 2)
+        return keys.sum(), cache
+
+
+@pytest.mark.timeout(600)
+def test_a_cache_the_package_writes_in_place_is_returned_as_the_object_it_was_called_with(store: Path) -> None:
+    packages._register_caches(torch.nn.Module())
+    eager, module = Step(), Step()
+    compiling.Part("step", module).compile(torch.device("cpu"))
+    expected, given = cache(1), cache(1)
+    with torch.inference_mode():
+        for _ in range(3):
+            hidden = torch.randn(1, 2, 1, 4)
+            total, returned = module(hidden=hidden, cache=given)
+            assert returned is given  # not rebuilt from its tensors: the caller's own cache, written in place
+            assert torch.allclose(total, eager(hidden=hidden, cache=expected)[0])
+    layer, reference = given.layers[0], expected.layers[0]
+    assert torch.allclose(layer.keys, reference.keys) and torch.allclose(layer.values, reference.values)
+    assert int(layer.cumulative_length) == int(reference.cumulative_length) == 3
+    assert packages.MADE == {"built": 1}
+
+
 @pytest.mark.timeout(600)
 def test_an_unreadable_package_is_served_by_torch_compile_and_removed_for_the_next_start(
     store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
