@@ -237,8 +237,8 @@ class _Returned:
              args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Returned | None:
         for where, (inputs, first) in _arguments(spec).items():
             argument = args[where] if isinstance(where, int) else kwargs[where]
-            if inputs.is_leaf() or type(argument) in (list, tuple, dict):
-                continue
+            if inputs.is_leaf() or not inputs.num_leaves or type(argument) in (list, tuple, dict):
+                continue  # a tensor or other leaf, an object holding no tensors, a plain container
             for path, output, start in _subtrees(outputs_spec, (), 0):
                 if output.type is type(argument) and output == inputs and \
                         _same_tensors(outputs[start:start + output.num_leaves], leaves[first:]):
