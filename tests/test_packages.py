@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from transformers import BertConfig
 from transformers.cache_utils import StaticCache
 
-from imagewire_serving import compiling, packages
+from imagewire_serving import compiling, package_calls, packages
 
 
 class Head(torch.nn.Module):
@@ -108,7 +108,7 @@ def test_a_call_that_cannot_be_exported_runs_through_torch_compile_with_one_line
 
 def shape(value: Any, batch: int | None) -> str:
     leaves, spec = pytree.tree_flatten(((), value))
-    return packages.call_shape(spec, leaves, batch)
+    return package_calls.call_shape(spec, leaves, batch)
 
 
 def cache(rows: int, length: int = 16) -> StaticCache:
@@ -144,7 +144,7 @@ def test_calls_with_one_seen_key_have_one_call_shape() -> None:
 
     def key(value: Any, batch: int | None) -> Any:
         leaves, spec = pytree.tree_flatten(((), value))
-        return packages.seen_key(spec, leaves, batch)
+        return package_calls.seen_key(spec, leaves, batch)
 
     calls = [({"pixel_values": torch.zeros(rows, width, dtype=dtype), "cache": cache(rows, length), "flag": flag}, rows)
              for rows in (1, 2, 3) for width in (8, 9) for length in (3, 4) for dtype in (torch.float32, torch.bfloat16)
