@@ -46,8 +46,9 @@ from imagewire_serving.threads import WAIT_VARIABLES, prepare_openmp
 GRPC_NAME = "imagewire-captioner"
 # The name bench.http_baseline announces (not imported from it: it loads torch).
 HTTP_NAME = "http-baseline"
-# Loading a benchmark-size model on a busy CPU, several at once, can take minutes.
-SERVER_START_TIMEOUT_S = 900.0
+# Loading a benchmark-size model on a busy CPU, several at once, can take minutes; the large preset's first start
+# with --compile auto measures both dtypes eagerly and builds twelve packages (on the 2-core VM: over 15 minutes).
+SERVER_START_TIMEOUT_S = 1800.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
