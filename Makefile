@@ -35,8 +35,13 @@ $(STAMP): pyproject.toml client/pyproject.toml $(NPM_LOCKS)
 # /usr/share/gocode); pytest runs its tests against real servers (tests/test_go_client.py) where go is installed.
 GO_ENV := GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local
 
+# The suite runs in two pytest-xdist workers, a test file to each (a file's servers and packages stay shared by its
+# tests): most tests wait on servers, proxies and browsers, so two share the CI machine's two cores well.
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The Go client's own checks alone: vet, and the tests that need no server (the rest skip outside pytest).
 go-test:

@@ -41,6 +41,7 @@ from PIL import Image
 from animator import tiny
 from animator.app import AnimatorApp
 from animator.limits import EngineLimits
+from animator.quality import psnr
 from animator.settings import AnimatorSettings
 from bench import output
 from imagewire_serving.metrics import Metrics
@@ -217,12 +218,6 @@ def frames_in(source: str, dtype: torch.dtype, params: dict[str, Any]) -> np.nda
     image = conditioning_image(params["width"], params["height"])
     latents = backend.denoise(image, full, lambda step: None)
     return np.concatenate(list(backend.decode(latents, full)))
-
-
-def psnr(reference: np.ndarray, other: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of uint8 frames, in dB (inf when identical)."""
-    mse = float(np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def compare_dtypes(source: str, name: str, params: dict[str, int]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 import time
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from animator import families, tiny
 from animator.limits import EngineLimits
 from animator.params import AnimateInput, resolve
+from animator.quality import psnr
 from bench import output
 from bench.animate_bench import conditioning_image
 from imagewire_serving.device import choose_dtype, resolve_device
@@ -63,11 +63,6 @@ def timed_decode(backend: Any, latents: torch.Tensor, params: Any) -> tuple[floa
     if backend.device.type == "cuda":
         torch.cuda.synchronize(backend.device)
     return first, time.perf_counter() - started, np.concatenate(chunks)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def main() -> None:

@@ -49,8 +49,8 @@ class _Returned:
     @staticmethod
     def find(outputs_spec: pytree.TreeSpec, outputs: list[Any], spec: pytree.TreeSpec, leaves: list[Any],
              args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Returned | None:
-        for where, (inputs, first) in _arguments(spec).items():
-            argument = args[where] if isinstance(where, int) else kwargs[where]
+        for where, inputs, first in _arguments(spec):
+            argument = _argument(args, kwargs, where)
             if inputs.is_leaf() or not inputs.num_leaves or type(argument) in (list, tuple, dict):
                 continue  # a tensor or other leaf, an object holding no tensors, a plain container
             for path, output, start in _subtrees(outputs_spec, (), 0):
@@ -62,24 +62,29 @@ class _Returned:
     def rebuild(self, outputs: list[Any], spec: pytree.TreeSpec, leaves: list[Any], args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
         """The output with the argument in its place; None where this call's argument is not what it returns."""
-        found = _arguments(spec).get(self.where)
         end = self.start + self.output.num_leaves
-        if found is None or found[0] != self.output or not _same_tensors(outputs[self.start:end], leaves[found[1]:]):
-            return None
-        argument = args[self.where] if isinstance(self.where, int) else kwargs[self.where]
-        return pytree.tree_unflatten([*outputs[:self.start], argument, *outputs[end:]], self.reduced)
+        for where, inputs, first in _arguments(spec):
+            if where == self.where:
+                if inputs != self.output or not _same_tensors(outputs[self.start:end], leaves[first:]):
+                    return None
+                argument = _argument(args, kwargs, where)
+                return pytree.tree_unflatten([*outputs[:self.start], argument, *outputs[end:]], self.reduced)
+        return None
 
 
-def _arguments(spec: pytree.TreeSpec) -> dict[int | str, tuple[pytree.TreeSpec, int]]:
-    """Each top-level argument of a call's spec (``(args, kwargs)``): its spec and its first leaf's index."""
-    found: dict[int | str, tuple[pytree.TreeSpec, int]] = {}
+def _arguments(spec: pytree.TreeSpec) -> Iterator[tuple[int | str, pytree.TreeSpec, int]]:
+    """Each top-level argument of a call's spec (``(args, kwargs)``), in order: its position or keyword, its spec
+    and its first leaf's index."""
     first = 0
     positional, keywords = spec.children()
     for names, tree in ((range(positional.num_children), positional), (keywords.context, keywords)):
         for name, child in zip(names, tree.children(), strict=True):
-            found[name] = (child, first)
+            yield name, child, first
             first += child.num_leaves
-    return found
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], where: int | str) -> Any:
+    return args[where] if isinstance(where, int) else kwargs[where]
 
 
 def _subtrees(spec: pytree.TreeSpec, path: tuple[int, ...], start: int

@@ -22,6 +22,7 @@ from PIL import Image
 from animator.backend import Step
 from animator.families.svd import SvdBackend
 from animator.params import GenerationParams
+from animator.quality import psnr
 from animator.training.motion import DIRECTIONS, FULL_SPEED_BUCKET, SERVED_FPS, SERVED_FRAMES, Motion, seed_scene
 from animator.training.settings import HELD_OUT_SEEDS
 from animator.training.tracking import Track, track
@@ -85,11 +86,6 @@ def follow(backend: SvdBackend, scene: Scene, params: GenerationParams) -> Follo
     inside = np.asarray(shape_mask(scene, params.width)) > 0
     return Followed(track(frames, shape.rgb, scene.background_rgb), psnr(frames[0], np.asarray(image)),
                     float(error[~inside].mean()), float(error[inside].mean()))
-
-
-def psnr(frame: np.ndarray, reference: np.ndarray) -> float:
-    error = np.mean(np.square(frame.astype(np.float64) - reference.astype(np.float64)))
-    return 10 * math.log10(255**2 / error) if error else math.inf
 
 
 def ranks(values: Sequence[float]) -> np.ndarray:
