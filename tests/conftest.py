@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 # Before torch loads: spinning OpenMP threads make every model here several times slower when the two cores are
 # shared with the servers the tests start (the servers set the same for themselves).
@@ -87,6 +88,24 @@ def typescript_client() -> Path:
                            timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr
     return package
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker (``make test``): its fuzz tallies go to the controller, which prints them."""
+    from tests.fuzzing import TALLIES
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["fuzz_tallies"] = {case: dict(statuses) for case, statuses in TALLIES.items()}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: a finished worker's fuzz tallies, added to this process's."""
+    from tests.fuzzing import TALLIES
+
+    for case, statuses in getattr(node, "workeroutput", {}).get("fuzz_tallies", {}).items():
+        TALLIES[case].update(statuses)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Unpack
@@ -28,6 +29,10 @@ from imagewire.client.video_sink import VideoSink
 
 # A cancel sent because the caller is leaving: it must not keep them long.
 CANCEL_TIMEOUT_S = 10.0
+# gRPC's wait for a connection (channel_ready_future) has a thread poll the channel every 0.2 s until it sees
+# nobody waiting; a channel closed under it makes that thread die with a traceback on stderr ("Cannot monitor
+# channel state: Channel closed!"). Closing waits out two polls after the last wait.
+READY_POLLER_S = 0.5
 
 EventCallback = Callable[[AnimateEvent], None]
 #: Five reconnections after 0.5, 1, 2, 4 and 8 s, each waiting up to 30 s for the channel.
@@ -59,6 +64,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         super().__init__(target, **options)
         self._interrupted = threading.Event()
         self._ready: grpc.Future[None] | None = None
+        self._ready_ended: float | None = None
 
     def animate(self, image: ImageInput, **args: Unpack[AnimateArgs]) -> Iterator[AnimateEvent]:
         """Generate a video from one image, yielding the stream's events as they arrive; leaving early cancels
@@ -110,6 +116,13 @@ class AnimateClient(BlockingShell[AnimateCore]):
             if cancel is not None:
                 cancel()
 
+    def close(self) -> None:
+        """Close the channel, cancelling calls still in flight (after gRPC's poller has left a recent wait for
+        the connection: :data:`READY_POLLER_S`)."""
+        if self._ready_ended is not None:
+            time.sleep(max(0.0, self._ready_ended + READY_POLLER_S - time.monotonic()))
+        super().close()
+
     def _download(self, download: Download, sink: VideoSink, *, owned: bool) -> AnimateResult:
         attempt = download.first
         with sink, self._stopping(download, sink, owned=owned):
@@ -149,6 +162,7 @@ class AnimateClient(BlockingShell[AnimateCore]):
         finally:
             self._ready.cancel()
             self._ready = None
+            self._ready_ended = time.monotonic()
 
     @contextlib.contextmanager
     def _stopping(self, download: Download, sink: VideoSink, *, owned: bool) -> Iterator[None]:
