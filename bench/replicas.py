@@ -57,6 +57,8 @@ class Replica:
         self.lives: list[ServerProcess] = []
         self._ready = threading.Event()
         self._start(port=0).wait_ready()
+        # Every later life serves on the first one's port: a life killed before it said so still has it.
+        self.address = self.server.target
         self._ready.set()
 
     @property
@@ -64,13 +66,13 @@ class Replica:
         return self.lives[-1]
 
     @property
-    def address(self) -> str:
-        return self.server.target
-
-    @property
     def ready(self) -> bool:
         """Whether the current process announced it serves."""
         return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the current process serves (False: not within ``timeout_s``)."""
+        return self._ready.wait(timeout_s)
 
     def _start(self, port: int) -> ServerProcess:
         self.lives.append(ServerProcess.start([*self._command], name=self.name, env=dict(ENV), port=port))
