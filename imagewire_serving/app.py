@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import grpc.aio
 import torch
 
-from imagewire_serving import errors
+from imagewire_serving import errors, packages
 from imagewire_serving.compiling import compiled_graphs, configure
 from imagewire_serving.deciding import DecidedLoading
 from imagewire_serving.device import (
@@ -128,6 +128,8 @@ class EngineApp(DecidedLoading[BackendT], Generic[SettingsT, EngineT, BackendT])
                 raise
             raise explained from error
         self._engine = engine
+        if server.compile != "off" and server.compile_cache_max_gb:
+            packages.trim(int(server.compile_cache_max_gb * 1e9))
         # Graphs compiled from here on are shapes the warm-up did not cover: counted, as recompilations.
         warmed = compiled_graphs()
         self.metrics.recompiles.set_function(lambda: compiled_graphs() - warmed)

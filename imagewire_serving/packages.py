@@ -12,11 +12,17 @@ state included) gets a package, exported from the part's eager forward, frozen, 
 torch version, the hardware). Calls of several rows share one package whose batch is dynamic. A call shape that
 cannot be exported or packaged runs through the fallback (``torch.compile``), with one line saying why.
 
+Each package holds a copy of its part's weights, so a cache that serves model after model grows without end:
+:func:`trim` removes the packages unused the longest once their total passes a size (``--compile-cache-max-gb``).
+A package's modification time is its last use (set when it is loaded), never its age alone: packages baked into
+a container image keep the image's build time, and a start long after the build still finds them all.
+
 Used on the CPU; CUDA keeps ``torch.compile`` with autotuning (not measured here: no GPU was lent).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -44,6 +50,10 @@ _DIRECTORY: Path | None = None
 # Calls remembered per part (a decoder sees one per batch size and caption length): a bound, not a working size.
 _SEEN_LIMIT = 4096
 _PREPARED: threading.Thread | None = None
+# The packages this process built or loaded: never trimmed by it.
+_IN_USE: set[Path] = set()
+# Packages used this recently (by any process sharing the cache: a replica starting beside this one) are kept.
+RECENT_S = 3600.0
 
 
 def configure(directory: Path | None) -> None:
@@ -145,6 +155,9 @@ class Packaged:
         if _PREPARED is not None:
             _PREPARED.join()
         how = "loaded" if path.exists() else "built"
+        _IN_USE.add(path)
+        if how == "loaded":
+            _mark_used(path)
         try:
             if how == "built":
                 self._build(path, args, kwargs, batch)
@@ -222,6 +235,49 @@ def _register_caches(module: torch.nn.Module) -> None:
     except ImportError:  # no transformers (or one without its exporters): no caches to register
         return
     register_cache_pytrees_for_model(cast(Any, module))  # any module: its own module's cache classes too
+
+
+def _mark_used(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache (baked into an image) keeps its times
+        os.utime(path)
+
+
+def trim(limit_bytes: int) -> list[Path]:
+    """Remove the packages unused the longest until those in the cache total at most ``limit_bytes``; keep the ones
+    this process uses and any used in the last ``RECENT_S`` (so the total may stay above the limit). Scratch files
+    of builds that died (``*.partial.pt2``) go first once they are that old. Returns what was removed."""
+    if _DIRECTORY is None or not _DIRECTORY.is_dir():
+        return []
+    found: list[tuple[float, int, Path]] = []
+    for path in _DIRECTORY.glob("*.pt2"):
+        with contextlib.suppress(OSError):  # removed by another process meanwhile
+            status = path.stat()
+            found.append((status.st_mtime, status.st_size, path))
+    total = sum(size for _, size, _ in found)
+    recent = time.time() - RECENT_S
+    removed: list[Path] = []
+    freed = 0
+    # Oldest use first; a dead build's scratch file before any package.
+    for used, size, path in sorted(found, key=lambda item: (not item[2].name.endswith(".partial.pt2"), item[0])):
+        if total - freed <= limit_bytes:
+            break
+        if path in _IN_USE or used > recent:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another replica trimmed it
+            pass
+        except OSError:  # a read-only cache (baked into an image): kept as it is
+            continue
+        freed += size
+        removed.append(path)
+    if total - freed > limit_bytes:
+        _LOGGER.info("compile cache: packages total %.2f GB, over the limit of %.2f GB: the rest are in use or "
+                     "were used in the last hour", (total - freed) / 1e9, limit_bytes / 1e9)
+    if removed:
+        _LOGGER.info("compile cache: removed %d packages unused the longest (%.2f GB) to keep to %.2f GB",
+                     len(removed), freed / 1e9, limit_bytes / 1e9)
+    return removed
 
 
 def _digest(data: bytes) -> str:

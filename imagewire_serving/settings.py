@@ -78,6 +78,9 @@ class ServerSettings(Config):
         "copy of their weights; inductor's compiled code) and of the dtype and compile decisions, reused by every "
         "start with the same model and settings (default: $IMAGEWIRE_CACHE/compile, else "
         "~/.cache/imagewire/compile)", parse=Path)
+    compile_cache_max_gb: float = option(
+        20.0, "after the warm-up, remove the compiled packages unused the longest until the cache's packages total "
+        "at most this many GB (those in use, or used in the last hour, are kept); 0 = no limit", minimum=0)
     threads: int | None = option(
         None, "CPU threads for the model's operations (default: the CPUs this process may use)", minimum=1)
     models: tuple[str, ...] = option(

@@ -10,7 +10,9 @@ import io
 import os
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -95,3 +97,12 @@ def require(ready: bool, reason: str) -> None:
     all and sets CI, that is a failure instead: there these tests never skip."""
     if not ready:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+
+
+def aged(path: Path, hours: float, size: int = 0) -> Path:
+    """``path`` (written with ``size`` bytes where it does not exist) last used ``hours`` ago."""
+    if not path.exists():
+        path.write_bytes(b"\0" * size)
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+    return path

@@ -22,7 +22,7 @@ from captioner.training.shapes import draw, random_scene
 from imagewire_serving import compiling, packages
 from imagewire_serving.tuning import Run
 from tests.scripted import SPLIT, ScriptedParts, caption_alone_then_a_full_batch, scripted
-from tests.support import captioner_app, serving, solid
+from tests.support import aged, captioner_app, serving, solid
 
 SHAPES_MODEL = Path(__file__).resolve().parents[1] / "captioner" / "models" / "shapes-blip"
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
@@ -87,12 +87,19 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     # all: it compiles nothing.
     assert packages.made() - made >= 6
     built, loaded = packages.MADE["built"], packages.MADE["loaded"]
-    with caplog.at_level(logging.INFO, logger="imagewire_serving.deciding"):
+    # The restart keeps the cache to a limit below its own packages: it removes another model's, unused for two
+    # days, and keeps its own.
+    stale = aged(shared_packages / "another-model.pt2", hours=48, size=1000)
+    kept = set(shared_packages.glob("*.pt2")) - {stale}
+    with caplog.at_level(logging.INFO, logger="imagewire_serving"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
-                                                         compile="on", compile_cache=tmp_path))
+                                                         compile="on", compile_cache=tmp_path,
+                                                         compile_cache_max_gb=1e-6))
     assert "decided at an earlier start" in caplog.text
     assert list(again_info.compiled_parts) == PARTS and again == eager
     assert packages.MADE["built"] == built and packages.MADE["loaded"] - loaded >= 6
+    assert not stale.exists() and set(shared_packages.glob("*.pt2")) == kept
+    assert "compile cache: removed 1 packages unused the longest" in caplog.text
 
 
 @pytest.mark.timeout(900)

@@ -4,6 +4,7 @@ rows sharing one, built once and loaded by a restart; a call that cannot be expo
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from transformers import BertConfig
 from transformers.cache_utils import StaticCache
 
 from imagewire_serving import compiling, package_calls, packages
+from tests.support import aged
 
 
 class Head(torch.nn.Module):
@@ -211,3 +213,60 @@ def test_an_unreadable_package_is_served_by_torch_compile_and_removed_for_the_ne
     lines = [record.getMessage() for record in caplog.records if record.name == "imagewire_serving.packages"]
     assert len(lines) == 1 and "cannot package" in lines[0]
     assert not package.exists() and packages.MADE == {"built": 1}
+
+
+@pytest.mark.timeout(600)
+def test_the_cache_keeps_to_its_limit_by_removing_the_packages_unused_the_longest(
+    store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(packages, "_IN_USE", set())
+    pixels = torch.randn(1, 8)
+    module = Head(seed=1)
+    packaged(module)
+    with torch.inference_mode():
+        module(pixel_values=pixels)
+    (mine,) = store.glob("*.pt2")
+    aged(mine, hours=100)  # in use by this process: kept, however long ago it was last used
+    oldest = aged(store / "a-oldest.pt2", hours=48, size=4000)
+    older = aged(store / "b-older.pt2", hours=24, size=3000)
+    old = aged(store / "c-old.pt2", hours=2, size=2000)
+    recent = aged(store / "d-recent.pt2", hours=0.5, size=50_000)  # another replica's, in the last hour: kept
+    dead_build = aged(store / "tmpx.partial.pt2", hours=3, size=1000)
+    building = aged(store / "tmpy.partial.pt2", hours=0.1, size=1000)
+    total = sum(path.stat().st_size for path in store.glob("*.pt2"))
+
+    with caplog.at_level(logging.INFO, logger="imagewire_serving.packages"):
+        # Room for all but 5500 bytes: the dead build's scratch file, then the packages unused the longest.
+        removed = packages.trim(total - 5500)
+        assert removed == [dead_build, oldest, older]
+        assert all(path.exists() for path in (mine, old, recent, building))
+        assert "removed 3 packages unused the longest" in caplog.text
+        assert packages.trim(1) == [old]  # what is left is in use or recent: the cache stays above the limit
+        assert "over the limit" in caplog.text
+    assert packages.trim(0) == []
+
+    # A load is a use: a later start that loads the package renews it, and so keeps it.
+    monkeypatch.setattr(packages, "_IN_USE", set())
+    again = Head(seed=1)
+    packaged(again)
+    with torch.inference_mode():
+        again(pixel_values=pixels)
+    assert packages.MADE == {"built": 1, "loaded": 1}
+    assert time.time() - mine.stat().st_mtime < 600
+    monkeypatch.setattr(packages, "_IN_USE", set())
+    assert packages.trim(1) == [] and mine.exists()
+
+
+def test_a_read_only_cache_is_left_as_it_is(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packages, "_IN_USE", set())
+    store.mkdir(parents=True)
+    baked = aged(store / "baked.pt2", hours=24 * 400, size=1000)
+    unlink = Path.unlink
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == store:
+            raise PermissionError(13, "Read-only file system", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert packages.trim(1) == [] and baked.exists()
