@@ -17,6 +17,7 @@ from captioner.engine import CaptionEngine, default_options, default_request, re
 from captioner.families import load_captioner
 from captioner.service import SERVICE_NAME, CaptionServicer
 from captioner.settings import CaptionerSettings
+from imagewire_serving import packages
 from imagewire_serving.app import EngineApp
 
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "shapes-blip"
@@ -45,6 +46,15 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
         """The default request alone and in the largest batch the batcher forms (what a loaded server runs)."""
         sizes = sorted({1, self.settings.limits.max_batch_size})
         return [(f"batch {size}", functools.partial(self._default_batch, size=size)) for size in sizes]
+
+    def loading_probes(self, backend: CaptionBackend) -> list[tuple[str, Callable[[], None]]]:
+        """On the CPU a compiled part runs every batch of two rows or more through one package per call shape, its
+        batch dynamic (imagewire_serving.packages): a batch of two loads all that the largest batch runs, so a
+        restart does not caption a whole largest batch (on the large preset a minute on the CPU) to be ready."""
+        if backend.device.type != "cpu" or packages.directory() is None:
+            return self.probes(backend)
+        sizes = sorted({1, min(2, self.settings.limits.max_batch_size)})
+        return [(f"batch {size}", functools.partial(self._default_batch, backend, size=size)) for size in sizes]
 
     def _default_batch(self, backend: CaptionBackend, size: int) -> None:
         default_request(backend, default_options(request_fields(self.settings.limits, backend)), size)

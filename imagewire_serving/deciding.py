@@ -67,6 +67,11 @@ class DecidedLoading(Generic[BackendT]):
         """The probes as (label, run(backend))."""
         raise NotImplementedError
 
+    def loading_probes(self, backend: BackendT) -> list[tuple[str, Callable[[], None]]]:
+        """What a start that takes a cached decision runs to compile (or load) its compiled parts before SERVING:
+        the probes, unless the App knows cheaper runs that reach every compiled call they make."""
+        return self.probes(backend)
+
     def split_batches(self) -> tuple[int, int] | None:
         """(the largest batch a second copy of the weights may run, the largest batch the engine forms) for an
         engine that runs small batches on their own copy (:attr:`small_copies`); None: one copy runs everything."""
@@ -123,7 +128,8 @@ class DecidedLoading(Generic[BackendT]):
                 part.compile(device)
         _use(parts, compiled_parts, small)
         if wanted:
-            self._run_probes(backend, probes)
+            for _label, probe in self.loading_probes(backend)[:probes]:
+                probe()
         return backend
 
     def _second_copy(self, model_id: str, source: str, device: torch.device, backend: BackendT,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from imagewire.client import AsyncCaptionClient
 
+from captioner.app import CaptionerApp
 from captioner.backend import GenerationOptions
 from captioner.families import load_captioner
 from captioner.families.base import DECODER_PART
@@ -71,7 +72,8 @@ async def captions(app: Any) -> tuple[list[str], Any]:
 
 @pytest.mark.timeout(900)
 async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_restart_reuses_the_decision(
-    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_packages: Path
+    tiny_caption_model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_packages: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     eager, eager_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                      compile="off"))
@@ -91,6 +93,12 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     # days, and keeps its own.
     stale = aged(shared_packages / "another-model.pt2", hours=48, size=1000)
     kept = set(shared_packages.glob("*.pt2")) - {stale}
+    # Before SERVING, the restart loads its packages with a lone caption and a batch of two, not the largest batch:
+    # one package serves every batch of two or more (and the captions below, in batches up to 4, load no other).
+    probed: list[int] = []
+    probe = CaptionerApp._default_batch
+    monkeypatch.setattr(CaptionerApp, "_default_batch",
+                        lambda self, backend, size: probed.append(size) or probe(self, backend, size=size))
     with caplog.at_level(logging.INFO, logger="imagewire_serving"):
         again, again_info = await captions(captioner_app(tiny_caption_model, LIMITS, device="cpu", dtype="float32",
                                                          compile="on", compile_cache=tmp_path,
@@ -99,6 +107,7 @@ async def test_a_compiled_vision_encoder_serves_the_captions_of_eager_and_a_rest
     assert list(again_info.compiled_parts) == PARTS and again == eager
     assert packages.MADE["built"] == built and packages.MADE["loaded"] - loaded >= 6
     assert not stale.exists() and set(shared_packages.glob("*.pt2")) == kept
+    assert probed == [1, 2]
     assert "compile cache: removed 1 packages unused the longest" in caplog.text
 
 
