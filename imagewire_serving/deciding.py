@@ -119,7 +119,8 @@ class DecidedLoading(Generic[BackendT]):
     def _load_as(self, model_id: str, source: str, device: torch.device, dtype: str, compiled_parts: Sequence[str],
                  probes: int | None = None, small: SmallBatches | None = None) -> BackendT:
         """The model in ``dtype`` with ``compiled_parts`` compiled (and ``small``'s for its batches), by running
-        its first ``probes`` probes (all: None) now, before SERVING (the kernels come from the compile cache)."""
+        its first ``probes`` loading probes (all: None) now, before SERVING (the kernels come from the compile
+        cache)."""
         backend = self._load_one(model_id, source, device, DTYPES[dtype])
         parts = backend.compile_parts()
         wanted = {*compiled_parts, *(small.compiled_parts if small is not None else ())}
