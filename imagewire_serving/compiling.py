@@ -55,6 +55,7 @@ class Part:
     _eager: Callable[..., Any] | None = field(default=None, repr=False)
     _compiled: Callable[..., Any] | None = field(default=None, repr=False)
     _forward: Callable[..., Any] | None = field(default=None, repr=False)
+    _hook: torch.utils.hooks.RemovableHandle | None = field(default=None, repr=False)
 
     def parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.module.parameters())
@@ -76,8 +77,17 @@ class Part:
             # The eager forward's signature stays visible (transformers' generate reads it to check its arguments).
             self._forward = functools.wraps(self._eager)(lambda *args, **kwargs: self._guarded(*args, **kwargs))
             if self.batch_dim:
-                self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
+                self._hook = self.module.register_forward_pre_hook(_mark_batch_dynamic, with_kwargs=True)
         self.use(compiled=True)
+
+    def release(self) -> None:
+        """Run eagerly for good: drop the compiled forms (on the CPU the loaded packages, each holding a copy of the
+        part's weights), as for a part measured and left eager. :meth:`compile` starts again."""
+        self.use(compiled=False)
+        self._eager = self._compiled = self._forward = None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def use(self, *, compiled: bool, up_to: int | None = None) -> None:
         """Run the compiled forward (when compiled and not failed; for batches up to ``up_to``) or the eager one."""

@@ -299,11 +299,13 @@ def _in_place(decision: Decision) -> SmallBatches | None:
 
 
 def _use(parts: Sequence[Part], every: Sequence[str], small: SmallBatches | None) -> None:
-    """Each part compiled for every batch, for ``small``'s batches only (this copy's small batches), or eager."""
+    """Each part compiled for every batch, for ``small``'s batches only (this copy's small batches), or eager, its
+    compiled forms released (a measuring start held the packages of parts it measured and left eager: on the large
+    preset gigabytes of weight copies for the server's life)."""
     for part in parts:
         if part.name in every:
             part.use(compiled=True)
         elif small is not None and part.name in small.compiled_parts:
             part.use(compiled=True, up_to=small.largest)
         else:
-            part.use(compiled=False)
+            part.release()

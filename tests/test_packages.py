@@ -3,8 +3,10 @@ rows sharing one, built once and loaded by a restart; a call that cannot be expo
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch.utils._pytree as pytree
 from transformers import BertConfig
 from transformers.cache_utils import StaticCache
 
-from imagewire_serving import compiling, package_calls, packages
+from imagewire_serving import compiling, deciding, package_calls, packages
 from tests.support import aged
 
 
@@ -270,3 +272,24 @@ def test_a_read_only_cache_is_left_as_it_is(store: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(Path, "unlink", refuse)
     assert packages.trim(1) == [] and baked.exists()
+
+
+@pytest.mark.timeout(600)
+def test_a_part_the_decision_leaves_eager_lets_its_packages_go(store: Path) -> None:
+    pixels = torch.randn(1, 8)
+    module = Head(seed=1)
+    part = packaged(module)
+    with torch.inference_mode():
+        module(pixel_values=pixels)
+    assert part._compiled is not None
+    runner = weakref.ref(next(iter(part._compiled._runners.values())))  # the loaded package, with its weights
+    deciding._use([part], every=(), small=None)
+    gc.collect()
+    assert runner() is None and not part.compiled and "forward" not in module.__dict__
+    with torch.inference_mode():
+        assert torch.equal(module(pixel_values=pixels), Head(seed=1)(pixel_values=pixels))
+    assert packages.MADE == {"built": 1}  # eager: nothing loaded again
+    part.compile(torch.device("cpu"))  # and compiled again on demand: the package is loaded from the store
+    with torch.inference_mode():
+        module(pixel_values=pixels)
+    assert packages.MADE == {"built": 1, "loaded": 1}
