@@ -44,17 +44,18 @@ class CaptionerApp(EngineApp[CaptionerSettings, CaptionEngine, CaptionBackend]):
 
     def probe_shapes(self) -> list[tuple[str, Callable[[CaptionBackend], None]]]:
         """The default request alone and in the largest batch the batcher forms (what a loaded server runs)."""
-        sizes = sorted({1, self.settings.limits.max_batch_size})
-        return [(f"batch {size}", functools.partial(self._default_batch, size=size)) for size in sizes]
+        return self._batches(sorted({1, self.settings.limits.max_batch_size}))
 
-    def loading_probes(self, backend: CaptionBackend) -> list[tuple[str, Callable[[], None]]]:
+    def loading_shapes(self, device: torch.device) -> list[tuple[str, Callable[[CaptionBackend], None]]]:
         """On the CPU a compiled part runs every batch of two rows or more through one package per call shape, its
         batch dynamic (imagewire_serving.packages): a batch of two loads all that the largest batch runs, so a
         restart does not caption a whole largest batch (on the large preset a minute on the CPU) to be ready."""
-        if backend.device.type != "cpu" or packages.directory() is None:
-            return self.probes(backend)
-        sizes = sorted({1, min(2, self.settings.limits.max_batch_size)})
-        return [(f"batch {size}", functools.partial(self._default_batch, backend, size=size)) for size in sizes]
+        if device.type != "cpu" or packages.directory() is None:
+            return self.probe_shapes()
+        return self._batches(sorted({1, min(2, self.settings.limits.max_batch_size)}))
+
+    def _batches(self, sizes: list[int]) -> list[tuple[str, Callable[[CaptionBackend], None]]]:
+        return [(f"batch {size}", functools.partial(self._default_batch, size=size)) for size in sizes]
 
     def _default_batch(self, backend: CaptionBackend, size: int) -> None:
         default_request(backend, default_options(request_fields(self.settings.limits, backend)), size)

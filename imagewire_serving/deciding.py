@@ -67,10 +67,10 @@ class DecidedLoading(Generic[BackendT]):
         """The probes as (label, run(backend))."""
         raise NotImplementedError
 
-    def loading_probes(self, backend: BackendT) -> list[tuple[str, Callable[[], None]]]:
-        """What a start that takes a cached decision runs to compile (or load) its compiled parts before SERVING:
-        the probes, unless the App knows cheaper runs that reach every compiled call they make."""
-        return self.probes(backend)
+    def loading_shapes(self, device: torch.device) -> list[tuple[str, Callable[[BackendT], None]]]:
+        """What a start that takes a cached decision runs on ``device`` to compile (or load) its compiled parts
+        before SERVING: the probes, unless the App knows cheaper runs that reach every compiled call they make."""
+        return self.probe_shapes()
 
     def split_batches(self) -> tuple[int, int] | None:
         """(the largest batch a second copy of the weights may run, the largest batch the engine forms) for an
@@ -129,8 +129,8 @@ class DecidedLoading(Generic[BackendT]):
                 part.compile(device)
         _use(parts, compiled_parts, small)
         if wanted:
-            for _label, probe in self.loading_probes(backend)[:probes]:
-                probe()
+            for _label, run in self.loading_shapes(device)[:probes]:
+                run(backend)
         return backend
 
     def _second_copy(self, model_id: str, source: str, device: torch.device, backend: BackendT,

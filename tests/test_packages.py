@@ -38,6 +38,15 @@ def packaged(module: torch.nn.Module) -> compiling.Part:
     return part
 
 
+def called_packaged(pixels: torch.Tensor) -> tuple[Head, compiling.Part]:
+    """A Head packaged and called once on ``pixels`` (its package built, or loaded from the store)."""
+    module = Head(seed=1)
+    part = packaged(module)
+    with torch.inference_mode():
+        module(pixel_values=pixels)
+    return module, part
+
+
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(packages, "_DIRECTORY", tmp_path / "packages")
@@ -200,10 +209,7 @@ def test_an_unreadable_package_is_served_by_torch_compile_and_removed_for_the_ne
     store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     pixels = torch.randn(1, 8)
-    first = Head(seed=1)
-    packaged(first)
-    with torch.inference_mode():
-        first(pixel_values=pixels)
+    called_packaged(pixels)
     (package,) = store.glob("*.pt2")
     package.write_bytes(b"not a package")  # as a torch build that writes them otherwise might leave it
 
@@ -223,10 +229,7 @@ def test_the_cache_keeps_to_its_limit_by_removing_the_packages_unused_the_longes
 ) -> None:
     monkeypatch.setattr(packages, "_IN_USE", set())
     pixels = torch.randn(1, 8)
-    module = Head(seed=1)
-    packaged(module)
-    with torch.inference_mode():
-        module(pixel_values=pixels)
+    called_packaged(pixels)
     (mine,) = store.glob("*.pt2")
     aged(mine, hours=100)  # in use by this process: kept, however long ago it was last used
     oldest = aged(store / "a-oldest.pt2", hours=48, size=4000)
@@ -249,10 +252,7 @@ def test_the_cache_keeps_to_its_limit_by_removing_the_packages_unused_the_longes
 
     # A load is a use: a later start that loads the package renews it, and so keeps it.
     monkeypatch.setattr(packages, "_IN_USE", set())
-    again = Head(seed=1)
-    packaged(again)
-    with torch.inference_mode():
-        again(pixel_values=pixels)
+    called_packaged(pixels)
     assert packages.MADE == {"built": 1, "loaded": 1}
     assert time.time() - mine.stat().st_mtime < 600
     monkeypatch.setattr(packages, "_IN_USE", set())
@@ -277,10 +277,7 @@ def test_a_read_only_cache_is_left_as_it_is(store: Path, monkeypatch: pytest.Mon
 @pytest.mark.timeout(600)
 def test_a_part_the_decision_leaves_eager_lets_its_packages_go(store: Path) -> None:
     pixels = torch.randn(1, 8)
-    module = Head(seed=1)
-    part = packaged(module)
-    with torch.inference_mode():
-        module(pixel_values=pixels)
+    module, part = called_packaged(pixels)
     assert part._compiled is not None
     runner = weakref.ref(next(iter(part._compiled._runners.values())))  # the loaded package, with its weights
     deciding._use([part], every=(), small=None)
